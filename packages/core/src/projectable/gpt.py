@@ -1,0 +1,376 @@
+"""ImageGPT-style decoder (Sec. 2, App. B): the source M_1, the baselines M_s / M~_s and every generated model.
+
+Written bottom-up. The dense operators of all layers are stored *stacked per kind* as ``(L, out, in)``
+tensors, so that the projector (``projector.py``) can map all layers of a kind with one tensor op
+(a per-tensor Python loop was measured ~20x slower on a GPU, see ENVIRONMENT.md). The transformer body
+is a function of "parts" (embeddings, norms, head) and a ``linear`` callable, so the very same code runs
+
+* a plain GPT (shared dense weights),
+* the projected model P_s(t) with per-example generated weights (``(B, L, out, in)``), and
+* the "expand" route that never materialises small weights (see ``projector.ExpandedLinears``).
+
+Sequence convention: a sequence of ``T = block_size`` tokens ``x_0..x_{T-1}`` is modelled autoregressively;
+position 0 receives a start embedding (a learned vector for unconditional M_s, a linear map of the task
+vector for conditional M~_s, PAPER.md "Baselines") and predicts ``x_0``; position i receives ``x_{i-1}``.
+
+Letter legend for shape comments: B batch, T time, C width, H heads, D head size, L layers, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from projectable.validation import check_task, check_tokens
+
+DENSE_KINDS = ("qkv", "attn", "fc", "proj")  # the four dense operators of a block, in forward order
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 512  # palette colours (SynthMNIST) or VQ-VAE codes (ImageNet)
+    block_size: int = 1024  # tokens per image = positions; 32x32 tokens in the paper
+    n_layer: int = 24  # paper: 24 for every size
+    n_head: int = 8  # paper: 8 for every size; head size shrinks with the width
+    n_embd: int = 512  # width d of M_1; M_s has s*d
+    mlp_ratio: int = 4  # MLP hidden = mlp_ratio * n_embd, GPT-2 layout
+    dropout: float = 0.0  # paper trains with 0.1 (App. C.1); 0 keeps tests exact
+    task_dim: int = 0  # 0: unconditional M_s (learned start token); >0: conditional M~_s, t -> first embedding
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                "choose a width that is a multiple of the head count"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout}")
+        if not isinstance(self.task_dim, int) or self.task_dim < 0:
+            raise ValueError(f"GPTConfig.task_dim must be an int >= 0 (0 = unconditional), got {self.task_dim!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        return self.mlp_ratio * self.n_embd
+
+    @property
+    def conditional(self) -> bool:
+        return self.task_dim > 0
+
+    def dense_shapes(self) -> dict[str, tuple[int, int]]:
+        """(out, in) of each dense operator kind."""
+        C, M = self.n_embd, self.mlp_width
+        return {"qkv": (3 * C, C), "attn": (C, C), "fc": (M, C), "proj": (C, M)}
+
+    def scaled(self, scale: float) -> GPTConfig:
+        """The same architecture at width ``scale * n_embd`` (M_s, Sec. 2); heads and depth unchanged."""
+        from projectable.validation import check_scale
+
+        check_scale(scale, self)
+        return replace(self, n_embd=round(self.n_embd * scale))
+
+    @classmethod
+    def paper(cls, scale: float = 1.0, **overrides) -> GPTConfig:
+        """The paper's M_1 (24 layers, 8 heads, d=512, 1024 tokens, 512 codes); ``scale`` gives M_s."""
+        return cls(**overrides).scaled(scale) if scale != 1.0 else cls(**overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> GPTConfig:
+        """A debug variant that runs in milliseconds on a CPU (tests, smoke runs)."""
+        base = dict(vocab_size=16, block_size=12, n_layer=2, n_head=2, n_embd=32, mlp_ratio=4)
+        base.update(overrides)
+        return cls(**base)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parts: everything except the dense operators. A projected model has its own parts and generated dense
+# weights; a GPT has parts plus a DenseStack.
+
+
+class GPTParts(nn.Module):
+    """Token/position embeddings, start embedding, layer norms (stacked per layer) and the untied head."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        C, L = config.n_embd, config.n_layer
+        self.wte = nn.Parameter(torch.randn(config.vocab_size, C) * 0.02)  # (V, C)
+        self.wpe = nn.Parameter(torch.randn(config.block_size, C) * 0.02)  # (T, C)
+        if config.conditional:
+            # M~_s: the task vector, linearly mapped, is the first embedding of the sequence.
+            self.task_proj = nn.Linear(config.task_dim, C)
+            nn.init.normal_(self.task_proj.weight, std=0.02)
+            nn.init.zeros_(self.task_proj.bias)
+        else:
+            self.start = nn.Parameter(torch.randn(C) * 0.02)  # (C,)
+        self.ln1_w = nn.Parameter(torch.ones(L, C))
+        self.ln1_b = nn.Parameter(torch.zeros(L, C))
+        self.ln2_w = nn.Parameter(torch.ones(L, C))
+        self.ln2_b = nn.Parameter(torch.zeros(L, C))
+        self.lnf_w = nn.Parameter(torch.ones(C))
+        self.lnf_b = nn.Parameter(torch.zeros(C))
+        self.head = nn.Parameter(torch.randn(config.vocab_size, C) * 0.02)  # (V, C), no bias
+
+    def start_embedding(self, batch: int, task: torch.Tensor | None) -> torch.Tensor:
+        """(B, 1, C) embedding fed at position 0."""
+        if self.config.conditional:
+            if task is None:
+                raise ValueError(
+                    "this model is conditional (task_dim="
+                    f"{self.config.task_dim}) and needs a task vector; pass task=(B, {self.config.task_dim})"
+                )
+            return self.task_proj(task).unsqueeze(1)
+        return self.start.expand(batch, 1, -1)
+
+
+class DenseStack(nn.Module):
+    """All dense operators, stacked per kind: weight (L, out, in), bias (L, out)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        L = config.n_layer
+        for kind, (out_dim, in_dim) in config.dense_shapes().items():
+            std = 0.02 / math.sqrt(2 * L) if kind in ("attn", "proj") else 0.02  # GPT-2 residual scaling
+            setattr(self, f"{kind}_w", nn.Parameter(torch.randn(L, out_dim, in_dim) * std))
+            setattr(self, f"{kind}_b", nn.Parameter(torch.zeros(L, out_dim)))
+
+    def weights(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"{kind}_w"), getattr(self, f"{kind}_b")
+
+
+# A ``Linear`` maps (kind, layer, x) -> y; x (B, T, in) -> (B, T, out).
+Linear = Callable[[str, int, torch.Tensor], torch.Tensor]
+
+
+class StackedLinears:
+    """Applies stacked weights ``(L, out, in)`` shared by the batch, or per-example ``(B, L, out, in)``."""
+
+    def __init__(self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        self.weights = weights
+
+    def __call__(self, kind: str, layer: int, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weights[kind]
+        if w.dim() == 3:  # shared: (L, out, in)
+            return F.linear(x, w[layer], b[layer])
+        # per example: w (B, L, out, in), b (B, L, out); x (B, T, in)
+        return torch.baddbmm(b[:, layer].unsqueeze(1), x, w[:, layer].transpose(1, 2))
+
+
+class KVCache:
+    """Keys and values of past positions for every layer, for incremental sampling."""
+
+    def __init__(self, n_layer: int):
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: (B, H, T_new, D) -> concatenated with the past along time
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+def transformer_forward(
+    parts: GPTParts,
+    linear: Linear,
+    inputs: torch.Tensor,
+    cache: KVCache | None = None,
+) -> torch.Tensor:
+    """Pre-LayerNorm GPT-2 blocks, final norm and head on already-embedded ``inputs`` (B, T, C) -> logits."""
+    config = parts.config
+    B, T, C = inputs.shape
+    H, D = config.n_head, config.head_size
+    drop = config.dropout if parts.training else 0.0
+    x = F.dropout(inputs, drop, parts.training)
+    for layer in range(config.n_layer):
+        h = F.layer_norm(x, (C,), parts.ln1_w[layer], parts.ln1_b[layer])
+        qkv = linear("qkv", layer, h)  # (B, T, 3C)
+        q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        # With a cache holding the past, the new queries see every cached key: causal only within the chunk.
+        causal = cache is None or cache.length == 0
+        if not causal and T > 1:
+            raise ValueError("a KV cache with a non-empty past accepts one new position at a time")
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and T > 1, dropout_p=drop)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        x = x + F.dropout(linear("attn", layer, y), drop, parts.training)
+        h = F.layer_norm(x, (C,), parts.ln2_w[layer], parts.ln2_b[layer])
+        h = F.gelu(linear("fc", layer, h))  # (B, T, mlp)
+        x = x + F.dropout(linear("proj", layer, h), drop, parts.training)
+    if cache is not None:
+        cache.length += T
+    x = F.layer_norm(x, (C,), parts.lnf_w, parts.lnf_b)
+    return F.linear(x, parts.head)  # (B, T, V)
+
+
+def embed(parts: GPTParts, tokens: torch.Tensor, task: torch.Tensor | None, offset: int = 0) -> torch.Tensor:
+    """Inputs for predicting ``tokens``: start embedding then tokens shifted right by one, plus positions.
+
+    With ``offset > 0`` (incremental sampling) ``tokens`` are the *inputs* at positions offset.. directly.
+    """
+    B, T = tokens.shape
+    if offset == 0:
+        x = torch.cat([parts.start_embedding(B, task), parts.wte[tokens[:, :-1]]], dim=1)  # (B, T, C)
+    else:
+        x = parts.wte[tokens]
+    return x + parts.wpe[offset : offset + T]
+
+
+def sequence_nll_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B,) mean negative log-likelihood in nats per token of each sequence."""
+    nll = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (B, T)
+    return nll.mean(dim=1)
+
+
+class GPT(nn.Module):
+    """M_s / M~_s (and every generated P_s(t) once it is standalone)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.parts = GPTParts(config)
+        self.dense = DenseStack(config)
+
+    def linears(self) -> StackedLinears:
+        return StackedLinears({kind: self.dense.weights(kind) for kind in DENSE_KINDS})
+
+    def forward(self, tokens: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) int64, task (B, task_dim) for conditional models -> logits (B, T, V)."""
+        check_tokens(tokens, self.config)
+        if self.config.conditional:
+            task = check_task(task, self.config.task_dim, batch=tokens.shape[0])
+        return transformer_forward(self.parts, self.linears(), embed(self.parts, tokens, task))
+
+    def sequence_nll(self, tokens: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) mean nats per token of each sequence."""
+        return sequence_nll_from_logits(self(tokens, task), tokens)
+
+    def loss(self, tokens: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean nats per token over the batch (the autoregressive objective)."""
+        return self.sequence_nll(tokens, task).mean()
+
+    def step(
+        self, inputs: torch.Tensor, cache: KVCache, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One incremental position: ``inputs`` (B, 1) is the token fed at position ``cache.length``
+        (ignored at position 0, where the start embedding is fed). Returns logits (B, V)."""
+        pos = cache.length
+        if pos == 0:
+            x = self.parts.start_embedding(inputs.shape[0], task) + self.parts.wpe[:1]
+        else:
+            x = embed(self.parts, inputs, None, offset=pos)
+        return transformer_forward(self.parts, self.linears(), x, cache)[:, -1]
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ---------------------------------------------------------------------------------------------
+    # Serialisation: safetensors with per-layer tensor names and the config as JSON metadata.
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        """Per-layer names (``blocks.{l}.attn.qkv.weight``...) for files other tools can read."""
+        p, c = self.parts, self.config
+        out = {"wte.weight": p.wte, "wpe.weight": p.wpe, "ln_f.weight": p.lnf_w, "ln_f.bias": p.lnf_b,
+               "head.weight": p.head}
+        if c.conditional:
+            out["task_proj.weight"], out["task_proj.bias"] = p.task_proj.weight, p.task_proj.bias
+        else:
+            out["start"] = p.start
+        names = {"qkv": "attn.qkv", "attn": "attn.out", "fc": "mlp.fc", "proj": "mlp.proj"}
+        for layer in range(c.n_layer):
+            out[f"blocks.{layer}.ln_1.weight"] = p.ln1_w[layer]
+            out[f"blocks.{layer}.ln_1.bias"] = p.ln1_b[layer]
+            out[f"blocks.{layer}.ln_2.weight"] = p.ln2_w[layer]
+            out[f"blocks.{layer}.ln_2.bias"] = p.ln2_b[layer]
+            for kind, name in names.items():
+                w, b = self.dense.weights(kind)
+                out[f"blocks.{layer}.{name}.weight"] = w[layer]
+                out[f"blocks.{layer}.{name}.bias"] = b[layer]
+        return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        meta = {"format": "projectable.gpt", "config": json.dumps(asdict(self.config))}
+        save_file(self.named_tensors(), str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str = "cpu") -> GPT:
+        """Strict load: every tensor present, no extra tensor, every shape equal to the config's."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"no model file at {path}; pass the path of a file written by GPT.save")
+        with safe_open(str(path), framework="pt", device=map_location) as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "projectable.gpt":
+                raise ValueError(
+                    f"{path} is not a projectable GPT file (metadata format={meta.get('format')!r}); "
+                    "write it with GPT.save, or import GPT-2 weights with projectable.hf.from_gpt2"
+                )
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        model = cls(GPTConfig(**json.loads(meta["config"])))
+        model.load_named_tensors(tensors, source=str(path))
+        return model
+
+    @torch.no_grad()
+    def load_named_tensors(self, tensors: dict[str, torch.Tensor], source: str = "tensors") -> None:
+        expected = self.named_tensors()
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise ValueError(
+                f"{source} does not match this GPTConfig: missing {missing[:5]}, unexpected {extra[:5]}; "
+                "load it with the config it was saved with"
+            )
+        for name, ref in expected.items():
+            if tuple(tensors[name].shape) != tuple(ref.shape):
+                raise ValueError(
+                    f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, this config expects "
+                    f"{tuple(ref.shape)}; the checkpoint was made for another model size"
+                )
+        p = self.parts
+        p.wte.copy_(tensors["wte.weight"])
+        p.wpe.copy_(tensors["wpe.weight"])
+        p.lnf_w.copy_(tensors["ln_f.weight"])
+        p.lnf_b.copy_(tensors["ln_f.bias"])
+        p.head.copy_(tensors["head.weight"])
+        if self.config.conditional:
+            p.task_proj.weight.copy_(tensors["task_proj.weight"])
+            p.task_proj.bias.copy_(tensors["task_proj.bias"])
+        else:
+            p.start.copy_(tensors["start"])
+        names = {"qkv": "attn.qkv", "attn": "attn.out", "fc": "mlp.fc", "proj": "mlp.proj"}
+        for layer in range(self.config.n_layer):
+            p.ln1_w[layer].copy_(tensors[f"blocks.{layer}.ln_1.weight"])
+            p.ln1_b[layer].copy_(tensors[f"blocks.{layer}.ln_1.bias"])
+            p.ln2_w[layer].copy_(tensors[f"blocks.{layer}.ln_2.weight"])
+            p.ln2_b[layer].copy_(tensors[f"blocks.{layer}.ln_2.bias"])
+            for kind, name in names.items():
+                w, b = self.dense.weights(kind)
+                w[layer].copy_(tensors[f"blocks.{layer}.{name}.weight"])
+                b[layer].copy_(tensors[f"blocks.{layer}.{name}.bias"])
+
+
+class ParamCount(NamedTuple):
+    total: int
+    dense: int
+    other: int

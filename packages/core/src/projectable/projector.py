@@ -1,0 +1,203 @@
+"""Task-conditioned projector (Sec. 2.2, 3.2): W_s = P(t) W_1 Q(t), b_s = P(t) b_1, never materialising P or Q.
+
+P is (s*n_out x n_out) with P_ij = p_j(t) iff i == floor(s*j); Q is (n_in x s*n_in) with Q_ij = q_i(t) iff
+j == floor(s*i). With group size k = 1/s, target row o is the p-weighted sum of source rows o*k..o*k+k-1 and
+target column i the q-weighted sum of source columns i*k..i*k+k-1: a reshape and a weighted sum.
+
+The diagonals p(t), q(t) of every dense operator come from "a set of MLPs": t -> Linear(r) -> swish -> Linear
+-> (p, q). By default one MLP per operator (``mlp="per_operator"``), evaluated for all layers of a kind with one
+batched einsum; ``mlp="shared"`` shares the hidden layer across all operators (output layers stay per operator).
+
+Letter legend: B tasks (1 when one task serves the whole batch), L layers, O/I source out/in, o/i target
+out/in (= O/k, I/k), a/c position inside a group of k, r rank, t task dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange, repeat
+
+from projectable.gpt import DENSE_KINDS, GPTConfig
+from projectable.validation import check_scale, group_size
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    task_dim: int  # size of t: 18 for SynthMNIST, the embedding size for ImageNet
+    rank: int = 8  # r, hidden width of the diagonal MLPs; the paper uses 4..32, 8 in the main runs
+    scales: tuple[float, ...] = (0.5,)  # target width / source width, each 1/2^k; several = co-trained P~
+    mlp: str = "per_operator"  # "per_operator": one MLP per dense operator (the paper's "set of MLPs"); "shared"
+    small_parts: str = "own"  # "own": the small model has its own embeddings, norms, head (trained, not
+    #                           conditioned on t; matches the paper's projector sizes); "derived": group
+    #                           averages of the source's, recomputed from the live source every step
+    source_weight: float = 1.0  # w_src in Eq. 2; 0 trains the projectors against a frozen-loss source
+    route: str = "auto"  # "materialize" per-example small weights, "expand" inputs by Q through W_1, or "auto"
+
+    def __post_init__(self):
+        if not isinstance(self.task_dim, int) or self.task_dim <= 0:
+            raise ValueError(f"ProjectorConfig.task_dim must be a positive int (size of t), got {self.task_dim!r}")
+        if not isinstance(self.rank, int) or self.rank <= 0:
+            raise ValueError(f"ProjectorConfig.rank must be a positive int (paper: 4..32), got {self.rank!r}")
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if not self.scales:
+            raise ValueError("ProjectorConfig.scales is empty; give at least one target scale such as (0.5,)")
+        for s in self.scales:
+            group_size(s)
+        if len(set(self.scales)) != len(self.scales):
+            raise ValueError(f"ProjectorConfig.scales has duplicates: {self.scales}")
+        choices = {"mlp": ("per_operator", "shared"), "small_parts": ("own", "derived"),
+                   "route": ("auto", "materialize", "expand")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ProjectorConfig.{name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.source_weight < 0:
+            raise ValueError(f"ProjectorConfig.source_weight (w_src) must be >= 0, got {self.source_weight}")
+
+
+def scale_key(scale: float) -> str:
+    """Module-dict key for a scale: 0.125 -> '1_8'."""
+    return f"1_{group_size(scale)}"
+
+
+def scale_name(scale: float) -> str:
+    """Human name: 0.125 -> '1/8', 1.0 -> '1'."""
+    k = group_size(scale)
+    return "1" if k == 1 else f"1/{k}"
+
+
+class Diagonals(NamedTuple):
+    """p(t) and q(t) of every dense operator: p[kind] (B, L, O), q[kind] (B, L, I)."""
+
+    p: dict[str, torch.Tensor]
+    q: dict[str, torch.Tensor]
+
+
+class DiagonalGenerator(nn.Module):
+    """The MLPs t -> (p, q) for every dense operator of one target scale (Sec. 2.2)."""
+
+    def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
+        super().__init__()
+        self.shapes = source.dense_shapes()
+        self.shared = config.mlp == "shared"
+        k = check_scale(scale, source)
+        L, r, t = source.n_layer, config.rank, config.task_dim
+        if self.shared:
+            self.w1 = nn.Parameter(torch.randn(r, t) / math.sqrt(t))
+            self.b1 = nn.Parameter(torch.zeros(r))
+        for kind, (out_dim, in_dim) in self.shapes.items():
+            if not self.shared:
+                setattr(self, f"{kind}_w1", nn.Parameter(torch.randn(L, r, t) / math.sqrt(t)))
+                setattr(self, f"{kind}_b1", nn.Parameter(torch.zeros(L, r)))
+            # Start at group averages: p = 1/k averages the k source rows of a group, q = 1 sums the k source
+            # columns that an input repeated k times would hit. A fresh projector is then a sensible small model
+            # (the source with averaged units), varying with t only by small noise.
+            base = torch.cat([torch.full((out_dim,), 1.0 / k), torch.ones(in_dim)])  # (O + I,)
+            setattr(self, f"{kind}_b2", nn.Parameter(base.repeat(L, 1)))  # (L, O + I)
+            noise = torch.randn(L, out_dim + in_dim, r) * (0.02 / math.sqrt(r))
+            setattr(self, f"{kind}_w2", nn.Parameter(noise * base[:, None]))  # (L, O + I, r)
+
+    def forward(self, task: torch.Tensor) -> Diagonals:
+        """task (B, t) -> Diagonals with p (B, L, O), q (B, L, I) for every kind."""
+        if self.shared:
+            hidden_shared = F.silu(F.linear(task, self.w1, self.b1))  # (B, r)
+        p, q = {}, {}
+        for kind, (out_dim, _) in self.shapes.items():
+            if self.shared:
+                hidden = hidden_shared.unsqueeze(1)  # (B, 1, r), broadcast over layers
+            else:
+                w1, b1 = getattr(self, f"{kind}_w1"), getattr(self, f"{kind}_b1")
+                hidden = F.silu(torch.einsum("bt,lrt->blr", task, w1) + b1)  # (B, L, r)
+            w2, b2 = getattr(self, f"{kind}_w2"), getattr(self, f"{kind}_b2")
+            diag = torch.einsum("blr,ldr->bld", hidden.expand(-1, w2.shape[0], -1), w2) + b2  # (B, L, O + I)
+            p[kind], q[kind] = diag[..., :out_dim], diag[..., out_dim:]
+        return Diagonals(p, q)
+
+
+def project_weight(weight: torch.Tensor, p: torch.Tensor, q: torch.Tensor, k: int) -> torch.Tensor:
+    """W_s = P W Q for stacked weights: weight (L, O, I), p (B, L, O), q (B, L, I) -> (B, L, O/k, I/k)."""
+    w = rearrange(weight, "l (o a) i -> l o a i", a=k)
+    pw = torch.einsum("loai,bloa->bloi", w, rearrange(p, "b l (o a) -> b l o a", a=k))  # (B, L, o, I)
+    pw = rearrange(pw, "b l o (i c) -> b l o i c", c=k)
+    return torch.einsum("bloic,blic->bloi", pw, rearrange(q, "b l (i c) -> b l i c", c=k))
+
+
+def project_bias(bias: torch.Tensor, p: torch.Tensor, k: int) -> torch.Tensor:
+    """b_s = P b: bias (L, O), p (B, L, O) -> (B, L, O/k)."""
+    return rearrange(bias * p, "b l (o a) -> b l o a", a=k).sum(-1)
+
+
+class ExpandedLinears:
+    """The "expand" route: y_s = P (W_1 (Q x_s) + b_1), never forming W_s.
+
+    FLOPs per token are those of the source operator; memory holds no per-example weights. Exact, like the
+    materialised route, because P(W Q x + b) = (P W Q) x + P b.
+    """
+
+    def __init__(self, source_weights: dict[str, tuple[torch.Tensor, torch.Tensor]], diagonals: Diagonals, k: int):
+        self.source_weights, self.diagonals, self.k = source_weights, diagonals, k
+
+    def __call__(self, kind: str, layer: int, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.source_weights[kind]
+        p = self.diagonals.p[kind][:, layer].unsqueeze(1)  # (B, 1, O)
+        q = self.diagonals.q[kind][:, layer].unsqueeze(1)  # (B, 1, I)
+        x_big = repeat(x, "b t i -> b t (i c)", c=self.k) * q  # (B, T, I): Q x_s
+        y = F.linear(x_big, w[layer], b[layer]) * p  # (B, T, O)
+        return rearrange(y, "b t (o a) -> b t o a", a=self.k).sum(-1)  # (B, T, O/k): contract by P
+
+
+class RouteCost(NamedTuple):
+    materialize_flops: float
+    expand_flops: float
+    materialize_bytes: float
+
+
+def route_cost(source: GPTConfig, k: int, tasks: int, batch: int, seq: int) -> RouteCost:
+    """Multiply-adds of both exact routes for one projected forward (see benchmarks/projection.py)."""
+    dense = sum(o * i for o, i in source.dense_shapes().values()) * source.n_layer  # source dense weights
+    small = dense / (k * k)
+    # materialise: contract p over groups of rows (tasks * dense), then q (tasks * dense / k); then run small.
+    materialize = tasks * (dense + dense / k) + batch * seq * small
+    expand = batch * seq * dense
+    largest = max(o * i for o, i in source.dense_shapes().values()) * source.n_layer
+    return RouteCost(materialize, expand, 4.0 * tasks * largest / k)
+
+
+def choose_route(route: str, source: GPTConfig, k: int, tasks: int, batch: int, seq: int,
+                 memory_limit_bytes: float = 2e9) -> str:
+    """``auto``: the route with fewer multiply-adds, unless per-example weights would exceed the memory limit."""
+    if route != "auto":
+        return route
+    cost = route_cost(source, k, tasks, batch, seq)
+    if cost.materialize_bytes > memory_limit_bytes:
+        return "expand"
+    return "materialize" if cost.materialize_flops <= cost.expand_flops else "expand"
+
+
+def identity_diagonals(source: GPTConfig, batch: int = 1) -> Diagonals:
+    """p = q = 1 everywhere: at scale 1 this reproduces the source exactly (a test invariant)."""
+    L = source.n_layer
+    p = {kind: torch.ones(batch, L, o) for kind, (o, _) in source.dense_shapes().items()}
+    q = {kind: torch.ones(batch, L, i) for kind, (_, i) in source.dense_shapes().items()}
+    return Diagonals(p, q)
+
+
+__all__ = [
+    "DENSE_KINDS",
+    "Diagonals",
+    "DiagonalGenerator",
+    "ExpandedLinears",
+    "ProjectorConfig",
+    "choose_route",
+    "identity_diagonals",
+    "project_bias",
+    "project_weight",
+    "route_cost",
+    "scale_key",
+    "scale_name",
+]
