@@ -1,0 +1,28 @@
+"""VQ-VAE image tokenizer of App. C.2 of "Projectable Models" (64x64 RGB -> 32x32 tokens, 512 codes)."""
+
+from .metrics import CodebookUsage, ReconstructionMetrics, codebook_usage, evaluate_reconstruction, psnr
+from .token_cache import TokenCache, load_token_cache, model_fingerprint, tokenize_dataset
+from .train import TrainMetrics, VQVAETrainConfig, train_vqvae
+from .vqvae import VQVAE, Decoder, Encoder, VQVAEConfig, VQVAEOutput, load_state_strict, to_model_range
+
+__all__ = [
+    "VQVAE",
+    "CodebookUsage",
+    "Decoder",
+    "Encoder",
+    "ReconstructionMetrics",
+    "TokenCache",
+    "TrainMetrics",
+    "VQVAEConfig",
+    "VQVAEOutput",
+    "VQVAETrainConfig",
+    "codebook_usage",
+    "evaluate_reconstruction",
+    "load_state_strict",
+    "load_token_cache",
+    "model_fingerprint",
+    "psnr",
+    "to_model_range",
+    "tokenize_dataset",
+    "train_vqvae",
+]
