@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -255,7 +255,12 @@ class GPT(nn.Module):
     def forward(self, tokens: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, T) int64, task (B, task_dim) for conditional models -> logits (B, T, V)."""
         check_tokens(tokens, self.config)
-        if self.config.conditional:
+        if self.config.conditional:  # unconditional models ignore ``task``, so callers may pass it uniformly
+            if task is None:
+                raise ValueError(
+                    f"this model is conditional (task_dim={self.config.task_dim}) and needs a task vector; "
+                    f"pass task=(B, {self.config.task_dim})"
+                )
             task = check_task(task, self.config.task_dim, batch=tokens.shape[0])
         return transformer_forward(self.parts, self.linears(), embed(self.parts, tokens, task))
 
@@ -368,9 +373,3 @@ class GPT(nn.Module):
                 w, b = self.dense.weights(kind)
                 w[layer].copy_(tensors[f"blocks.{layer}.{name}.weight"])
                 b[layer].copy_(tensors[f"blocks.{layer}.{name}.bias"])
-
-
-class ParamCount(NamedTuple):
-    total: int
-    dense: int
-    other: int

@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+from projectable import GPT, GPTConfig
+
+
+def test_paper_presets_match_parameter_counts():
+    """Sec. 3.2: 76.7M, 19.5M, 5.0M, 1.3M trainable parameters; built on the meta device, nothing allocated."""
+    expected = {1.0: 76.7, 0.5: 19.5, 0.25: 5.0, 0.125: 1.3}
+    for scale, millions in expected.items():
+        with torch.device("meta"):
+            model = GPT(GPTConfig.paper(scale))
+        assert round(model.num_params() / 1e6, 1) == millions
+        assert model.config.n_layer == 24 and model.config.n_head == 8
+        assert model.config.n_embd == 512 * scale
+
+
+def test_causal_and_shapes(tiny_source):
+    x = torch.randint(0, 16, (3, 12))
+    logits = tiny_source(x)
+    assert logits.shape == (3, 12, 16)
+    y = x.clone()
+    y[:, 7] = (y[:, 7] + 1) % 16
+    changed = tiny_source(y)
+    # token 7 is the input at position 8: positions 0..7 must not see it, position 8 must.
+    torch.testing.assert_close(changed[:, :8], logits[:, :8])
+    assert not torch.allclose(changed[:, 8], logits[:, 8])
+
+
+def test_conditional_start_embedding_depends_on_task():
+    model = GPT(GPTConfig.tiny(task_dim=3))
+    x = torch.randint(0, 16, (2, 12))
+    a = model(x, torch.zeros(2, 3))
+    b = model(x, torch.ones(2, 3))
+    assert not torch.allclose(a[:, 0], b[:, 0])
+    with pytest.raises(ValueError, match="conditional"):
+        model(x)
+
+
+def test_sequence_nll_matches_cross_entropy(tiny_source):
+    x = torch.randint(0, 16, (4, 12))
+    logits = tiny_source(x).double()
+    ref = -torch.log_softmax(logits, -1).gather(-1, x.unsqueeze(-1)).squeeze(-1).mean(1)
+    torch.testing.assert_close(tiny_source.sequence_nll(x).double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tiny_source.loss(x).double(), ref.mean(), rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_step_matches_full_forward(tiny_source):
+    from projectable import KVCache
+
+    x = torch.randint(0, 16, (2, 12))
+    full = tiny_source(x)
+    cache = KVCache(tiny_source.config.n_layer)
+    steps = [tiny_source.step(torch.zeros(2, 1, dtype=torch.long), cache)]
+    for i in range(1, 12):
+        steps.append(tiny_source.step(x[:, i - 1 : i], cache))
+    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path, tiny_source):
+    path = tmp_path / "m.safetensors"
+    tiny_source.save(path)
+    loaded = GPT.load(path)
+    assert loaded.config == tiny_source.config
+    x = torch.randint(0, 16, (2, 12))
+    torch.testing.assert_close(loaded(x), tiny_source(x))
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        assert "blocks.1.attn.qkv.weight" in f.keys()  # per-layer names
+
+
+def test_load_rejects_other_shapes(tmp_path, tiny_source):
+    path = tmp_path / "m.safetensors"
+    tiny_source.save(path)
+    other = GPT(GPTConfig.tiny(n_embd=64))
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    with pytest.raises(ValueError, match="another model size"):
+        other.load_named_tensors(tensors)
+    with pytest.raises(ValueError, match="missing"):
+        other.load_named_tensors({k: v for k, v in tensors.items() if k != "start"})
+    with pytest.raises(ValueError, match="no model file"):
+        GPT.load(tmp_path / "absent.safetensors")
+
+
+@pytest.mark.parametrize(
+    "tokens, match",
+    [
+        (torch.full((1, 12), 16), "vocabulary"),
+        (torch.full((1, 12), -1), "vocabulary"),
+        (torch.zeros(1, 13, dtype=torch.long), "exceeds"),
+        (torch.zeros(1, 12), "integer tensor"),
+    ],
+)
+def test_bad_tokens(tiny_source, tokens, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_source(tokens)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(n_embd=30, n_head=4), "divisible"), (dict(dropout=1.0), "dropout"), (dict(task_dim=-1), "task_dim")],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GPTConfig.tiny(**kwargs)
+
+
+def test_dropout_only_in_training():
+    model = GPT(GPTConfig.tiny(dropout=0.5))
+    x = torch.randint(0, 16, (2, 12))
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+    model.train()
+    assert not torch.allclose(model(x), model(x))

@@ -1,0 +1,212 @@
+"""Equivalences of the structured projection (Sec. 2.2) against dense float64 references."""
+
+import pytest
+import torch
+from conftest import make_projectable
+
+from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig
+from projectable.gpt import DENSE_KINDS
+from projectable.projector import project_bias, project_weight
+
+
+def dense_p(p: torch.Tensor, k: int) -> torch.Tensor:
+    """P (n/k x n) with P_ij = p_j iff i == floor(j/k), built literally from the paper's definition."""
+    n = p.numel()
+    P = torch.zeros(n // k, n, dtype=p.dtype)
+    for j in range(n):
+        P[j // k, j] = p[j]
+    return P
+
+
+def dense_q(q: torch.Tensor, k: int) -> torch.Tensor:
+    n = q.numel()
+    Q = torch.zeros(n, n // k, dtype=q.dtype)
+    for i in range(n):
+        Q[i, i // k] = q[i]
+    return Q
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_structured_projection_equals_dense_reference(k):
+    L, O, I, B = 3, 24, 16, 2
+    w = torch.randn(L, O, I, dtype=torch.float64)
+    b = torch.randn(L, O, dtype=torch.float64)
+    p = torch.randn(B, L, O, dtype=torch.float64)
+    q = torch.randn(B, L, I, dtype=torch.float64)
+    ws, bs = project_weight(w, p, q, k), project_bias(b, p, k)
+    assert ws.shape == (B, L, O // k, I // k) and bs.shape == (B, L, O // k)
+    for e in range(B):
+        for layer in range(L):
+            P, Q = dense_p(p[e, layer], k), dense_q(q[e, layer], k)
+            torch.testing.assert_close(ws[e, layer], P @ w[layer] @ Q, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(bs[e, layer], P @ b[layer], rtol=1e-12, atol=1e-12)
+
+
+def test_identity_diagonals_at_scale_one_reproduce_source(tiny_source):
+    model = ProjectableGPT(tiny_source, ProjectorConfig(task_dim=3, rank=4, scales=(1.0,), small_parts="derived"))
+    with torch.no_grad():
+        for name, param in model.generators.named_parameters():
+            if name.endswith("w2"):
+                param.zero_()  # p = q = 1 for every task (the b2 initialisation at k = 1)
+    x = torch.randint(0, 16, (3, 12))
+    tasks = torch.rand(3, 3)
+    for route in ("materialize", "expand"):
+        torch.testing.assert_close(model.projected_logits(x, tasks, 1.0, route=route), tiny_source(x))
+
+
+@pytest.mark.parametrize("route", ["materialize", "expand"])
+@pytest.mark.parametrize("small_parts", ["own", "derived"])
+def test_batched_per_example_equals_loop(tiny_source, route, small_parts):
+    model = make_projectable(tiny_source.double(), small_parts=small_parts).double()
+    x = torch.randint(0, 16, (4, 12))
+    tasks = torch.rand(4, 3, dtype=torch.float64)
+    for scale in (0.5, 0.25):
+        batched = model.projected_logits(x, tasks, scale, route=route)
+        looped = torch.cat([model.projected_logits(x[i : i + 1], tasks[i], scale, route=route) for i in range(4)])
+        torch.testing.assert_close(batched, looped, rtol=1e-10, atol=1e-10)
+        assert not torch.allclose(batched[0], model.projected_logits(x[:1], tasks[1], scale, route=route)[0])
+
+
+def test_routes_agree(tiny_source):
+    model = make_projectable(tiny_source.double()).double()
+    x = torch.randint(0, 16, (4, 12))
+    tasks = torch.rand(4, 3, dtype=torch.float64)
+    for scale in (0.5, 0.25):
+        torch.testing.assert_close(
+            model.projected_logits(x, tasks, scale, route="materialize"),
+            model.projected_logits(x, tasks, scale, route="expand"),
+            rtol=1e-10, atol=1e-10,
+        )
+
+
+@pytest.mark.parametrize("small_parts", ["own", "derived"])
+def test_generated_model_equals_projected_forward(tiny_source, small_parts):
+    model = make_projectable(tiny_source, small_parts=small_parts)
+    x = torch.randint(0, 16, (5, 12))
+    tasks = torch.rand(5, 3)
+    for scale in (0.5, 0.25):
+        batched = model.projected_logits(x, tasks, scale)  # the training path, one task per sequence
+        for i in range(5):
+            small = model.generate(tasks[i], scale)
+            assert isinstance(small, GPT) and small.config.n_embd == 32 * scale
+            assert small.config.task_dim == 0
+            torch.testing.assert_close(small(x[i : i + 1]), batched[i : i + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_generated_model_round_trips_through_file(tmp_path, tiny_source):
+    model = make_projectable(tiny_source)
+    small = model.generate(torch.rand(3), 0.25)
+    small.save(tmp_path / "small.safetensors")
+    loaded = GPT.load(tmp_path / "small.safetensors")
+    x = torch.randint(0, 16, (2, 12))
+    torch.testing.assert_close(loaded(x), small(x))
+
+
+def test_cotraining_gradients_reach_source_and_projectors(tiny_source):
+    model = make_projectable(tiny_source)
+    x = torch.randint(0, 16, (4, 12))
+    out = model.loss(x, torch.rand(4, 3))
+    assert set(out.projected) == {0.5, 0.25}
+    torch.testing.assert_close(out.total, sum(out.projected.values()) + out.source)
+    out.total.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_projected_loss_alone_trains_source(tiny_source):
+    """Even with w_src = 0 the projected loss reaches the source's dense weights through W_s = P W Q."""
+    model = make_projectable(tiny_source, source_weight=0.0)
+    out = model.loss(torch.randint(0, 16, (2, 12)), torch.rand(2, 3))
+    out.total.backward()
+    assert model.source.dense.qkv_w.grad.abs().sum() > 0
+    assert model.source.parts.wte.grad is None or model.source.parts.wte.grad.abs().sum() == 0
+
+
+def test_fresh_projector_is_a_sensible_small_model():
+    """At initialisation P_s(t) is close to a group-averaged source: its loss is near the source's, not noise."""
+    torch.manual_seed(0)
+    source = GPT(GPTConfig.tiny(n_embd=64, n_head=2, n_layer=2, vocab_size=16, block_size=12))
+    opt = torch.optim.Adam(source.parameters(), lr=1e-2)
+    x = torch.arange(12).repeat(8, 1) % 16  # a deterministic pattern that a trained source predicts well
+    for _ in range(100):
+        opt.zero_grad()
+        source.loss(x).backward()
+        opt.step()
+    model = ProjectableGPT(source, ProjectorConfig(task_dim=3, rank=4, scales=(0.5,)))
+    with torch.no_grad():
+        src_loss = source.loss(x).item()
+        small_loss = model.sequence_nll(x, torch.rand(8, 3), 0.5).mean().item()
+    assert src_loss < 0.5
+    assert small_loss < 1.5 < torch.log(torch.tensor(16.0)).item()  # far below a uniform guess (2.77 nats)
+
+
+def test_projector_parameter_count_matches_paper_sizes():
+    """Sec. 3.2: 2.4M (s=1/2) .. 1.9M (s=1/8) at r=8; the diagonal MLP output layers alone are ~1.77M."""
+    with torch.device("meta"):
+        model = ProjectableGPT(GPT(GPTConfig.paper()), ProjectorConfig(task_dim=18, rank=8, scales=(0.5, 0.125)))
+    assert round(model.num_projector_params(0.5) / 1e6, 1) == 2.3
+    assert round(model.num_projector_params(0.125) / 1e6, 1) == 1.9
+    gen = model.generators["1_8"]
+    out_layers = sum(getattr(gen, f"{k}_w2").numel() + getattr(gen, f"{k}_b2").numel() for k in DENSE_KINDS)
+    assert out_layers == 9 * 196_608
+
+
+def test_shared_mlp_switch(tiny_source):
+    per_op = make_projectable(tiny_source, scales=(0.5,))
+    shared = make_projectable(tiny_source, scales=(0.5,), mlp="shared")
+    assert shared.num_projector_params(0.5) < per_op.num_projector_params(0.5)
+    out = shared.loss(torch.randint(0, 16, (2, 12)), torch.rand(2, 3))
+    out.total.backward()
+
+
+def test_checkpoint_round_trip(tmp_path, tiny_source):
+    model = make_projectable(tiny_source)
+    model.save(tmp_path / "p.safetensors")
+    loaded = ProjectableGPT.load(tmp_path / "p.safetensors")
+    x, t = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
+    torch.testing.assert_close(loaded.projected_logits(x, t, 0.25), model.projected_logits(x, t, 0.25))
+    with pytest.raises(ValueError, match="not a projectable GPT file"):
+        GPT.load(tmp_path / "p.safetensors")
+
+
+@pytest.mark.parametrize(
+    "task, match",
+    [
+        (torch.rand(2, 4), "expects"),
+        (torch.tensor([[0.1, float("nan"), 0.2]] * 2), "NaN"),
+        (torch.tensor([[0.1, float("inf"), 0.2]] * 2), "NaN or inf"),
+        (torch.rand(3, 3), "one per sequence"),
+    ],
+)
+def test_bad_task_vectors(tiny_source, task, match):
+    model = make_projectable(tiny_source)
+    with pytest.raises(ValueError, match=match):
+        model.projected_logits(torch.randint(0, 16, (2, 12)), task, 0.5)
+
+
+@pytest.mark.parametrize(
+    "scales, match",
+    [((1 / 3,),  "1/2\\^k"), ((0.0,), "positive"), ((1 / 32,), "does not divide the source head size")],
+)
+def test_bad_scales(tiny_source, scales, match):
+    with pytest.raises(ValueError, match=match):
+        ProjectableGPT(tiny_source, ProjectorConfig(task_dim=3, scales=scales))
+
+
+def test_scale_must_divide_width():
+    source = GPT(GPTConfig.tiny(n_embd=24, n_head=1))
+    with pytest.raises(ValueError, match="does not divide the source width"):
+        GPTConfig.tiny(n_embd=24, n_head=1).scaled(1 / 16)
+    with pytest.raises(ValueError, match="no projector for scale"):
+        ProjectableGPT(source, ProjectorConfig(task_dim=3, scales=(0.5,))).generate(torch.rand(3), 0.25)
+
+
+def test_checkpoint_of_another_shape_is_rejected(tmp_path, tiny_source):
+    make_projectable(tiny_source).save(tmp_path / "p.safetensors")
+    other = make_projectable(GPT(GPTConfig.tiny(n_embd=64)))
+    from safetensors.torch import load_file
+
+    from projectable.projectable import load_state_strict
+
+    with pytest.raises(ValueError, match="shape mismatches"):
+        load_state_strict(other, load_file(str(tmp_path / "p.safetensors")), "p.safetensors")
