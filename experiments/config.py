@@ -1,0 +1,206 @@
+"""Hydra config tree -> typed, validated configs.
+
+The tree in ``experiments/conf`` mirrors the code: the keys of the ``data``, ``model`` and ``projector``
+groups are exactly the constructor kwargs of ``SynthMNISTConfig``, ``GPTConfig`` and ``ProjectorConfig``
+(big_vision style), the other groups are the dataclasses of the module that uses them. Everything is
+resolved here, at the entry point; deep code receives the dataclass of its own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+KINDS = ("unconditional", "conditional", "projected")
+TELEMETRY_OFF = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+}
+# Sections of the root config that are not part of one run; the sweep reads them.
+SWEEP_SECTIONS = ("sweep", "cluster", "experiment", "budget")
+
+
+class ConfigError(ValueError):
+    """A config that names an unknown key or group, or holds a value the code cannot use."""
+
+
+def project_root() -> Path:
+    """The repository: $PROJECTABLE_ROOT, else the folder holding this package (an editable install)."""
+    env = os.environ.get("PROJECTABLE_ROOT")
+    return Path(env).resolve() if env else Path(__file__).resolve().parent.parent
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("square"):
+        OmegaConf.register_new_resolver("square", lambda x: int(x) * int(x))
+
+
+_register_resolvers()
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
+    """Compose the tree with Hydra's compose API (tests, notebooks, the sweep's per-trial configs)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # compose may run after @hydra.main or another compose
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Resolved plain dict (Ray's param_space and MLflow need plain values)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Typed sections
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """YAML lists to tuples where the dataclass wants a tuple (e.g. ProjectorConfig.scales)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return value if value is None or len(args) != 1 else _coerce(value, args[0])
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved plain copy of a config node (dicts and lists), or the value itself."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node) if isinstance(node, dict) else node
+
+
+def build_section(cls, node: Any, section: str):
+    """``cls(**node)`` with errors that name the section, the key and the valid keys."""
+    node = to_plain(node)
+    if not isinstance(node, dict):
+        raise ConfigError(f"config section '{section}' must be a mapping of {cls.__name__} fields, got {node!r}")
+    types_ = _field_types(cls)
+    unknown = sorted(set(node) - set(types_))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)} for {cls.__name__}; "
+            f"valid keys of '{section}': {', '.join(sorted(types_))}"
+        )
+    required = [
+        f.name for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [k for k in required if k not in node]
+    if missing:
+        raise ConfigError(f"config section '{section}' lacks required key(s): {', '.join(missing)}")
+    kwargs = {k: _coerce(v, types_[k]) for k, v in node.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config section '{section}': {err}") from err
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    root: str  # the repository
+    runs: str  # run directories
+    cache: str  # palettes and token pools
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one call of ``train`` needs, typed. Built from the root config by ``parse_run``."""
+
+    kind: str
+    width: float
+    seed: int
+    threads: int
+    device: str
+    init_from: str | None
+    run_dir: str
+    data: Any  # projectable_data.SynthMNISTConfig
+    model: Any  # projectable.GPTConfig (width 1, task_dim set per kind by the driver)
+    projector: Any  # projectable.ProjectorConfig
+    train: Any  # experiments.optim.TrainConfig
+    eval: Any  # experiments.evaluate.EvalConfig
+    paths: PathsConfig
+    tracking: Any  # experiments.tracking.TrackingConfig
+
+
+def check_root_keys(cfg: DictConfig) -> None:
+    """Reject unknown top-level keys (e.g. a typo added with ``+kynd=...``)."""
+    known = {f.name for f in dataclasses.fields(RunConfig)} | set(SWEEP_SECTIONS)
+    unknown = sorted(set(cfg.keys()) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown top-level key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+        )
+
+
+def parse_run(cfg: DictConfig | dict) -> RunConfig:
+    """Validate the root config of one run and build every section's dataclass."""
+    from projectable import GPTConfig, ProjectorConfig
+    from projectable_data import SynthMNISTConfig
+
+    from experiments.evaluate import EvalConfig
+    from experiments.optim import TrainConfig
+    from experiments.tracking import TrackingConfig
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    check_root_keys(cfg)
+    if cfg.kind not in KINDS:
+        raise ConfigError(f"kind={cfg.kind!r} is not one of {KINDS}; set kind=unconditional|conditional|projected")
+    width = float(cfg.width)
+    if cfg.kind != "projected" and width not in (1.0, 0.5, 0.25, 0.125):
+        raise ConfigError(f"width={width} must be one of 1, 0.5, 0.25, 0.125 (M_s widths of Sec. 2)")
+    if cfg.device not in ("cpu", "cuda"):
+        raise ConfigError(f"device={cfg.device!r} must be 'cpu' or 'cuda'")
+    return RunConfig(
+        kind=str(cfg.kind),
+        width=width,
+        seed=int(cfg.seed),
+        threads=int(cfg.threads),
+        device=str(cfg.device),
+        init_from=None if cfg.init_from is None else str(cfg.init_from),
+        run_dir=str(Path(cfg.run_dir).resolve()),
+        data=build_section(SynthMNISTConfig, cfg.data, "data"),
+        model=build_section(GPTConfig, cfg.model, "model"),
+        projector=build_section(ProjectorConfig, cfg.projector, "projector"),
+        train=build_section(TrainConfig, cfg.train, "train"),
+        eval=EvalConfig.from_node(cfg.eval),
+        paths=build_section(PathsConfig, cfg.paths, "paths"),
+        tracking=build_section(TrackingConfig, cfg.tracking, "tracking"),
+    )
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"} (MLflow params)."""
+    if isinstance(tree, (DictConfig, ListConfig)):
+        tree = OmegaConf.to_container(tree, resolve=True)
+    out: dict[str, str] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    else:
+        out[prefix.rstrip(".")] = str(tree)
+    return out

@@ -1,0 +1,70 @@
+"""Training stream and named validation subsets on top of ``projectable_data.SynthMNISTTokens``.
+
+Training on a finite dataset: ``data.train_pool_size`` sets the pool, ``train.train_fraction`` trains on a
+pool that fraction of its size, ``train.train_labels`` keeps only some digits (Table 4's C1/C2 splits).
+Every batch stays a deterministic function of the step, so runs resume exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+from projectable_data import Batch, SynthMNISTConfig, SynthMNISTTokens
+
+# Candidate batches drawn per step when filtering by label; each step owns this many stream positions,
+# so filtered steps never share items.
+_LABEL_FILTER_DRAWS = 64
+
+
+def build_data(config: SynthMNISTConfig, cache_dir: str | Path, train_fraction: float = 1.0) -> SynthMNISTTokens:
+    """The dataset; a training fraction below 1 shrinks the finite pool (it requires one)."""
+    if train_fraction < 1.0:
+        if config.train_pool_size is None:
+            raise ValueError(
+                f"train.train_fraction={train_fraction} needs a finite training set; set data.train_pool_size"
+            )
+        config = dataclasses.replace(config, train_pool_size=max(1, math.ceil(train_fraction * config.train_pool_size)))
+    return SynthMNISTTokens(config, cache_dir=str(cache_dir))
+
+
+class TrainStream:
+    """Batch of step k: ``data.train_batch(k, B)``, or with ``labels`` the first B items of digits in
+    ``labels`` among the stream positions owned by step k."""
+
+    def __init__(self, data: SynthMNISTTokens, batch_size: int, labels: tuple[int, ...] | None = None):
+        self.data, self.batch_size = data, batch_size
+        self.labels = None if labels is None else torch.tensor(sorted(set(labels)), dtype=torch.int64)
+
+    def batch(self, step: int) -> Batch:
+        if self.labels is None:
+            return self.data.train_batch(step, self.batch_size)
+        kept: list[Batch] = []
+        count = 0
+        for draw in range(_LABEL_FILTER_DRAWS):
+            candidate = self.data.train_batch(step * _LABEL_FILTER_DRAWS + draw, self.batch_size)
+            mask = torch.isin(candidate.label, self.labels)
+            kept.append(Batch(*(x[mask] for x in candidate)))
+            count += int(mask.sum())
+            if count >= self.batch_size:
+                return Batch(*(torch.cat(xs)[: self.batch_size] for xs in zip(*kept)))
+        raise ValueError(
+            f"train.train_labels={self.labels.tolist()} left fewer than {self.batch_size} items in "
+            f"{_LABEL_FILTER_DRAWS} batches; use more labels or a smaller batch"
+        )
+
+
+def validation_subsets(data: SynthMNISTTokens, subsets: dict) -> dict[str, Batch]:
+    """Named subsets of the fixed validation set: task coordinates overridden and/or digits selected."""
+    out = {}
+    for name, subset in subsets.items():
+        batch = data.validation(overrides=dict(subset.overrides) or None)
+        if subset.labels is not None:
+            mask = torch.isin(batch.label, torch.tensor(subset.labels, dtype=torch.int64))
+            if not mask.any():
+                raise ValueError(f"validation subset '{name}' keeps no image (labels={subset.labels})")
+            batch = Batch(*(x[mask] for x in batch))
+        out[name] = batch
+    return out

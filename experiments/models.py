@@ -1,0 +1,159 @@
+"""What a run trains, behind one small interface: the loss of a batch, the per-image NLL of every model it
+holds, samples, and the files of its final weights.
+
+* ``GPTTrainee``: M_s (unconditional) or M~_s (conditional: t is mapped to the first embedding).
+* ``ProjectedTrainee``: the source M_1 co-trained with P_s for every s in its projector (Eq. 2); one
+  scale is a P_s run, several are P~ (Sec. 3.3.3).
+Both wrap the core's classes; no model code lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, sample
+
+from experiments.evaluate import NLLFn
+
+MODEL_FILE = "model.safetensors"  # the GPT (M_s, M~_s, or the source of a projected run)
+PROJECTABLE_FILE = "projectable.safetensors"  # source and projectors together
+
+
+def projected_name(scale: float) -> str:
+    """Metric name of P_s: 0.25 -> 'P1_4'."""
+    return f"P1_{round(1 / scale)}"
+
+
+class StepLoss(NamedTuple):
+    total: torch.Tensor  # scalar that is back-propagated
+    parts: dict[str, torch.Tensor]  # named scalar losses (logged as train/<name>)
+
+
+class GPTTrainee:
+    """M_s or M~_s: one GPT."""
+
+    def __init__(self, model: GPT):
+        self.model = model
+        self.module: torch.nn.Module = model  # what the optimizer updates and the checkpoint saves
+
+    def _task(self, tasks: torch.Tensor) -> torch.Tensor | None:
+        return tasks if self.model.config.conditional else None
+
+    def loss(self, tokens: torch.Tensor, tasks: torch.Tensor) -> StepLoss:
+        loss = self.model.loss(tokens, self._task(tasks))
+        return StepLoss(loss, {"model": loss})
+
+    def nll_fns(self) -> dict[str, NLLFn]:
+        return {"model": lambda tokens, tasks: self.model.sequence_nll(tokens, self._task(tasks))}
+
+    def samples(self, n: int, tasks: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """(n, T) tokens; a conditional model draws sample i for task i."""
+        task = self._task(tasks[:n])
+        return {"model": sample(self.model, n, task=task, generator=generator)}
+
+    def source(self) -> GPT:
+        return self.model
+
+    def save(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save(folder / MODEL_FILE)
+        return [folder / MODEL_FILE]
+
+
+class ProjectedTrainee:
+    """The source M_1 and its projectors P_s (Eq. 2: sum of projected losses + w_src * source loss)."""
+
+    def __init__(self, model: ProjectableGPT):
+        self.model = model
+        self.module: torch.nn.Module = model
+
+    def loss(self, tokens: torch.Tensor, tasks: torch.Tensor) -> StepLoss:
+        out = self.model.loss(tokens, tasks)
+        parts = {"source": out.source, **{projected_name(s): v for s, v in out.projected.items()}}
+        return StepLoss(out.total, parts)
+
+    def nll_fns(self) -> dict[str, NLLFn]:
+        source = self.model.source
+        source_task = (lambda t: t) if source.config.conditional else (lambda t: None)
+        fns: dict[str, NLLFn] = {"source": lambda tokens, tasks: source.sequence_nll(tokens, source_task(tasks))}
+        for scale in self.model.config.scales:
+            fns[projected_name(scale)] = (
+                lambda tokens, tasks, s=scale: self.model.sequence_nll(tokens, tasks, scale=s)
+            )
+        return fns
+
+    def samples(self, n: int, tasks: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Source samples, and for each P_s a few generated models (one per task) sampled in turn."""
+        source = self.model.source
+        out = {"source": sample(source, n, task=tasks[:n] if source.config.conditional else None,
+                                generator=generator)}
+        rows = max(1, int(n**0.5))
+        for scale in self.model.config.scales:
+            per_task = []
+            for i in range(rows):
+                small = self.model.generate(tasks[i], scale)  # standalone GPT of width s*d for task i
+                per_task.append(sample(small, max(1, n // rows), generator=generator))
+            out[projected_name(scale)] = torch.cat(per_task)
+        return out
+
+    def source(self) -> GPT:
+        return self.model.source
+
+    def save(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save(folder / PROJECTABLE_FILE)
+        self.model.source.save(folder / MODEL_FILE)
+        return [folder / PROJECTABLE_FILE, folder / MODEL_FILE]
+
+
+def build_trainee(kind: str, width: float, model: GPTConfig, projector: ProjectorConfig, task_dim: int,
+                  device: str = "cpu") -> GPTTrainee | ProjectedTrainee:
+    """The models of one run. ``model`` is the width-1 config; ``width`` picks M_s (or a smaller source)."""
+    base = model.scaled(width) if width != 1.0 else model
+    if kind == "unconditional":
+        trainee = GPTTrainee(GPT(dataclasses.replace(base, task_dim=0)))
+    elif kind == "conditional":
+        trainee = GPTTrainee(GPT(dataclasses.replace(base, task_dim=task_dim)))
+    elif kind == "projected":
+        if projector.task_dim != task_dim:
+            raise ValueError(
+                f"projector.task_dim={projector.task_dim} but the data's task vectors have {task_dim} "
+                f"coordinates; set projector.task_dim={task_dim}"
+            )
+        trainee = ProjectedTrainee(ProjectableGPT(GPT(dataclasses.replace(base, task_dim=0)), projector))
+    else:
+        raise ValueError(f"kind={kind!r} is not one of unconditional, conditional, projected")
+    trainee.module.to(device)
+    return trainee
+
+
+def resolve_weights_file(path: str | Path) -> Path:
+    """A GPT file, or a folder holding one (a run directory's ``final/``, or the folder itself)."""
+    path = Path(path)
+    for candidate in (path, path / MODEL_FILE, path / "final" / MODEL_FILE, path / "model" / MODEL_FILE):
+        if candidate.is_file():
+            return candidate
+    raise ValueError(
+        f"no {MODEL_FILE} at {path}; pass a file written by GPT.save, a run directory, or runs:/<id>/model"
+    )
+
+
+@torch.no_grad()
+def load_source_weights(trainee: GPTTrainee | ProjectedTrainee, path: str | Path) -> None:
+    """Start the run's GPT (or the projected run's source) from saved weights; configs must agree."""
+    loaded = GPT.load(resolve_weights_file(path))
+    target = trainee.source()
+    if loaded.config != target.config:
+        diff = {
+            f.name: (getattr(loaded.config, f.name), getattr(target.config, f.name))
+            for f in dataclasses.fields(GPTConfig)
+            if getattr(loaded.config, f.name) != getattr(target.config, f.name)
+        }
+        raise ValueError(
+            f"init_from={path} holds a model whose config differs from this run's in {diff} "
+            "(loaded, expected); start from a model of the same size and kind"
+        )
+    target.load_state_dict(loaded.state_dict(), strict=True)

@@ -1,0 +1,67 @@
+"""Optimisation (App. C.1): Adam, linear warmup then cosine decay, optional weight decay and clipping."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 32  # sequences per optimizer step (split over grad_accum micro-batches)
+    lr: float = 2e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the last step
+    warmup_steps: int = 100  # linear warmup from lr / warmup_steps
+    weight_decay: float = 0.0  # decoupled (AdamW); the paper uses 1e-10..1e-8
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    grad_accum: int = 1  # micro-batches per step: same update, less activation memory
+    bf16: bool = False  # bf16 autocast; for GPUs (this CPU runs bf16 ~100x slower)
+    compile: bool = False  # torch.compile the loss; for GPUs (~25 s compile, no gain on CPU)
+    log_every: int = 10  # training metrics to MLflow every this many steps
+    checkpoint_every: int = 200  # resumable checkpoint every this many steps (and at the end)
+    train_fraction: float = 1.0  # train on this leading fraction of a finite pool (data.train_pool_size)
+    train_labels: tuple[int, ...] | None = None  # digits to train on (Table 4 splits); None: all
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"train.steps and train.batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} is not divisible by train.grad_accum={self.grad_accum}; "
+                "pick a grad_accum that divides the batch"
+            )
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train.train_fraction must lie in (0, 1], got {self.train_fraction}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("train.checkpoint_every and train.log_every must be >= 1")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine to min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    decay_steps = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(module: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; matrices decay, vectors (biases, norms, start tokens) do not (nanoGPT's split)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

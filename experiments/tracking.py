@@ -1,0 +1,121 @@
+"""MLflow plumbing: the store (an absolute sqlite file and an artifact folder in the repo by default, or a
+tracking server), experiments with absolute artifact locations, and runs that always end FINISHED or
+FAILED."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments.config import TELEMETRY_OFF
+
+for _key, _value in TELEMETRY_OFF.items():
+    os.environ.setdefault(_key, _value)
+
+import mlflow  # noqa: E402  (telemetry must be off before the import)
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+RUN_FILE = "mlflow_run.json"  # in the run directory: which MLflow run this directory continues
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str  # sqlite:////abs/mlflow.db (embedded) or http://host:port (server)
+    artifacts: str  # artifact folder of experiments created against a sqlite store
+    experiment: str = "projectable"
+    run_name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.uri.startswith("sqlite:") and not self.uri.startswith("sqlite:////"):
+            raise ValueError(
+                f"tracking.uri={self.uri} is a relative sqlite path, which moves with the working directory; "
+                "use an absolute one, sqlite:////abs/path/mlflow.db"
+            )
+        if self.uri.startswith("file:") or "://" not in self.uri:
+            raise ValueError(
+                f"tracking.uri={self.uri}: MLflow 3 refuses plain file stores; use sqlite:////abs/mlflow.db "
+                "or a server's http://host:port"
+            )
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def experiment_id(config: TrackingConfig) -> str:
+    """Id of ``config.experiment``, created with an absolute artifact location if missing."""
+    mlflow.set_tracking_uri(config.uri)
+    client = MlflowClient(config.uri)
+    found = client.get_experiment_by_name(config.experiment)
+    if found is not None:
+        return found.experiment_id
+    location = Path(config.artifacts).resolve().as_uri() if is_local_store(config.uri) else None
+    try:
+        return client.create_experiment(config.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent trial
+        return client.get_experiment_by_name(config.experiment).experiment_id
+
+
+def recorded_run_id(run_dir: str | Path) -> str | None:
+    path = Path(run_dir) / RUN_FILE
+    return json.loads(path.read_text())["run_id"] if path.is_file() else None
+
+
+def start_run(config: TrackingConfig, run_dir: str | Path, run_id: str | None, run_name: str,
+              tags: Mapping[str, str]) -> str:
+    """Continue ``run_id`` (a resumed run directory) or start a new run; records the id in the run dir."""
+    exp_id = experiment_id(config)
+    client = MlflowClient(config.uri)
+    if run_id is not None:
+        try:
+            client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            print(f"run {run_id} recorded in {run_dir} is not in {config.uri}; starting a new MLflow run")
+            run_id = None
+    if run_id is None:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags))
+    else:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(dict(tags))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / RUN_FILE).write_text(json.dumps({"run_id": run.info.run_id, "uri": config.uri}))
+    return run.info.run_id
+
+
+def end_run(failed: bool) -> None:
+    mlflow.end_run(status="FAILED" if failed else "FINISHED")
+
+
+def log_params(params: Mapping[str, str]) -> None:
+    """Params in chunks (the REST API takes at most 100 per call); values are capped at MLflow's limit."""
+    items = [(k, v if len(v) <= 6000 else v[:5997] + "...") for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+def git_commit(root: str | Path) -> str:
+    """HEAD of the repository, with '-dirty' when tracked files changed; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """One line describing where this ran (provenance)."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node()} | {platform.platform()} | {os.cpu_count()} CPUs | {gpu} | "
+            f"python {sys.version.split()[0]} | torch {torch.__version__}")

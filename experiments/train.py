@@ -1,0 +1,212 @@
+"""One ``train(cfg) -> metrics`` for every model of the paper: M_s, M~_s, P_s (co-training the source,
+Eq. 2) and P~ (all sizes at once), optionally starting from saved weights.
+
+A run is its run directory: restarted on it, ``train`` resumes from the last checkpoint and continues the
+same MLflow run. Hydra (``python -m experiments.train kind=conditional width=0.5 scale=smoke``), the sweep's
+trials and the tests all call ``train``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import hydra
+import mlflow
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from experiments import tracking
+from experiments.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from experiments.config import RunConfig, flatten, parse_run
+from experiments.datasets import TrainStream, build_data, validation_subsets
+from experiments.evaluate import as_metrics, evaluate
+from experiments.grids import image_grid, save_png
+from experiments.models import build_trainee, load_source_weights
+from experiments.optim import TrainConfig, build_optimizer, lr_at, set_lr
+
+
+class TrainHooks:
+    """Called by ``train``; the sweep reports checkpoints to Ray Tune, tests interrupt runs."""
+
+    def on_step_end(self, step: int) -> None:
+        pass
+
+    def on_checkpoint(self, step: int, folder: Path, metrics: dict[str, float]) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Named steps of the driver
+
+
+def resolve_init(init_from: str, run_dir: Path) -> Path:
+    """A local path, or an MLflow artifact URI (runs:/<id>/model) downloaded into the run directory."""
+    if "://" in init_from or init_from.startswith("runs:/"):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=init_from, dst_path=str(run_dir / "init")))
+    return Path(init_from)
+
+
+def train_step(trainee, loss_fn, optimizer: torch.optim.Optimizer, batch, step: int, cfg: TrainConfig,
+               device: str) -> dict[str, torch.Tensor | float]:
+    """One optimizer step over ``cfg.grad_accum`` micro-batches; returns unsynchronised stats."""
+    lr = lr_at(step, cfg)
+    set_lr(optimizer, lr)
+    trainee.module.train()
+    optimizer.zero_grad(set_to_none=True)
+    micro = cfg.batch_size // cfg.grad_accum
+    totals: dict[str, torch.Tensor] = {}
+    for i in range(cfg.grad_accum):
+        tokens = batch.tokens[i * micro : (i + 1) * micro].to(device, non_blocking=True)  # (b, T)
+        tasks = batch.task[i * micro : (i + 1) * micro].to(device, non_blocking=True)  # (b, 18)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.bf16):
+            out = loss_fn(tokens, tasks)
+        (out.total / cfg.grad_accum).backward()
+        for name, value in {"loss": out.total, **out.parts}.items():
+            totals[name] = totals.get(name, 0.0) + value.detach() / cfg.grad_accum
+    norm = torch.nn.utils.clip_grad_norm_(trainee.module.parameters(), cfg.grad_clip or float("inf"))
+    optimizer.step()
+    return {**{f"train/{k}": v for k, v in totals.items()}, "train/lr": lr, "train/grad_norm": norm}
+
+
+def run_evaluation(trainee, subsets, run: RunConfig, data) -> tuple[dict[str, float], dict]:
+    was_training = trainee.module.training
+    trainee.module.eval()
+    c, h, w = data.image_shape
+    losses = evaluate(trainee.nll_fns(), subsets, run.eval.batch_size, data.seq_len, c * h * w, run.device)
+    trainee.module.train(was_training)
+    return as_metrics(losses), losses
+
+
+def log_samples(trainee, data, subsets, run: RunConfig) -> None:
+    """PNG grids of samples of every model (conditional and projected ones from validation tasks)."""
+    if run.eval.samples <= 0:
+        return
+    tasks = next(iter(subsets.values())).task.to(run.device)
+    generator = torch.Generator(device=run.device).manual_seed(run.seed)
+    folder = Path(run.run_dir) / "samples"
+    for name, tokens in trainee.samples(run.eval.samples, tasks, generator).items():
+        save_png(image_grid(data.decode(tokens.cpu())), folder / f"{name}.png")
+    mlflow.log_artifacts(str(folder), "samples")
+
+
+def log_final(trainee, losses, run: RunConfig) -> None:
+    """Final weights (loadable by GPT.load / ProjectableGPT.load) and per-image losses as artifacts."""
+    folder = Path(run.run_dir) / "final"
+    trainee.save(folder)
+    mlflow.log_artifacts(str(folder), "model")
+    per_image = {key: loss.per_image.tolist() for key, loss in losses.items()}
+    mlflow.log_dict(per_image, "eval/per_image_nats.json")
+
+
+def log_start(cfg: DictConfig, run: RunConfig, trainee, extra_artifacts: Mapping[str, Path]) -> None:
+    tracking.log_params(flatten(cfg))
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+    counts = {"num_params/trained": sum(p.numel() for p in trainee.module.parameters() if p.requires_grad)}
+    if run.kind == "projected":
+        for scale in run.projector.scales:
+            counts[f"num_params/projector_{scale}"] = trainee.model.num_projector_params(scale)
+    mlflow.log_metrics({k: float(v) for k, v in counts.items()}, step=0)
+    for name, path in extra_artifacts.items():
+        if Path(path).exists():
+            mlflow.log_artifacts(str(path), name) if Path(path).is_dir() else mlflow.log_artifact(str(path), name)
+
+
+def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks: TrainHooks) -> dict[str, float]:
+    """The training loop: step, log, evaluate, checkpoint; then samples and final weights."""
+    cfg = run.train
+    stream = TrainStream(data, cfg.batch_size, cfg.train_labels)
+    subsets = validation_subsets(data, run.eval.subsets)
+    loss_fn = torch.compile(trainee.loss) if cfg.compile else trainee.loss
+    metrics: dict[str, float] = {}
+    losses = None
+    tick, tokens_seen = time.perf_counter(), 0
+    for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=Path(run.run_dir).name,
+                     mininterval=10.0):
+        stats = train_step(trainee, loss_fn, optimizer, stream.batch(step), step, cfg, run.device)
+        done = step + 1
+        tokens_seen += cfg.batch_size * data.seq_len
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            now = time.perf_counter()
+            logged = {k: float(v) for k, v in stats.items()}
+            logged["train/tokens_per_s"] = tokens_seen / max(now - tick, 1e-9)
+            mlflow.log_metrics(logged, step=done)
+            tick, tokens_seen = now, 0
+        if done % run.eval.every == 0 or done == cfg.steps:
+            metrics, losses = run_evaluation(trainee, subsets, run, data)
+            mlflow.log_metrics(metrics, step=done)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            folder = save_checkpoint(run.run_dir, done, trainee.module, optimizer, run_id)
+            hooks.on_checkpoint(done, folder, metrics)
+        hooks.on_step_end(done)
+    if losses is None:  # resumed after the last step: nothing left to train, evaluate once more
+        metrics, losses = run_evaluation(trainee, subsets, run, data)
+        mlflow.log_metrics(metrics, step=cfg.steps)
+    log_samples(trainee, data, subsets, run)
+    log_final(trainee, losses, run)
+    return metrics
+
+
+def train(cfg: DictConfig, hooks: TrainHooks | None = None,
+          extra_artifacts: Mapping[str, Path] | None = None) -> dict[str, float]:
+    """Train what ``cfg.kind`` names, evaluate it on the validation subsets, log everything to MLflow.
+
+    Returns the final validation metrics ``{"val/<subset>/<model>/<stat>": value}``.
+    """
+    run = parse_run(cfg)
+    hooks = hooks or TrainHooks()
+    run_dir = Path(run.run_dir)
+    torch.set_num_threads(run.threads)
+    torch.manual_seed(run.seed)
+
+    data = build_data(run.data, run.paths.cache, run.train.train_fraction)
+    if (data.vocab_size, data.seq_len) != (run.model.vocab_size, run.model.block_size):
+        raise ValueError(
+            f"model.vocab_size={run.model.vocab_size}, model.block_size={run.model.block_size} but the data has "
+            f"{data.vocab_size} colours and {data.seq_len} tokens per image; keep the model's interpolations "
+            "${data.palette_size} and ${square:${data.resolution}}"
+        )
+    trainee = build_trainee(run.kind, run.width, run.model, run.projector, data.task_dim, run.device)
+    optimizer = build_optimizer(trainee.module, run.train)
+
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        start, run_id = load_checkpoint(checkpoint, trainee.module, optimizer)
+        print(f"resuming {run_dir} from step {start}")
+    else:
+        start, run_id = 0, tracking.recorded_run_id(run_dir)
+    tags = {"kind": run.kind, "width": str(run.width), "seed": str(run.seed), **run.tracking.tags}
+    if run.kind == "projected":
+        tags["scales"] = ",".join(str(s) for s in run.projector.scales)
+    run_id = tracking.start_run(run.tracking, run_dir, run_id, run.tracking.run_name or run_dir.name, tags)
+    failed = True
+    try:
+        if start == 0:
+            if run.init_from is not None:
+                load_source_weights(trainee, resolve_init(run.init_from, run_dir))
+                mlflow.set_tag("init_from", run.init_from)
+            log_start(cfg, run, trainee, extra_artifacts or {})
+        metrics = fit(trainee, optimizer, data, run, start, run_id, hooks)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        failed = False
+        return metrics
+    finally:
+        tracking.end_run(failed)
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
+    metrics = train(cfg, extra_artifacts={"hydra": hydra_dir})
+    for key, value in sorted(metrics.items()):
+        if key.endswith("/nats"):
+            print(f"{key}: {value:.4f}")
+
+
+if __name__ == "__main__":
+    main()
