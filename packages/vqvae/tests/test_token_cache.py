@@ -49,11 +49,12 @@ def test_resume_after_interruption(tmp_path, model):
     with pytest.raises(KeyboardInterrupt):
         tokenize_dataset(model, interrupted, tmp_path, chunk_size=16, progress=False)
     progress = json.loads((tmp_path / "progress.json").read_text())
-    assert progress == {"done_chunks": [0, 1], "complete": False}
+    assert progress == {"done_chunks": [0, 1], "complete": False, "chunk_size": 16}
     with pytest.raises(ValueError, match="unfinished"):
         load_token_cache(tmp_path)
     resumed = CountingImages()
-    cache = tokenize_dataset(model, resumed, tmp_path, chunk_size=16, progress=False)
+    # a different chunk_size on resume keeps the original chunking
+    cache = tokenize_dataset(model, resumed, tmp_path, chunk_size=5, progress=False)
     assert resumed.reads == [(32, 48), (48, 50)]  # only the unfinished chunks were read
     assert torch.equal(cache.get(slice(None)), model.encode(torch.from_numpy(resumed.data)))
     again = CountingImages()

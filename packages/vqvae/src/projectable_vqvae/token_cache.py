@@ -1,9 +1,9 @@
 """On-disk token cache: a whole image dataset tokenised once by the VQ-VAE (Sec. 3.1 ImageNet data).
 
 Layout of a cache directory:
-  meta.json      what was tokenised: model fingerprint, dataset size and image shape, token grid, chunk size
+  meta.json      what was tokenised: model fingerprint, dataset size and image shape, token grid
   tokens.npy     (N, h, w) uint16 array, written in place through np.memmap (npy header, so np.load works)
-  progress.json  indices of finished chunks, rewritten atomically after each chunk is flushed
+  progress.json  chunk size and indices of finished chunks, rewritten atomically after each chunk is flushed
 
 An interrupted run leaves finished chunks on disk; calling `tokenize_dataset` again with the same model
 and data resumes at the first unfinished chunk. A different model or dataset is refused (or, with
@@ -107,7 +107,6 @@ def tokenize_dataset(
         "image_shape": [int(c), int(hgt), int(wid)],
         "token_shape": list(grid),
         "codebook_size": model.cfg.codebook_size,
-        "chunk_size": chunk_size,
         "dataset_id": dataset_id,
         "model_fingerprint": model_fingerprint(model),
     }
@@ -134,7 +133,8 @@ def tokenize_dataset(
 
     done: set[int] = set()
     if meta_path.exists() and tokens_path.exists() and progress_path.exists():
-        done = set(json.loads(progress_path.read_text())["done_chunks"])
+        prog = json.loads(progress_path.read_text())
+        done, chunk_size = set(prog["done_chunks"]), prog["chunk_size"]  # resume on the original chunking
         mm = np.lib.format.open_memmap(tokens_path, mode="r+")
         if mm.shape != (n, *grid) or mm.dtype != np.uint16:
             raise ValueError(
@@ -144,7 +144,7 @@ def tokenize_dataset(
     else:
         mm = np.lib.format.open_memmap(tokens_path, mode="w+", dtype=np.uint16, shape=(n, *grid))
         done = set()
-        _write_json_atomic(progress_path, {"done_chunks": [], "complete": False})
+        _write_json_atomic(progress_path, {"done_chunks": [], "complete": False, "chunk_size": chunk_size})
         _write_json_atomic(meta_path, meta)
 
     num_chunks = (n + chunk_size - 1) // chunk_size
@@ -173,12 +173,15 @@ def tokenize_dataset(
             mm.flush()  # the tokens reach disk before the chunk is marked done
             done.add(chunk)
             _write_json_atomic(
-                progress_path, {"done_chunks": sorted(done), "complete": len(done) == num_chunks}
+                progress_path,
+                {"done_chunks": sorted(done), "complete": len(done) == num_chunks, "chunk_size": chunk_size},
             )
     finally:
         bar.close()
         del mm
-    _write_json_atomic(progress_path, {"done_chunks": sorted(done), "complete": True})
+    _write_json_atomic(
+        progress_path, {"done_chunks": sorted(done), "complete": True, "chunk_size": chunk_size}
+    )
     return load_token_cache(cache_dir)
 
 
@@ -199,7 +202,7 @@ def load_token_cache(cache_dir: str | Path) -> TokenCache:
     meta = json.loads(meta_path.read_text())
     prog = json.loads(progress_path.read_text())
     if not prog.get("complete"):
-        total = (meta["num_images"] + meta["chunk_size"] - 1) // meta["chunk_size"]
+        total = (meta["num_images"] + prog["chunk_size"] - 1) // prog["chunk_size"]
         raise ValueError(
             f"token cache {cache_dir} is unfinished ({len(prog['done_chunks'])}/{total} chunks); "
             "call tokenize_dataset again with the same model and images to resume it"
