@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from experiments import tracking
 from experiments.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from experiments.config import RunConfig, flatten, parse_run
+from experiments.config import CONF_DIR, RunConfig, flatten, parse_run
 from experiments.datasets import TrainStream, build_data, validation_subsets
 from experiments.evaluate import as_metrics, evaluate
 from experiments.grids import image_grid, save_png
@@ -197,7 +197,7 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
         tracking.end_run(failed)
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
