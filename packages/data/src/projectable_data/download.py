@@ -67,7 +67,7 @@ def download_mnist(
             tmp = Path(tmp_name)
             try:
                 _fetch(url, tmp, timeout, progress)
-                verify_content(url, name, read_idx_bytes(tmp))
+                verify_content(url, name, read_idx_bytes(tmp), hint="")
             except (urllib.error.URLError, OSError, MNISTError) as err:
                 tmp.unlink(missing_ok=True)
                 failures.append(f"  {url}: {err}")

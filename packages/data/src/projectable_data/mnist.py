@@ -88,23 +88,23 @@ def resolve_mnist_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def read_idx_bytes(path: Path) -> bytes:
-    """Content of an IDX file, decompressing `.gz`."""
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        except (OSError, EOFError) as err:  # truncated or not gzip at all
-            raise MNISTError(f"{path} is not a readable gzip file ({err}). {FIX_HINT}") from err
-    return path.read_bytes()
+    """Content of an IDX file, decompressed if it is gzip (recognised by its magic bytes, not its name)."""
+    data = path.read_bytes()
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as err:  # truncated or damaged stream
+        raise MNISTError(f"{path} is not a readable gzip file ({err}). Delete it and fetch it again. {FIX_HINT}") from err
 
 
-def verify_content(path: Path | str, name: str, content: bytes) -> None:
+def verify_content(path: Path | str, name: str, content: bytes, hint: str = FIX_HINT) -> None:
     """Raise MNISTError naming the file, the expected and the actual MD5 if they differ."""
     actual = hashlib.md5(content).hexdigest()
     if actual != MNIST_MD5[name]:
         raise MNISTError(
             f"{path} is corrupt: MD5 of its decompressed content is {actual}, expected {MNIST_MD5[name]} "
-            f"(official {name}). Delete it and fetch it again. {FIX_HINT}"
+            f"(official {name}). Delete it and fetch it again. {hint}".rstrip()
         )
 
 

@@ -102,7 +102,7 @@ def render_texture(tasks, size: int = RENDER_SIZE) -> torch.Tensor:
 
 def digit_alpha(digits, flips=None, size: int = RENDER_SIZE) -> torch.Tensor:
     """MNIST digits (B, 28, 28) uint8 -> coverage (B, 1, size, size) in [0, 1], centred, optionally mirrored."""
-    digits = torch.as_tensor(np.asarray(digits))
+    digits = torch.from_numpy(np.array(digits, copy=True))  # a copy: MNIST arrays are read-only, slices may be strided
     if digits.ndim != 3 or digits.shape[1:] != (28, 28):
         raise ValueError(f"digits must have shape (B, 28, 28), got {tuple(digits.shape)}; pass MNIST images.")
     alpha = digits.to(torch.float32) / 255.0 if digits.dtype == torch.uint8 else digits.to(torch.float32)
