@@ -1,0 +1,140 @@
+"""Verdicts on the qualitative claims of Table 1 (Sec. 3.3), decided by rules fixed before the run.
+
+* An inequality ("P_s < M~_s", "M~_s < M_s", "the gap grows as s shrinks") holds when its margin exceeds
+  2 standard errors of the difference.
+* A non-inferiority claim ("the co-trained source loses nothing", "co-training all sizes costs nothing")
+  holds when the loss difference plus 2 standard errors stays below a margin fixed in the config
+  (``experiment.margin``, default 0.01 nats/token).
+
+A cell's standard error combines the error over validation images with the spread over seeds:
+``se^2 = mean_i(se_i^2) + var_i(mean_i) / k`` for k seeds. The validation images are the same for every
+seed, so their error does not shrink with k; the seed spread does. Two cells are treated as independent:
+``se(a - b)^2 = se(a)^2 + se(b)^2`` (conservative: the shared validation images correlate them positively).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+SCALES = (1.0, 0.5, 0.25, 0.125)
+COLUMNS = ("M", "Mc", "P", "Pall")  # M_s, M~_s, P_s, P~
+COLUMN_LABELS = {"M": "M_s", "Mc": "M~_s", "P": "P_s", "Pall": "P~", "control": "M_1 continued (control)"}
+SCALE_LABELS = {1.0: "1", 0.5: "1/2", 0.25: "1/4", 0.125: "1/8"}
+
+# Table 1 of the paper (nats/token, SynthMNIST 32x32, 512 colours). The s = 1 cells of P_s and P~ are the
+# co-trained source's loss (for P_s the mean over the three P_s runs).
+PAPER_TABLE1: dict[tuple[str, float], float] = {
+    ("M", 1.0): 0.45, ("M", 0.5): 0.51, ("M", 0.25): 0.62, ("M", 0.125): 0.82,
+    ("Mc", 1.0): 0.39, ("Mc", 0.5): 0.46, ("Mc", 0.25): 0.58, ("Mc", 0.125): 0.78,
+    ("P", 1.0): 0.44, ("P", 0.5): 0.39, ("P", 0.25): 0.47, ("P", 0.125): 0.57,
+    ("Pall", 1.0): 0.46, ("Pall", 0.5): 0.39, ("Pall", 0.25): 0.45, ("Pall", 0.125): 0.57,
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float  # nats/token
+    se: float  # standard error (validation images and seeds)
+    seeds: int  # runs averaged
+
+
+def combine_runs(means: Sequence[float], ses: Sequence[float]) -> Cell:
+    """One cell from k runs (seeds): mean of means; se^2 = mean(se_i^2) + var(means) / k."""
+    k = len(means)
+    if k == 0 or len(ses) != k:
+        raise ValueError(f"need one standard error per run, got {k} means and {len(ses)} standard errors")
+    mean = sum(means) / k
+    within = sum(se * se for se in ses) / k
+    between = sum((m - mean) ** 2 for m in means) / (k - 1) if k > 1 else 0.0
+    return Cell(mean, math.sqrt(within + between / k), k)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str  # the claim family, e.g. "P_s < M~_s for s <= 1/2"
+    comparison: str  # the instance, e.g. "P_1/4 < M~_1/4"
+    difference: float  # the tested margin (see `rule`)
+    two_se: float  # 2 standard errors of the difference
+    rule: str  # the decision rule in words
+    held: bool | None  # None: a cell is missing, not tested
+
+    @property
+    def verdict(self) -> str:
+        return {True: "holds", False: "does not hold", None: "not tested"}[self.held]
+
+
+def _se(*cells: Cell) -> float:
+    return math.sqrt(sum(c.se**2 for c in cells))
+
+
+def less_than(claim: str, comparison: str, smaller: Cell | None, larger: Cell | None) -> Verdict:
+    """``smaller < larger`` holds when larger - smaller > 2 SE."""
+    rule = "difference > 2 SE"
+    if smaller is None or larger is None:
+        return Verdict(claim, comparison, math.nan, math.nan, rule, None)
+    diff, two_se = larger.mean - smaller.mean, 2 * _se(smaller, larger)
+    return Verdict(claim, comparison, diff, two_se, rule, diff > two_se)
+
+
+def no_worse(claim: str, comparison: str, candidate: Cell | None, reference: Cell | None,
+             margin: float) -> Verdict:
+    """``candidate`` loses nothing against ``reference``: (candidate - reference) + 2 SE < margin."""
+    rule = f"difference + 2 SE < {margin:g}"
+    if candidate is None or reference is None:
+        return Verdict(claim, comparison, math.nan, math.nan, rule, None)
+    diff, two_se = candidate.mean - reference.mean, 2 * _se(candidate, reference)
+    return Verdict(claim, comparison, diff, two_se, rule, diff + two_se < margin)
+
+
+def gap_grows(claim: str, comparison: str, gap_small: tuple[Cell, Cell] | None,
+              gap_large: tuple[Cell, Cell] | None) -> Verdict:
+    """(M~ - P) at the smaller s exceeds (M~ - P) at the larger s by more than 2 SE."""
+    rule = "difference > 2 SE"
+    if gap_small is None or gap_large is None:
+        return Verdict(claim, comparison, math.nan, math.nan, rule, None)
+    diff = (gap_small[0].mean - gap_small[1].mean) - (gap_large[0].mean - gap_large[1].mean)
+    two_se = 2 * _se(*gap_small, *gap_large)
+    return Verdict(claim, comparison, diff, two_se, rule, diff > two_se)
+
+
+def table1_verdicts(cells: Mapping[tuple[str, float], Cell], control: Cell | None, margin: float) -> list[Verdict]:
+    """Every claim of Table 1 against ``cells[(column, s)]`` and the control (M_1 continued alone)."""
+    get = cells.get
+    name = SCALE_LABELS
+    out: list[Verdict] = []
+    claim = "P_s < M~_s for s <= 1/2"
+    for s in SCALES[1:]:
+        out.append(less_than(claim, f"P_{name[s]} < M~_{name[s]}", get(("P", s)), get(("Mc", s))))
+    claim = "M~_s < M_s at every s"
+    for s in SCALES:
+        out.append(less_than(claim, f"M~_{name[s]} < M_{name[s]}", get(("Mc", s)), get(("M", s))))
+    claim = "the gap M~_s - P_s grows as s shrinks"
+    gaps = {s: (get(("Mc", s)), get(("P", s))) for s in SCALES[1:]}
+    gaps = {s: (g if None not in g else None) for s, g in gaps.items()}
+    for larger, smaller in ((0.5, 0.25), (0.25, 0.125)):
+        out.append(gap_grows(claim, f"gap at {name[smaller]} > gap at {name[larger]}", gaps[smaller], gaps[larger]))
+    claim = "the co-trained source loses nothing against M_1 continued alone"
+    out.append(no_worse(claim, "source of P_s (mean of 3 runs) vs control", get(("P", 1.0)), control, margin))
+    out.append(no_worse(claim, "source of P~ vs control", get(("Pall", 1.0)), control, margin))
+    claim = "co-training all sizes costs nothing"
+    for s in SCALES[1:]:
+        out.append(no_worse(claim, f"P~_{name[s]} vs P_{name[s]}", get(("Pall", s)), get(("P", s)), margin))
+    return out
+
+
+def summarise(verdicts: Sequence[Verdict]) -> dict[str, str]:
+    """Claim family -> "holds" (every instance holds), "does not hold" (one fails), or "partly tested"."""
+    families: dict[str, list[bool | None]] = {}
+    for v in verdicts:
+        families.setdefault(v.claim, []).append(v.held)
+    out = {}
+    for claim, held in families.items():
+        if any(h is False for h in held):
+            out[claim] = f"does not hold ({sum(h is True for h in held)} of {len(held)} instances hold)"
+        elif all(h is True for h in held):
+            out[claim] = "holds"
+        else:
+            out[claim] = "not tested (missing cells)"
+    return out
