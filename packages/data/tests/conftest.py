@@ -28,7 +28,12 @@ def tiny_config(mnist_root):
     from projectable_data import SynthMNISTConfig
 
     return SynthMNISTConfig(
-        resolution=16, palette_size=32, mnist_root=str(mnist_root), seed=0, val_size=64, palette_fit_images=256
+        resolution=16,
+        palette_size=32,
+        mnist_root=str(mnist_root),
+        seed=0,
+        val_size=64,
+        palette_fit_images=256,
     )
 
 

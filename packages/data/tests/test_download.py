@@ -7,6 +7,7 @@ import os
 import threading
 
 import pytest
+
 from projectable_data import MNIST_MD5, MNISTError, download_mnist, load_mnist
 from projectable_data.mnist import default_mnist_root
 

@@ -3,6 +3,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from projectable_data import MNIST_MD5, MNISTError, load_mnist, resolve_mnist_root
 from projectable_data.mnist import candidate_roots
 

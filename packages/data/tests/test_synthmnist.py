@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from projectable_data import TEXTURE_TYPES, load_mnist, render_synthmnist, render_texture, texture_type
 from projectable_data.synthmnist import sc
 
@@ -94,7 +95,9 @@ def test_t1_scales_spatial_frequency():
 def test_t4_t5_warp_only_above_threshold_and_t6_sets_its_frequency():
     plain = tex(base_task(0))
     for coord in ("t4", "t5"):
-        torch.testing.assert_close(tex(base_task(0, **{coord: 0.3})), plain, rtol=0, atol=0)  # relu(0.3 - 0.3) = 0
+        torch.testing.assert_close(
+            tex(base_task(0, **{coord: 0.3})), plain, rtol=0, atol=0
+        )  # relu(0.3 - 0.3) = 0
     warped_x = tex(base_task(0, t4=0.9))
     assert (warped_x - plain).abs().max() > 0.5
     # t0 = 0: stripes depend on x only, so a y-warp changes nothing and an x-warp keeps rows equal

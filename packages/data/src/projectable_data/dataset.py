@@ -14,8 +14,8 @@ import hashlib
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -53,7 +53,7 @@ class SynthMNISTConfig:
     val_size: int = 512  # fixed validation items (digits from the MNIST test split)
     train_pool_size: int | None = None  # None: fresh tasks every step; N: a finite pool of N training items
     palette_fit_images: int = 2048  # rendered training images whose pixels fit the palette
-    task_overrides: Mapping[int, float] | None = None  # coordinates of t fixed for every split, {index: value}
+    task_overrides: Mapping[int, float] | None = None  # {index: value}: coordinates of t fixed everywhere
 
     def __post_init__(self):
         if self.resolution not in RESOLUTIONS:
@@ -107,13 +107,17 @@ def _atomic_savez(path: Path, **arrays) -> None:
 class SynthMNISTTokens:
     """SynthMNIST images as palette tokens (Sec. 3.1, App. C.3): training stream, validation set, decoding."""
 
-    def __init__(self, config: SynthMNISTConfig = SynthMNISTConfig(), cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self, config: SynthMNISTConfig = SynthMNISTConfig(), cache_dir: str | os.PathLike | None = None
+    ):
         self.config = config
         self.cache_dir = Path(cache_dir) if cache_dir is not None else user_cache_dir("synthmnist")
         self._train_digits = load_mnist("train", config.mnist_root)
         self._test_digits = load_mnist("test", config.mnist_root)
         if config.val_size > len(self._test_digits.labels):
-            raise ValueError(f"val_size={config.val_size} exceeds the {len(self._test_digits.labels)} test digits.")
+            raise ValueError(
+                f"val_size={config.val_size} exceeds the {len(self._test_digits.labels)} test digits."
+            )
         self.palette = self._load_or_fit_palette()
         self._pool = self._load_or_build_pool() if config.train_pool_size else None
         self._validation = None
@@ -155,7 +159,9 @@ class SynthMNISTTokens:
 
     def _digits(self, split: str):
         if split not in ("train", "validation"):
-            raise ValueError(f"split={split!r}: use 'train' (MNIST train digits) or 'validation' (MNIST test).")
+            raise ValueError(
+                f"split={split!r}: use 'train' (MNIST train digits) or 'validation' (MNIST test)."
+            )
         return self._train_digits if split == "train" else self._test_digits
 
     def _batch(self, items: TaskItems, split: str, tokens: torch.Tensor | None = None) -> Batch:
@@ -166,7 +172,9 @@ class SynthMNISTTokens:
         return Batch(tokens, torch.from_numpy(np.ascontiguousarray(items.task)), labels)
 
     # --- training stream --------------------------------------------------------------------------
-    def train_items(self, step: int, batch_size: int, overrides: Mapping[int, float] | None = None) -> TaskItems:
+    def train_items(
+        self, step: int, batch_size: int, overrides: Mapping[int, float] | None = None
+    ) -> TaskItems:
         """What batch `step` is made of: a deterministic function of (seed, step, batch_size)."""
         if self._pool is not None:
             items = self._pool_items(self._pool_indices(step, batch_size))
@@ -269,7 +277,9 @@ class SynthMNISTTokens:
         return pool
 
     def _pool_items(self, index: np.ndarray) -> TaskItems:
-        return TaskItems(self._pool["task"][index], self._pool["digit_index"][index], self._pool["flip"][index])
+        return TaskItems(
+            self._pool["task"][index], self._pool["digit_index"][index], self._pool["flip"][index]
+        )
 
     def _pool_indices(self, step: int, batch_size: int) -> np.ndarray:
         """Pool rows of batch `step`: positions step*B .. step*B+B-1 of a stream of seeded epoch permutations."""
@@ -297,7 +307,9 @@ class SynthMNISTStream(IterableDataset):
     the batches arrive in step order and equal `data.train_batch(step, batch_size)` for any W.
     """
 
-    def __init__(self, data: SynthMNISTTokens, batch_size: int, start_step: int = 0, num_steps: int | None = None):
+    def __init__(
+        self, data: SynthMNISTTokens, batch_size: int, start_step: int = 0, num_steps: int | None = None
+    ):
         self.data, self.batch_size, self.start_step, self.num_steps = data, batch_size, start_step, num_steps
 
     def __iter__(self) -> Iterator[Batch]:

@@ -32,9 +32,17 @@ def _is_valid(path: Path, name: str) -> bool:
 def _fetch(url: str, dest: Path, timeout: float, progress: bool) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with open(dest, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc=os.path.basename(url), disable=not progress, leave=False
-        ) as bar:
+        with (
+            open(dest, "wb") as out,
+            tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=os.path.basename(url),
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -82,7 +90,9 @@ def download_mnist(
         else:
             raise MNISTError(
                 f"Could not download {name}.gz into {final} (expected MD5 {MNIST_MD5[name]} of its content). "
-                "Tried:\n" + "\n".join(failures) + "\nFix: check the internet connection or pass mirrors=[...] "
+                "Tried:\n"
+                + "\n".join(failures)
+                + "\nFix: check the internet connection or pass mirrors=[...] "
                 "with a reachable mirror, or copy the four MNIST files there by hand."
             )
     return root

@@ -1,7 +1,8 @@
 """Figure 3 (data half): SynthMNIST renders for given task vectors beside their palette-quantised versions.
 
-    python -m projectable_data.figures --out fig3.png --num 8 --resolution 32 --palette-size 512
-    python -m projectable_data.figures --out fig3.png --tasks tasks.json   # JSON list of 18-vectors
+Usage:
+  python -m projectable_data.figures --out fig3.png --num 8 --resolution 32 --palette-size 512
+  python -m projectable_data.figures --out fig3.png --tasks tasks.json   # JSON list of 18-vectors
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def figure3(
     if task.ndim != 2 or task.shape[1] != TASK_DIM:
         raise ValueError(f"task_vectors must have shape (N, {TASK_DIM}), got {task.shape}.")
     n = task.shape[0]
-    digit_index = np.arange(n, dtype=np.int64) if digit_indices is None else np.asarray(digit_indices, np.int64)
+    digit_index = (
+        np.arange(n, dtype=np.int64) if digit_indices is None else np.asarray(digit_indices, np.int64)
+    )
     items = TaskItems(task, digit_index, np.zeros(n, dtype=bool))
     rendered = data.render(items, "validation")  # (N, C, H, W)
     quantised = data.decode(data.palette.encode(rendered))
@@ -63,7 +66,9 @@ def figure3(
 
 
 def main(argv=None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--tasks", help="JSON file with a list of 18-element task vectors (default: random)")
     parser.add_argument("--num", type=int, default=8, help="random task vectors when --tasks is not given")

