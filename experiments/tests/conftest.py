@@ -1,0 +1,60 @@
+"""Fixtures: an isolated store per test session (MLflow sqlite, artifacts, runs, Ray storage, data cache)
+and one local Ray for the sweep tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from experiments.config import TELEMETRY_OFF, compose
+
+os.environ.update(TELEMETRY_OFF)
+
+
+class Store(NamedTuple):
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def overrides(self, runs: str = "runs") -> list[str]:
+        """Point every output of a run or sweep into this store (the palette cache is shared)."""
+        return [
+            f"paths.runs={self.root / runs}",
+            f"paths.cache={self.root / 'cache'}",
+            f"tracking.uri={self.uri}",
+            f"tracking.artifacts={self.root / 'mlartifacts'}",
+            f"sweep.storage={self.root / 'ray_results'}",
+        ]
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Store:
+    return Store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture
+def smoke(store, tmp_path):
+    """compose(scale=smoke + overrides) with this test's own run directories."""
+
+    def make(*overrides: str):
+        return compose(["scale=smoke", *store.overrides(runs=str(tmp_path / "runs")), *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray (127.0.0.1, 2 CPUs, no dashboard) shared by the sweep tests of the session."""
+    import ray
+
+    from experiments.sweep import ClusterConfig, start_ray
+
+    started = start_ray(ClusterConfig(num_cpus=2, num_gpus=0))
+    yield
+    if started:
+        ray.shutdown()

@@ -1,0 +1,163 @@
+"""Every config composes and instantiates; bad configs fail with a message naming the key and the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from experiments.config import CONF_DIR, ConfigError, compose, parse_run
+from experiments.models import build_trainee
+from experiments.sweep import (
+    ClusterConfig,
+    SweepConfig,
+    check_cluster,
+    derive_sweep_id,
+    parse_stages,
+    plan_stage,
+)
+from experiments.tracking import TrackingConfig
+
+GROUPS = ("data", "model", "projector", "train", "scale", "experiment", "sweep", "cluster")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), group
+
+
+@pytest.mark.parametrize("scale", options("scale"))
+@pytest.mark.parametrize("kind", ["unconditional", "conditional", "projected"])
+def test_every_scale_and_kind_builds_its_models_on_the_meta_device(scale, kind):
+    run = parse_run(compose([f"scale={scale}", f"kind={kind}", "width=1.0"]))
+    with torch.device("meta"):
+        trainee = build_trainee(run.kind, run.width, run.model, run.projector, 18, device="meta")
+    n = sum(p.numel() for p in trainee.module.parameters())
+    assert n > 0
+    if scale == "paper" and kind == "unconditional":
+        assert 76e6 < n < 78e6  # the paper's M_1: 76.7M trainable parameters (Sec. 2)
+
+
+@pytest.mark.parametrize("group", ["data", "model", "projector", "train"])
+def test_every_option_of_the_run_groups_instantiates(group):
+    for option in options(group):
+        cfg = compose(["scale=smoke", f"{group}={option}"])
+        if group == "model":  # scale files pick their own model; the option must still build
+            cfg = compose([f"model={option}"])
+        run = parse_run(cfg)
+        assert dataclasses.is_dataclass(getattr(run, group))
+
+
+@pytest.mark.parametrize("option", options("sweep"))
+def test_sweep_and_cluster_options_instantiate(option):
+    cfg = compose([f"sweep={option}"])
+    SweepConfig(**OmegaConf.to_container(cfg.sweep, resolve=True))
+    for cluster in options("cluster"):
+        node = compose([f"cluster={cluster}", "cluster.address=127.0.0.1:6379"]).cluster
+        ClusterConfig(**OmegaConf.to_container(node, resolve=True))
+
+
+@pytest.mark.parametrize("scale", options("scale"))
+def test_table1_plans_both_stages_at_every_scale(scale):
+    cfg = compose(["experiment=table1", f"scale={scale}"])
+    stages = parse_stages(cfg.experiment)
+    assert list(stages) == ["stage1", "stage2"]
+    sweep_id = derive_sweep_id(cfg)
+    assert sweep_id.startswith(f"table1-{scale}-")
+    stage1 = plan_stage(cfg, "stage1", stages["stage1"], sweep_id, None, {})
+    uris = {"M1": [f"runs:/seed{i}/model" for i in range(cfg.budget.seeds.M1)]}
+    stage2 = plan_stage(cfg, "stage2", stages["stage2"], sweep_id, "parent", uris)
+    cells1 = {spec["cell"] for spec in stage1}
+    assert cells1 == {"M1", "M2", "M4", "M8", "Mc1", "Mc2", "Mc4", "Mc8"}
+    assert {spec["cell"] for spec in stage2} == {"P2", "P4", "P8", "Pall", "control"}
+    for spec in stage2:
+        assert spec["config"]["init_from"].startswith("runs:/")
+        assert spec["config"]["train"]["steps"] == cfg.budget.stage2_steps
+        assert spec["config"]["tracking"]["tags"]["mlflow.parentRunId"] == "parent"
+    pall = next(s for s in stage2 if s["cell"] == "Pall")["config"]
+    assert pall["kind"] == "projected" and pall["projector"]["scales"] == [0.5, 0.25, 0.125]
+    control = next(s for s in stage2 if s["cell"] == "control")["config"]
+    assert control["kind"] == "unconditional" and control["width"] == 1.0
+    for spec in stage1 + stage2:  # each trial's config is a valid run config without the sweep sections
+        parse_run(spec["config"])
+    names = [spec["name"] for spec in stage1 + stage2]
+    assert len(names) == len(set(names))
+
+
+def test_same_config_same_sweep_id_and_a_change_makes_a_new_one():
+    a = derive_sweep_id(compose(["experiment=table1", "scale=smoke"]))
+    assert a == derive_sweep_id(compose(["experiment=table1", "scale=smoke", "sweep.id=null"]))
+    assert a != derive_sweep_id(compose(["experiment=table1", "scale=smoke", "train.lr=0.01"]))
+
+
+# -- bad configs ---------------------------------------------------------------------------------------
+
+
+def test_unknown_group_option_names_the_valid_choices():
+    with pytest.raises(MissingConfigException) as err:
+        compose(["scale=tiny"])
+    message = str(err.value)
+    assert "scale/tiny" in message and all(s in message for s in ("cpu", "gpu", "paper", "smoke"))
+
+
+def test_unknown_key_override_is_refused():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(["model.n_layr=3"])
+    assert "n_layr" in str(err.value)
+
+
+def test_added_unknown_key_names_the_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        parse_run(compose(["+model.n_layr=3"]))
+    message = str(err.value)
+    assert "model.n_layr" in message and "n_layer" in message and "GPTConfig" in message
+
+
+def test_added_unknown_top_level_key_is_refused():
+    with pytest.raises(ConfigError, match="unknown top-level key.*kynd.*valid keys"):
+        parse_run(compose(["+kynd=projected"]))
+
+
+def test_bad_values_name_the_problem():
+    with pytest.raises(ConfigError, match="kind='big'.*unconditional"):
+        parse_run(compose(["kind=big"]))
+    with pytest.raises(ConfigError, match="width=0.3"):
+        parse_run(compose(["width=0.3"]))
+    with pytest.raises(ConfigError, match="projector.*mlp"):
+        parse_run(compose(["projector.mlp=dense"]))
+    with pytest.raises(ConfigError, match="grad_accum"):
+        parse_run(compose(["train.grad_accum=5"]))
+    with pytest.raises(ConfigError, match="eval.subsets.c1.*valid keys"):
+        parse_run(compose(["+eval.subsets.c1.digits=[1,2]"]))
+
+
+def test_relative_sqlite_uri_is_refused():
+    with pytest.raises(ConfigError, match="relative sqlite"):
+        parse_run(compose(["tracking.uri=sqlite:///mlflow.db"]))
+
+
+def test_sweep_without_experiment_says_how_to_pick_one():
+    with pytest.raises(ConfigError, match="experiment=table1"):
+        parse_stages(compose([]).get("experiment"))
+
+
+def test_bad_cell_override_fails_on_the_driver():
+    cfg = compose(["experiment=table1", "scale=smoke", "+experiment.stages.stage1.cells.M1.overrides={model.n_layr: 3}"])
+    stages = parse_stages(cfg.experiment)
+    with pytest.raises(ConfigError, match="cell M1.*model.n_layr"):
+        plan_stage(cfg, "stage1", stages["stage1"], "x", None, {})
+
+
+def test_cluster_refuses_a_sqlite_store_and_says_why():
+    tracking = TrackingConfig(uri="sqlite:////tmp/mlflow.db", artifacts="/tmp/a")
+    with pytest.raises(ConfigError, match="cannot write to the sqlite.*mlflow server.*tracking.uri=http"):
+        check_cluster(ClusterConfig(address="127.0.0.1:6379"), tracking.uri)
+    check_cluster(ClusterConfig(address=None), tracking.uri)  # local Ray: fine
+    check_cluster(ClusterConfig(address="127.0.0.1:6379"), "http://127.0.0.1:5000")
