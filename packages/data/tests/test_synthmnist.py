@@ -107,6 +107,15 @@ def test_t4_t5_warp_only_above_threshold_and_t6_sets_its_frequency():
     torch.testing.assert_close(tex(base_task(0, t6=0.8)), plain, rtol=0, atol=0)  # no amplitude, no warp
 
 
+def test_closed_form_warp_acts_on_scaled_coordinates():
+    """x~ = x' + a cos(sc(t6) x') with x' = sc(t1) (x - t2) and a = relu(t4 - 0.3) / 0.7."""
+    t = base_task(0, t4=0.65, t6=0.1)
+    y, x = unit_grid()
+    x_scaled = float(sc(torch.tensor(t[1]))) * (x - t[2])
+    x_warped = x_scaled + 0.5 * torch.cos(float(sc(torch.tensor(t[6]))) * x_scaled)
+    torch.testing.assert_close(tex(t)[0, 0], torch.cos(x_warped), atol=1e-5, rtol=0)
+
+
 def test_t7_t8_t9_shift_one_channel_each():
     plain = tex(base_task(1))
     for channel in range(3):
