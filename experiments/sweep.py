@@ -54,6 +54,7 @@ class SweepConfig:
     max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
     reuse_actors: bool = False  # reuse trial processes (saves imports for many short trials)
     verbose: int = 1
+    fail_once: Mapping[str, int] = field(default_factory=dict)  # trial -> step: fail there once (tests retries)
 
 
 @dataclass(frozen=True)
@@ -230,18 +231,29 @@ def _restore_tune_checkpoint(run_dir: Path) -> None:
             shutil.copytree(folder, target, dirs_exist_ok=True)
 
 
-def run_trial(config: dict, specs: Mapping[str, TrialSpec]) -> None:
+class InjectedFailure(RuntimeError):
+    """Raised once at a configured step (``sweep.fail_once``) to exercise the retry path."""
+
+
+def run_trial(config: dict, specs: Mapping[str, TrialSpec], fail_once: Mapping[str, int]) -> None:
     """Ray Tune trainable: one cell and seed (``config["trial"]`` names it), trained by ``train`` in its
     own run directory."""
     from ray import tune
 
     from experiments.train import TrainHooks, train
 
-    cfg = OmegaConf.create(specs[config["trial"]]["config"])
+    name = config["trial"]
+    cfg = OmegaConf.create(specs[name]["config"])
+    marker = Path(cfg.run_dir) / ".failed_once"
 
     class ReportToTune(TrainHooks):
         def on_checkpoint(self, step, folder, metrics):
             tune.report({"step": step, **metrics}, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+
+        def on_step_end(self, step):
+            if fail_once.get(name) == step and not marker.exists():
+                marker.touch()
+                raise InjectedFailure(f"{name}: failure injected after step {step} (sweep.fail_once)")
 
     _restore_tune_checkpoint(Path(cfg.run_dir))
     metrics = train(cfg, hooks=ReportToTune())
@@ -255,7 +267,8 @@ def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str):
     # The param space holds only trial names (Tune's tables stay readable); the configs travel once
     # through the object store.
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, specs={spec["name"]: spec for spec in specs}), dict(sweep.resources)
+        tune.with_parameters(run_trial, specs={spec["name"]: spec for spec in specs}, fail_once=dict(sweep.fail_once)),
+        dict(sweep.resources),
     )
     path = Path(sweep.storage) / experiment_name
     if tune.Tuner.can_restore(path):

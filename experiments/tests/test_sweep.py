@@ -1,0 +1,113 @@
+"""Table 1's smoke sweep through Ray Tune into MLflow: every trial FINISHED with metrics, a failed trial
+retried from its checkpoint, a rerun resumes without retraining, the report and the UI read the runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from experiments import report, ui
+from experiments.config import compose, project_root
+from experiments.sweep import run_sweep
+
+TABLE1_TRIALS = 13  # 8 in stage 1, 5 in stage 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def trial_runs(uri: str, sweep_id: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("projectable")
+    runs = client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}'")
+    return [r for r in runs if r.data.tags.get("role") != "sweep"], [r for r in runs if r.data.tags.get("role") == "sweep"]
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(local_ray, store):
+    cfg = compose(["experiment=table1", "scale=smoke", "++sweep.fail_once={M2-seed0: 15}",
+                   *store.overrides(runs="sweep_runs")])
+    return cfg, run_sweep(cfg)
+
+
+def test_smoke_sweep_lands_finished_runs_with_metrics(smoke_sweep, store):
+    cfg, result = smoke_sweep
+    trials, sweeps = trial_runs(store.uri, result.sweep_id)
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    assert sweeps[0].data.tags["scale"] == "smoke" and sweeps[0].data.tags["commit"]
+    assert len(trials) == TABLE1_TRIALS
+    for run in trials:
+        assert run.info.status == "FINISHED", run.info.run_name
+        assert run.info.run_name == run.data.tags["trial"]
+        assert run.data.tags["sweep_id"] == result.sweep_id and run.data.tags["scale"] == "smoke"
+        assert run.data.tags["mlflow.parentRunId"] == result.run_id
+        assert any(k.startswith("val/all/") and k.endswith("/nats") for k in run.data.metrics)
+        if run.data.tags["stage"] == "stage2":
+            assert run.data.tags["init_from"].startswith("runs:/")
+            assert run.data.params["train.steps"] == str(cfg.budget.stage2_steps)
+
+
+def test_a_failed_trial_is_retried_from_its_checkpoint(smoke_sweep, store):
+    _, result = smoke_sweep
+    run_dir = store.root / "sweep_runs" / result.sweep_id / "M2-seed0"
+    assert (run_dir / ".failed_once").exists()  # it did fail once
+    trials, _ = trial_runs(store.uri, result.sweep_id)
+    (run,) = [r for r in trials if r.info.run_name == "M2-seed0"]  # and the retry continued the same run
+    assert run.info.status == "FINISHED"
+    history = MlflowClient(store.uri).get_metric_history(run.info.run_id, "train/loss")
+    assert max(m.step for m in history) == 20
+
+
+def test_rerunning_the_sweep_resumes_without_retraining(smoke_sweep, store):
+    cfg, result = smoke_sweep
+    before = {r.info.run_id: r.info.end_time for r in trial_runs(store.uri, result.sweep_id)[0]}
+    again = run_sweep(cfg)
+    assert again.sweep_id == result.sweep_id and again.run_id == result.run_id
+    after = {r.info.run_id: r.info.end_time for r in trial_runs(store.uri, result.sweep_id)[0]}
+    assert after == before
+
+
+def test_report_notebook_writes_table1_from_the_sweep(smoke_sweep, store, tmp_path):
+    notebook = tmp_path / "table1.ipynb"
+    env = {**os.environ, "TABLE1_SCALE": "smoke", "TABLE1_TRACKING_URI": store.uri,
+           "TABLE1_REPORTS": str(tmp_path / "reports")}
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "jupytext", "--to", "ipynb", "-o", notebook, project_root() / "analysis/table1.py"],
+                   check=True, capture_output=True)
+    subprocess.run([bin_dir / "jupyter", "execute", "--inplace", notebook], check=True, env=env,
+                   capture_output=True)
+    md = (tmp_path / "reports" / "smoke" / "table1.md").read_text()
+    assert smoke_sweep[1].sweep_id in md and "| 1/8 |" in md and "## Claims" in md
+    assert (tmp_path / "reports" / "smoke" / "table1.png").stat().st_size > 10_000
+    csv = (tmp_path / "reports" / "smoke" / "table1.csv").read_text()
+    assert csv.count("\n") == 18  # header + 16 cells + control
+
+
+def test_report_cells_combine_the_three_projected_sources(smoke_sweep, store):
+    trials = report.load_trials(store.uri, "projectable", smoke_sweep[1].sweep_id)
+    table = report.table1_cells(trials)
+    assert table.cells[("P", 1.0)].seeds == 3  # P_1/2, P_1/4, P_1/8 runs' sources
+    assert table.control is not None and len(table.cells) == 16
+
+
+def test_mlflow_ui_answers_runs_search_with_the_sweep(smoke_sweep, store):
+    port = free_port()
+    server = ui.start_server(store.uri, store.root / "mlartifacts", port=port, log=store.root / "ui.log")
+    try:
+        exp = MlflowClient(store.uri).get_experiment_by_name("projectable")
+        runs = ui.search_runs(f"http://127.0.0.1:{port}", [exp.experiment_id],
+                              f"tags.sweep_id = '{smoke_sweep[1].sweep_id}'")
+        assert len(runs) == TABLE1_TRIALS + 1
+        assert {r["info"]["status"] for r in runs} == {"FINISHED"}
+    finally:
+        ui.stop_server(server)
+    assert server.poll() is not None
