@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from projectable_data.efficientnet import EfficientNetLite0, EfficientNetLiteConfig, SameConv2d
 from projectable_data.encoders import (
     EmbeddingTable,

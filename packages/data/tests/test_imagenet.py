@@ -2,6 +2,7 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from projectable_data.imagenet import (
     TRAIN_FILES,
     VAL_FILE,
