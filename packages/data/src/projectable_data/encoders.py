@@ -94,6 +94,10 @@ class EmbeddingTable:
     embeddings: np.ndarray  # (N, D) float32 (possibly a read-only memory map)
     fingerprint: str
 
+    def __post_init__(self) -> None:
+        # sort order computed once: lookups run per training batch over up to 1.28M ids
+        object.__setattr__(self, "_order", np.argsort(self.ids, kind="stable"))
+
     @property
     def dim(self) -> int:
         return self.embeddings.shape[1]
@@ -104,7 +108,7 @@ class EmbeddingTable:
     def lookup(self, ids: np.ndarray | torch.Tensor | list[int]) -> torch.Tensor:
         """(B,) image ids -> (B, D) float32 task vectors."""
         ids = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64)
-        order = np.argsort(self.ids, kind="stable")
+        order = self._order
         pos = np.searchsorted(self.ids, ids, sorter=order)
         pos = np.clip(pos, 0, len(self.ids) - 1)
         rows = order[pos]
