@@ -19,6 +19,20 @@ def test_encode_is_the_nearest_centre_and_decode_its_colour():
     assert torch.equal(palette.encode(decoded), tokens)  # centres are fixed points
 
 
+@pytest.mark.parametrize("size", [2, 64, 512])
+def test_cell_search_equals_brute_force(size):
+    rng = np.random.default_rng(size)
+    centres = np.tanh(rng.normal(0, 0.4, (size, 3)) + rng.choice([-1.5, 0, 1.5], (size, 3)))  # clustered
+    palette = Palette(centres)
+    images = torch.from_numpy(rng.uniform(-1, 1, (4, 3, 16, 16)).astype(np.float32))
+    images[0, :, :4] = torch.tensor([1.0, -1.0, 1.0])[:, None, None]  # cube corners and faces
+    images[1] = images[1].round()
+    for x in (images, 1.5 * images):  # outside the cube: compared against every centre
+        pixels = x.permute(0, 2, 3, 1).reshape(-1, 3).double()
+        brute = ((pixels[:, None] - palette.centres.double()[None]) ** 2).sum(-1).argmin(-1)
+        assert torch.equal(palette.encode(x).reshape(-1), brute)
+
+
 def test_round_trip_error_is_bounded(tiny_data):
     items = tiny_data.validation_items()
     images = tiny_data.render(items, "validation")
