@@ -1,6 +1,6 @@
 """SynthMNIST throughput: renderer images/s at 32x32, and the cost of one training batch.
 
-    python benchmarks/render_synthmnist.py [--threads 2] [--batch 1024] [--seconds 3]
+    python benchmarks/render_synthmnist.py [--threads 2] [--batch 1024] [--seconds 3] [--workers 2]
 
 Prints one line per measurement; record results in benchmarks/README.md with machine, command and date.
 """
@@ -14,7 +14,14 @@ import time
 
 import numpy as np
 import torch
-from projectable_data import SynthMNISTConfig, SynthMNISTTokens, load_mnist, render_synthmnist
+from projectable_data import (
+    SynthMNISTConfig,
+    SynthMNISTStream,
+    SynthMNISTTokens,
+    load_mnist,
+    render_synthmnist,
+)
+from torch.utils.data import DataLoader
 
 
 def _rate(fn, seconds: float) -> tuple[float, int]:
@@ -32,6 +39,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--mnist-root", default=None)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the stream (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -69,6 +77,19 @@ def main() -> None:
                 f"train_batch {resolution}x{resolution}, {palette_size} colours, batch 32: {per_call * 1e3:.2f} ms "
                 f"({calls} calls; palette fit on 512 images {fit:.1f} s)"
             )
+            if args.workers:
+                loader = DataLoader(
+                    SynthMNISTStream(data, batch_size=256, num_steps=8 * args.workers),
+                    batch_size=None,
+                    num_workers=args.workers,
+                )
+                start = time.perf_counter()
+                images = sum(len(batch.tokens) for batch in loader)
+                rate = images / (time.perf_counter() - start)
+                print(
+                    f"DataLoader {args.workers} workers, {resolution}x{resolution} tokens, batch 256: "
+                    f"{rate:,.0f} images/s (incl. worker start)"
+                )
 
 
 if __name__ == "__main__":

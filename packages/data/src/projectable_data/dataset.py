@@ -15,7 +15,6 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .mnist import MNIST_MD5, load_mnist
 from .palette import Palette, PaletteConfig, fit_palette
 from .paths import user_cache_dir
-from .synthmnist import RENDERER_VERSION, RESOLUTIONS, TASK_DIM, render_synthmnist
+from .synthmnist import RENDERER_VERSION, RESOLUTIONS, TASK_DIM, one_thread, render_synthmnist
 from .tasks import (
     STREAM_PALETTE,
     STREAM_POOL,
@@ -73,18 +72,6 @@ class Batch(NamedTuple):
 
     def to(self, device) -> Batch:
         return Batch(*(x.to(device) for x in self))
-
-
-@contextmanager
-def _one_thread():
-    """Run small tensor work on one thread: batches of ~32 images are too small to gain from two, and a
-    second OpenMP thread that must wait for a busy core turns a few milliseconds into tens."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _settings_key(**settings) -> str:
@@ -166,7 +153,7 @@ class SynthMNISTTokens:
 
     def _batch(self, items: TaskItems, split: str, tokens: torch.Tensor | None = None) -> Batch:
         if tokens is None:
-            with _one_thread():
+            with one_thread():
                 tokens = self.tokenize(items, split)
         labels = torch.from_numpy(self._digits(split).labels[items.digit_index])
         return Batch(tokens, torch.from_numpy(np.ascontiguousarray(items.task)), labels)
@@ -234,7 +221,7 @@ class SynthMNISTTokens:
         rng = stream_rng(c.seed, STREAM_PALETTE, c.palette_fit_images)
         items = sample_items(rng, c.palette_fit_images, len(self._train_digits.labels), flip=True)
         items = items._replace(task=apply_overrides(items.task, c.task_overrides))
-        with _one_thread():
+        with one_thread():
             images = torch.cat(
                 [
                     self.render(TaskItems(*(x[i : i + _RENDER_CHUNK] for x in items)), "train")
