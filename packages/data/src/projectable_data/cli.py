@@ -15,7 +15,7 @@ def main(argv=None) -> None:
     if command == "figure3":
         from .figures import main as figure3_main
 
-        figure3_main(rest)
+        figure3_main(rest, prog="projectable-data figure3")
     elif command == "download-mnist":
         from .download import download_mnist
 

@@ -65,9 +65,9 @@ def figure3(
     return out
 
 
-def main(argv=None) -> Path:
+def main(argv=None, prog: str | None = None) -> Path:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--tasks", help="JSON file with a list of 18-element task vectors (default: random)")

@@ -40,6 +40,8 @@ def apply_overrides(task: np.ndarray, overrides: Mapping[int, float] | None) -> 
         return task
     task = np.array(task, dtype=np.float32, copy=True)
     for index, value in overrides.items():
+        if isinstance(index, str) and index.isdigit():  # YAML / JSON configs often give keys as strings
+            index = int(index)
         if not isinstance(index, (int, np.integer)) or not 0 <= index < TASK_DIM:
             raise ValueError(
                 f"override key {index!r} is not a task coordinate; use an int in 0..{TASK_DIM - 1} "
