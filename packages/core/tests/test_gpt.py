@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from projectable import GPT, GPTConfig
 
 

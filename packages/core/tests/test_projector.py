@@ -3,7 +3,6 @@
 import pytest
 import torch
 from conftest import make_projectable
-
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig
 from projectable.gpt import DENSE_KINDS
 from projectable.projector import project_bias, project_weight
@@ -28,7 +27,7 @@ def dense_q(q: torch.Tensor, k: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
 def test_structured_projection_equals_dense_reference(k):
-    L, O, I, B = 3, 24, 16, 2
+    L, O, I, B = 3, 24, 16, 2  # noqa: E741 (the paper's letters)
     w = torch.randn(L, O, I, dtype=torch.float64)
     b = torch.randn(L, O, dtype=torch.float64)
     p = torch.randn(B, L, O, dtype=torch.float64)
@@ -204,9 +203,8 @@ def test_scale_must_divide_width():
 def test_checkpoint_of_another_shape_is_rejected(tmp_path, tiny_source):
     make_projectable(tiny_source).save(tmp_path / "p.safetensors")
     other = make_projectable(GPT(GPTConfig.tiny(n_embd=64)))
-    from safetensors.torch import load_file
-
     from projectable.projectable import load_state_strict
+    from safetensors.torch import load_file
 
     with pytest.raises(ValueError, match="shape mismatches"):
         load_state_strict(other, load_file(str(tmp_path / "p.safetensors")), "p.safetensors")

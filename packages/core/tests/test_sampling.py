@@ -1,7 +1,6 @@
 import pytest
 import torch
 from conftest import make_projectable
-
 from projectable import GPT, GPTConfig, bits_per_dim, sample
 
 
