@@ -13,7 +13,13 @@ def tiny_source() -> GPT:
     return GPT(GPTConfig.tiny(n_embd=32, n_head=2, n_layer=2, vocab_size=16, block_size=12))
 
 
-def make_projectable(source: GPT, task_dim: int = 3, scales=(0.5, 0.25), **kw) -> ProjectableGPT:
+@pytest.fixture
+def make_projectable():
+    """Factory: a ProjectableGPT over ``source`` whose generators really depend on the task."""
+    return build_projectable
+
+
+def build_projectable(source: GPT, task_dim: int = 3, scales=(0.5, 0.25), **kw) -> ProjectableGPT:
     model = ProjectableGPT(source, ProjectorConfig(task_dim=task_dim, rank=4, scales=scales, **kw))
     # Push the generator away from its near-constant initialisation so that tasks really differ.
     with torch.no_grad():

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import make_projectable
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig
 from projectable.gpt import DENSE_KINDS
 from projectable.projector import project_bias, project_weight
@@ -55,7 +54,7 @@ def test_identity_diagonals_at_scale_one_reproduce_source(tiny_source):
 
 @pytest.mark.parametrize("route", ["materialize", "expand"])
 @pytest.mark.parametrize("small_parts", ["own", "derived"])
-def test_batched_per_example_equals_loop(tiny_source, route, small_parts):
+def test_batched_per_example_equals_loop(tiny_source, route, small_parts, make_projectable):
     model = make_projectable(tiny_source.double(), small_parts=small_parts).double()
     x = torch.randint(0, 16, (4, 12))
     tasks = torch.rand(4, 3, dtype=torch.float64)
@@ -66,7 +65,7 @@ def test_batched_per_example_equals_loop(tiny_source, route, small_parts):
         assert not torch.allclose(batched[0], model.projected_logits(x[:1], tasks[1], scale, route=route)[0])
 
 
-def test_routes_agree(tiny_source):
+def test_routes_agree(tiny_source, make_projectable):
     model = make_projectable(tiny_source.double()).double()
     x = torch.randint(0, 16, (4, 12))
     tasks = torch.rand(4, 3, dtype=torch.float64)
@@ -79,7 +78,7 @@ def test_routes_agree(tiny_source):
 
 
 @pytest.mark.parametrize("small_parts", ["own", "derived"])
-def test_generated_model_equals_projected_forward(tiny_source, small_parts):
+def test_generated_model_equals_projected_forward(tiny_source, small_parts, make_projectable):
     model = make_projectable(tiny_source, small_parts=small_parts)
     x = torch.randint(0, 16, (5, 12))
     tasks = torch.rand(5, 3)
@@ -92,7 +91,7 @@ def test_generated_model_equals_projected_forward(tiny_source, small_parts):
             torch.testing.assert_close(small(x[i : i + 1]), batched[i : i + 1], rtol=1e-5, atol=1e-5)
 
 
-def test_generated_model_round_trips_through_file(tmp_path, tiny_source):
+def test_generated_model_round_trips_through_file(tmp_path, tiny_source, make_projectable):
     model = make_projectable(tiny_source)
     small = model.generate(torch.rand(3), 0.25)
     small.save(tmp_path / "small.safetensors")
@@ -101,7 +100,7 @@ def test_generated_model_round_trips_through_file(tmp_path, tiny_source):
     torch.testing.assert_close(loaded(x), small(x))
 
 
-def test_cotraining_gradients_reach_source_and_projectors(tiny_source):
+def test_cotraining_gradients_reach_source_and_projectors(tiny_source, make_projectable):
     model = make_projectable(tiny_source)
     x = torch.randint(0, 16, (4, 12))
     out = model.loss(x, torch.rand(4, 3))
@@ -112,7 +111,7 @@ def test_cotraining_gradients_reach_source_and_projectors(tiny_source):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def test_projected_loss_alone_trains_source(tiny_source):
+def test_projected_loss_alone_trains_source(tiny_source, make_projectable):
     """Even with w_src = 0 the projected loss reaches the source's dense weights through W_s = P W Q."""
     model = make_projectable(tiny_source, source_weight=0.0)
     out = model.loss(torch.randint(0, 16, (2, 12)), torch.rand(2, 3))
@@ -150,7 +149,7 @@ def test_projector_parameter_count_matches_paper_sizes():
     assert out_layers == 9 * 196_608
 
 
-def test_shared_mlp_switch(tiny_source):
+def test_shared_mlp_switch(tiny_source, make_projectable):
     per_op = make_projectable(tiny_source, scales=(0.5,))
     shared = make_projectable(tiny_source, scales=(0.5,), mlp="shared")
     assert shared.num_projector_params(0.5) < per_op.num_projector_params(0.5)
@@ -158,7 +157,7 @@ def test_shared_mlp_switch(tiny_source):
     out.total.backward()
 
 
-def test_checkpoint_round_trip(tmp_path, tiny_source):
+def test_checkpoint_round_trip(tmp_path, tiny_source, make_projectable):
     model = make_projectable(tiny_source)
     model.save(tmp_path / "p.safetensors")
     loaded = ProjectableGPT.load(tmp_path / "p.safetensors")
@@ -177,7 +176,7 @@ def test_checkpoint_round_trip(tmp_path, tiny_source):
         (torch.rand(3, 3), "one per sequence"),
     ],
 )
-def test_bad_task_vectors(tiny_source, task, match):
+def test_bad_task_vectors(tiny_source, task, match, make_projectable):
     model = make_projectable(tiny_source)
     with pytest.raises(ValueError, match=match):
         model.projected_logits(torch.randint(0, 16, (2, 12)), task, 0.5)
@@ -200,7 +199,7 @@ def test_scale_must_divide_width():
         ProjectableGPT(source, ProjectorConfig(task_dim=3, scales=(0.5,))).generate(torch.rand(3), 0.25)
 
 
-def test_checkpoint_of_another_shape_is_rejected(tmp_path, tiny_source):
+def test_checkpoint_of_another_shape_is_rejected(tmp_path, tiny_source, make_projectable):
     make_projectable(tiny_source).save(tmp_path / "p.safetensors")
     other = make_projectable(GPT(GPTConfig.tiny(n_embd=64)))
     from projectable.projectable import load_state_strict

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from conftest import make_projectable
 from projectable import GPT, GPTConfig, bits_per_dim, sample
 
 
@@ -13,7 +12,7 @@ def test_cached_sampling_equals_uncached(tiny_source, top_k):
     assert torch.equal(a, b)
 
 
-def test_sampling_conditional_and_generated_models(tiny_source):
+def test_sampling_conditional_and_generated_models(tiny_source, make_projectable):
     cond = GPT(GPTConfig.tiny(task_dim=3)).double()
     g = lambda: torch.Generator().manual_seed(2)
     task = torch.rand(3, dtype=torch.float64)
