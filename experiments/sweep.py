@@ -198,8 +198,24 @@ def runtime_env(cluster: ClusterConfig) -> dict:
 # Ray side
 
 
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def keep_loopback() -> None:
+    """Make Ray keep 127.0.0.1 as this node's address. Ray replaces a loopback address by the machine's
+    outward one (ray-project/ray#59110) unless it runs in its single-machine mode, which this switch
+    selects; that mode only refuses to start *worker nodes* (``ray start --address``), not drivers."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:  # read at import time; set it where Ray already looked
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def start_ray(cluster: ClusterConfig) -> bool:
     """Start (or join) Ray unless this process already did; True if it was started here."""
+    if not cluster.address or cluster.address.split(":")[0] in LOOPBACK:
+        keep_loopback()
     import ray
 
     if ray.is_initialized():
@@ -238,12 +254,14 @@ class InjectedFailure(RuntimeError):
 def run_trial(config: dict, specs: Mapping[str, TrialSpec], fail_once: Mapping[str, int]) -> None:
     """Ray Tune trainable: one cell and seed (``config["trial"]`` names it), trained by ``train`` in its
     own run directory."""
+    import ray
     from ray import tune
 
     from experiments.train import TrainHooks, train
 
     name = config["trial"]
     cfg = OmegaConf.create(specs[name]["config"])
+    cfg.tracking.tags["ray_node"] = ray.get_runtime_context().get_node_id()
     marker = Path(cfg.run_dir) / ".failed_once"
 
     class ReportToTune(TrainHooks):

@@ -1,0 +1,143 @@
+"""Minutes-long checks (``nox -s slow``): the smoke sweep on a two-node Ray cluster started with
+``ray start`` on 127.0.0.1 logging to an MLflow server, and one training step of the paper scale."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from experiments import ui
+from experiments.config import TELEMETRY_OFF, compose, parse_run, project_root
+from experiments.datasets import build_data
+from experiments.models import build_trainee
+from experiments.optim import build_optimizer
+from experiments.tests.test_sweep import TABLE1_TRIALS, free_port
+from experiments.train import train_step
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).parent / "ray")
+# `ray start --address 127.0.0.1:P` replaces the loopback address by the machine's outward one
+# (ray-project/ray#59110, open); the second node keeps it with this one-line patch of the CLI.
+RAY_START_LOOPBACK = ("import sys, ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
+                      "from ray.scripts.scripts import main; sys.exit(main())")
+
+
+def cluster_env(token: str) -> dict[str, str]:
+    """Token authentication with a token made for this test, telemetry off."""
+    return {**os.environ, **TELEMETRY_OFF, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+
+
+def ray_node(*args: str, log: Path, env: dict[str, str], head: bool) -> subprocess.Popen:
+    """``ray start --block`` in its own process group, so that stopping it ends exactly its processes.
+    The head runs in Ray's single-machine mode, which keeps 127.0.0.1 (see experiments.sweep.keep_loopback)."""
+    if head:
+        command = [RAY, "start", "--block", "--head", *args]
+        env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    else:
+        command = [sys.executable, "-c", RAY_START_LOOPBACK, "start", "--block", *args]
+    return subprocess.Popen([*command, "--node-ip-address", "127.0.0.1"], env=env, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 90) -> None:
+    code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True,
+                             env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(2)
+    raise TimeoutError(f"Ray cluster at {address} did not reach {count} nodes")
+
+
+def test_smoke_sweep_on_a_two_node_cluster_with_an_mlflow_server(tmp_path):
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths are length-limited
+    port, gcs = free_port(), free_port()
+    address = f"127.0.0.1:{gcs}"
+    server = ui.start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", port=port,
+                             log=tmp_path / "server.log")
+    env = cluster_env(secrets.token_hex(32))
+    head = ray_node("--port", str(gcs), "--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false",
+                    "--disable-usage-stats", "--temp-dir", str(ray_tmp), log=tmp_path / "head.log", env=env,
+                    head=True)
+    worker = None
+    try:
+        wait_for_nodes(address, 1, env)
+        worker = ray_node("--address", address, "--num-cpus", "1", "--num-gpus", "0", log=tmp_path / "node.log",
+                          env=env, head=False)
+        wait_for_nodes(address, 2, env)
+        uri = f"http://127.0.0.1:{port}"
+        overrides = [
+            "experiment=table1", "scale=smoke", "cluster=remote", f"cluster.address={address}",
+            f"tracking.uri={uri}", f"sweep.storage={tmp_path / 'ray_results'}", f"paths.runs={tmp_path / 'runs'}",
+            f"paths.cache={tmp_path / 'cache'}", "sweep.reuse_actors=false",
+        ]
+        done = subprocess.run([sys.executable, str(project_root() / "experiments" / "sweep.py"), *overrides],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+        experiment = MlflowClient(uri).get_experiment_by_name("projectable")
+        runs = ui.search_runs(uri, [experiment.experiment_id])
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        assert sum(t.get("role") != "sweep" for t in tags) == TABLE1_TRIALS
+        assert {r["info"]["status"] for r in runs} == {"FINISHED"}
+        # the artifacts went through the server (proxied), and trials ran on both nodes
+        assert any((tmp_path / "artifacts").rglob("model.safetensors"))
+        assert len({t["ray_node"] for t in tags if t.get("role") != "sweep"}) == 2
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(head)
+        ui.stop_server(server)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_cluster_sweep_with_a_sqlite_store_is_refused_with_the_reason(tmp_path):
+    from experiments.config import ConfigError
+    from experiments.sweep import run_sweep
+
+    cfg = compose(["experiment=table1", "scale=smoke", "cluster=remote", "cluster.address=127.0.0.1:1"])
+    with pytest.raises(ConfigError, match="cannot write to the sqlite"):
+        run_sweep(cfg)
+
+
+def test_one_training_step_of_the_paper_scale(tmp_path):
+    """The paper's 76.7M source co-trained with P_1/8 for one step on one sequence (CPU, fp32: ~20 s and
+    ~7 GB; P~ on two sequences needs more than the CI machine's 24 GB)."""
+    cfg = compose(["scale=paper", "kind=projected", "projector.scales=[0.125]", "device=cpu",
+                   "train.bf16=false", "train.compile=false", "train.batch_size=1", "data.val_size=2",
+                   "data.palette_fit_images=64", f"paths.cache={tmp_path / 'cache'}", "threads=2"])
+    run = parse_run(cfg)
+    data = build_data(run.data, run.paths.cache)
+    trainee = build_trainee(run.kind, run.width, run.model, run.projector, data.task_dim)
+    assert sum(p.numel() for p in trainee.model.source.parameters()) > 76e6
+    optimizer = build_optimizer(trainee.module, run.train)
+    before = trainee.model.source.dense.weights("fc")[0].detach().clone()
+    stats = train_step(trainee, trainee.loss, optimizer, data.train_batch(0, 1), run.train.warmup_steps, run.train,
+                       "cpu")
+    assert torch.isfinite(torch.as_tensor(stats["train/loss"]))
+    assert {"train/source", "train/P1_8"} <= set(stats)
+    assert not torch.equal(before, trainee.model.source.dense.weights("fc")[0])
