@@ -129,7 +129,7 @@ def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks
         stats = train_step(trainee, loss_fn, optimizer, stream.batch(step), step, cfg, run.device)
         done = step + 1
         tokens_seen += cfg.batch_size * data.seq_len
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if done % cfg.log_every == 0 or done in (1, cfg.steps):  # step 1: the starting loss
             now = time.perf_counter()
             logged = {k: float(v) for k, v in stats.items()}
             logged["train/tokens_per_s"] = tokens_seen / max(now - tick, 1e-9)

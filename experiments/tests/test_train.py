@@ -45,7 +45,7 @@ def test_each_kind_trains_evaluates_and_logs(name, smoke, store, tmp_path):
     assert run.data.params["kind"] == cfg.kind and run.data.params["train.steps"] == "20"
     assert run.data.metrics[f"val/all/{models[0]}/nats"] == pytest.approx(metrics[f"val/all/{models[0]}/nats"])
     history = MlflowClient(store.uri).get_metric_history(run.info.run_id, "train/loss")
-    assert [m.step for m in history] == [5, 10, 15, 20]
+    assert [m.step for m in history] == [1, 5, 10, 15, 20]
     artifacts = {a.path for a in MlflowClient(store.uri).list_artifacts(run.info.run_id)}
     assert {"config", "model", "samples", "eval"} <= artifacts
     samples = {Path(a.path).name for a in MlflowClient(store.uri).list_artifacts(run.info.run_id, "samples")}
@@ -113,7 +113,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(smoke, store, tmp
     run = MlflowClient(store.uri).get_run(run_id)
     assert run.info.status == "FINISHED"
     steps = {m.step for m in MlflowClient(store.uri).get_metric_history(run_id, "train/loss")}
-    assert steps == {5, 10, 15, 20}
+    assert steps == {1, 5, 10, 15, 20}
     straight_metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     resumed_metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert straight_metrics == resumed_metrics
