@@ -389,9 +389,11 @@ class SweepResult:
     wall_time_s: float = 0.0
 
 
-def run_sweep(cfg: DictConfig) -> SweepResult:
+def run_sweep(cfg: DictConfig, sources: Mapping[str, list[str]] | None = None) -> SweepResult:
     """Plan and run every stage of ``cfg.experiment`` on Ray Tune; the sweep's MLflow run ends FINISHED
-    only if every trial finished."""
+    only if every trial finished. ``sources`` maps cells of another sweep to their final weights
+    (``runs:/<id>/model`` per seed), which a stage may start from like from an earlier stage's cell
+    (Table 3 starts from Table 1's stage-1 M_s)."""
     from mlflow.tracking import MlflowClient
 
     from experiments.tracking import TrackingConfig
@@ -415,7 +417,7 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     tick = time.time()
     status = "FAILED"
     try:
-        init_uris: dict[str, list[str]] = {}
+        init_uris: dict[str, list[str]] = dict(sources or {})
         for index, (stage_name, stage) in enumerate(stages.items()):
             specs = plan_stage(cfg, stage_name, stage, sweep_id, parent, init_uris)
             print(f"[{sweep_id}] {stage_name}: {len(specs)} trials, {stage.steps} steps each")
