@@ -40,11 +40,19 @@ def project_root() -> Path:
     return Path(env).resolve() if env else Path(__file__).resolve().parent.parent
 
 
+def _label_group(scheme: str, group: int, images: str) -> list[int]:
+    from projectable_data.imagenet_tokens import STANDIN_CLASSES, label_group
+
+    return label_group(str(scheme), int(group), STANDIN_CLASSES if images == "standin" else 1000)
+
+
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("square"):
         OmegaConf.register_new_resolver("square", lambda x: int(x) * int(x))
+    if not OmegaConf.has_resolver("label_group"):  # Table 4: ${label_group:half,1,${data.images}} -> C1's labels
+        OmegaConf.register_new_resolver("label_group", _label_group)
 
 
 _register_resolvers()
@@ -159,8 +167,8 @@ def check_root_keys(cfg: DictConfig) -> None:
 def parse_run(cfg: DictConfig | dict) -> RunConfig:
     """Validate the root config of one run and build every section's dataclass."""
     from projectable import GPTConfig, ProjectorConfig
-    from projectable_data import SynthMNISTConfig
 
+    from experiments.datasets import data_config_class
     from experiments.evaluate import EvalConfig
     from experiments.optim import TrainConfig
     from experiments.tracking import TrackingConfig
@@ -183,7 +191,7 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
         device=str(cfg.device),
         init_from=None if cfg.init_from is None else str(cfg.init_from),
         run_dir=str(Path(cfg.run_dir).resolve()),
-        data=build_section(SynthMNISTConfig, cfg.data, "data"),
+        data=build_section(data_config_class(cfg.data), cfg.data, "data"),
         model=build_section(GPTConfig, cfg.model, "model"),
         projector=build_section(ProjectorConfig, cfg.projector, "projector"),
         train=build_section(TrainConfig, cfg.train, "train"),

@@ -13,14 +13,24 @@ from pathlib import Path
 
 import torch
 from projectable_data import Batch, SynthMNISTConfig, SynthMNISTTokens
+from projectable_data.imagenet_tokens import ImageNetTokens, ImageNetTokensConfig
 
 # Candidate batches drawn per step when filtering by label; each step owns this many stream positions,
 # so filtered steps never share items.
 _LABEL_FILTER_DRAWS = 64
 
 
-def build_data(config: SynthMNISTConfig, cache_dir: str | Path, train_fraction: float = 1.0) -> SynthMNISTTokens:
+def data_config_class(node) -> type:
+    """The dataclass of a ``data`` config section: ``ImageNetTokensConfig`` (the ImageNet track and its
+    stand-in; its sections name an image source, ``images``) or ``SynthMNISTConfig``."""
+    return ImageNetTokensConfig if "images" in node else SynthMNISTConfig
+
+
+def build_data(config: SynthMNISTConfig | ImageNetTokensConfig, cache_dir: str | Path,
+               train_fraction: float = 1.0) -> SynthMNISTTokens | ImageNetTokens:
     """The dataset; a training fraction below 1 shrinks the finite pool (it requires one)."""
+    if isinstance(config, ImageNetTokensConfig):  # the ImageNet track: its training set is always finite
+        return ImageNetTokens(config, cache_dir=str(cache_dir), train_fraction=train_fraction)
     if train_fraction < 1.0:
         if config.train_pool_size is None:
             raise ValueError(
