@@ -2,10 +2,6 @@
 
 from .dataset import Batch, SynthMNISTConfig, SynthMNISTStream, SynthMNISTTokens
 from .download import DEFAULT_MIRRORS, download_mnist
-from .mnist import MNIST, MNIST_MD5, MNISTError, load_mnist, resolve_mnist_root
-from .palette import Palette, PaletteConfig, fit_palette
-from .synthmnist import TASK_DIM, TEXTURE_TYPES, render_synthmnist, render_texture, texture_type
-from .tasks import TaskItems, apply_overrides, sample_tasks
 
 # ImageNet track (Sec. 3.1, Table 2/4): loader, label splits and image-embedding task vectors.
 from .efficientnet import EfficientNetLite0, EfficientNetLiteConfig, load_efficientnet_lite0  # noqa: E402
@@ -32,6 +28,10 @@ from .imagenet import (  # noqa: E402
     task_split,
     write_batch_file,
 )
+from .mnist import MNIST, MNIST_MD5, MNISTError, load_mnist, resolve_mnist_root
+from .palette import Palette, PaletteConfig, fit_palette
+from .synthmnist import TASK_DIM, TEXTURE_TYPES, render_synthmnist, render_texture, texture_type
+from .tasks import TaskItems, apply_overrides, sample_tasks
 
 __all__ = [
     "ClassMapping",
