@@ -1,0 +1,101 @@
+"""The ImageNet track on its stand-in at smoke scale: Table 2 and Table 4 grids plan the right cells, the
+Table 4 subsets hold the right labels, ``train(cfg)`` trains M~_s and P_s on encoder task vectors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from experiments.config import compose, parse_run, to_container
+from experiments.datasets import build_data, validation_subsets
+from experiments.prepare_data import data_configs
+from experiments.sweep import parse_stages, plan_stage
+from experiments.train import train
+
+# Tiny tokenizer and the random conv encoder (smoke tests only): seconds instead of minutes.
+TINY = ["data.tokenizer=tiny", "data.tokenizer_steps=10", "data.encoder=random_conv_for_tests", "data.task_dim=16"]
+
+
+def plan(cfg) -> dict[str, list[dict]]:
+    """Trial configs of every stage, earlier cells standing in as init sources."""
+    out, uris = {}, {}
+    for name, stage in parse_stages(cfg.experiment).items():
+        out[name] = plan_stage(cfg, name, stage, "sweep", None, uris)
+        uris.update({cell: ["runs:/run/model"] for cell in stage.cells})
+    return out
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu"])
+def test_table2_plans_conditional_baselines_then_projections_from_m1(scale):
+    stages = plan(compose(["experiment=table2", f"scale={scale}"]))
+    stage1 = {(s["config"]["kind"], s["config"]["width"]) for s in stages["stage1"]}
+    assert stage1 == {("unconditional", 1.0), *(("conditional", w) for w in (1.0, 0.5, 0.25, 0.125))}
+    stage2 = {s["cell"]: s["config"] for s in stages["stage2"]}
+    assert {c: v["projector"]["scales"] for c, v in stage2.items() if v["kind"] == "projected"} == {
+        "P2": [0.5], "P4": [0.25], "P8": [0.125]}
+    assert stage2["control"]["kind"] == "unconditional"
+    for spec in stages["stage1"] + stages["stage2"]:
+        config = spec["config"]
+        assert "images" in config["data"] and config["data"]["encoder"] == "efficientnet_lite0"
+        assert config["projector"]["task_dim"] == config["data"]["task_dim"]
+        assert config["model"]["vocab_size"] == config["data"]["palette_size"]
+    assert all(s["config"]["init_from"] == "runs:/run/model" for s in stages["stage2"])
+
+
+def test_table2_at_gpu_scale_needs_imagenet_files_and_plans_with_them():
+    with pytest.raises(Exception, match="images=imagenet64"):
+        plan(compose(["experiment=table2", "scale=gpu"]))
+    stages = plan(compose(["experiment=table2", "scale=gpu", "data.images=imagenet64", "data.train_size=null"]))
+    assert stages["stage2"][0]["config"]["model"]["block_size"] == 32 * 32
+
+
+def test_table4_plans_six_projected_cells_from_an_m1_on_the_common_eighth():
+    stages = plan(compose(["experiment=table4", "scale=smoke"]))
+    (m1,) = stages["stage1"]
+    assert (m1["config"]["data"]["c1_fraction"], m1["config"]["data"]["c2_fraction"]) == (0.125, 0.125)
+    cells = {s["cell"]: s["config"] for s in stages["stage2"]}
+    regimes = {"all": (1.0, 1.0), "eighth": (0.125, 0.125), "c1_eighth": (0.125, 1.0)}
+    assert set(cells) == {f"{split}_{regime}" for split in ("half", "mod2") for regime in regimes}
+    for name, config in cells.items():
+        split, regime = name.split("_", 1)
+        data = config["data"]
+        assert (data["split"], data["c1_fraction"], data["c2_fraction"]) == (split, *regimes[regime])
+        assert config["kind"] == "projected" and config["projector"]["scales"] == [0.5]
+        assert config["init_from"] == "runs:/run/model"
+
+
+def test_table4_subsets_route_digits_into_c1_and_c2():
+    subsets = to_container(compose(["experiment=table4", "scale=smoke"]))["eval"]["subsets"]
+    assert subsets["half_C1"]["labels"] == [0, 1, 2, 3, 4] and subsets["half_C2"]["labels"] == [5, 6, 7, 8, 9]
+    assert subsets["mod2_C1"]["labels"] == [0, 2, 4, 6, 8] and subsets["mod2_C2"]["labels"] == [1, 3, 5, 7, 9]
+    imagenet = to_container(compose(["experiment=table4", "scale=paper", "data.images=imagenet64"]))["eval"]["subsets"]
+    assert imagenet["half_C1"]["labels"] == list(range(500)) and imagenet["mod2_C2"]["labels"] == list(range(1, 1000, 2))
+
+
+def test_prepare_lists_each_distinct_data_config_once():
+    configs = data_configs(compose(["experiment=table4", "scale=smoke"]))
+    keys = [(c.split, c.c1_fraction, c.c2_fraction) for c in configs]
+    # the root's (no split); half 1/8-1/8 (stage 1's M_1 and half_eighth); half all, half 1/8-all; mod2 x 3
+    assert len(keys) == len(set(keys)) == 7
+
+
+def test_train_and_validation_subsets_hold_only_their_split(smoke, tmp_path):
+    cfg = smoke("experiment=table4", *TINY, "data.split=mod2", "data.c1_fraction=0.125", "data.c2_fraction=1.0")
+    run = parse_run(cfg)
+    data = build_data(run.data, run.paths.cache)
+    labels = torch.from_numpy(data.train_labels[data.pool])
+    even, odd = int((labels % 2 == 0).sum()), int((labels % 2 == 1).sum())
+    assert 0 < even < odd / 4  # C1 (even digits) at 1/8, C2 (odd) whole
+    subsets = validation_subsets(data, run.eval.subsets)
+    assert set(subsets["mod2_C1"].label.tolist()) <= {0, 2, 4, 6, 8}
+    assert set(subsets["half_C2"].label.tolist()) <= {5, 6, 7, 8, 9}
+    assert len(subsets["half_C1"].label) + len(subsets["half_C2"].label) == len(subsets["all"].label)
+
+
+@pytest.mark.parametrize("kind", [["kind=conditional", "width=0.25"], ["kind=projected", "projector.scales=[0.5]"]])
+def test_train_on_the_standin_with_encoder_task_vectors(kind, smoke, tmp_path):
+    cfg = smoke("experiment=table2", *TINY, *kind, f"run_dir={tmp_path / 'run'}")
+    metrics = train(cfg)
+    names = [k for k in metrics if k.endswith("/nats")]
+    assert names and all(0 < metrics[k] < torch.log(torch.tensor(16.0)).item() + 0.5 for k in names)
+    assert (tmp_path / "run" / "final").is_dir() and (tmp_path / "run" / "samples").is_dir()
