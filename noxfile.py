@@ -1,4 +1,5 @@
 """Sessions: `nox` (tests), `nox -s tests slow`, `nox -s lint`, `nox -s reproduce_table1 -- scale=smoke`,
+`nox -s reproduce_table3`, `nox -s reproduce_figure3`, `nox -s reproduce_figure4`, `nox -s reports`,
 `nox -s mlflow_ui`.
 
 Every session installs the CPU build of torch first and everything else with `-c constraints.txt` (an
@@ -83,6 +84,83 @@ def reproduce_table1(session: nox.Session) -> None:
     session.run("jupytext", "--to", "ipynb", "-o", str(notebook), "analysis/table1.py")
     session.run("jupyter", "execute", "--inplace", str(notebook), env=env)
     session.log(f"report: {ROOT / 'reports' / scale / 'table1.md'}; executed notebook: {notebook}")
+
+
+NOTEBOOKS = ("table1", "table3", "figure3", "figure4")  # analysis/<name>.py -> reports/<scale>/<name>.*
+
+
+def with_scale(posargs, default: str = "cpu") -> tuple[list[str], str]:
+    """Hydra overrides from `--` with scale=<default> added when missing, and the scale."""
+    overrides = list(posargs)
+    if not any(o.startswith("scale=") for o in overrides):
+        overrides.append(f"scale={default}")
+    return overrides, next(o.split("=", 1)[1] for o in overrides if o.startswith("scale="))
+
+
+def run_notebook(session: nox.Session, name: str, scale: str, overrides: list[str]) -> Path:
+    """Execute analysis/<name>.py headless against the store the overrides name (tracking.uri, or the
+    mlflow.db under paths.root); with paths.root the reports go to <paths.root>/reports too."""
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    prefix = name.upper()
+    env = {**TELEMETRY_OFF, f"{prefix}_SCALE": scale}
+    if "paths.root" in values:
+        root = Path(values["paths.root"]).resolve()
+        env[f"{prefix}_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
+        env[f"{prefix}_REPORTS"] = str(root / "reports")
+        env[f"{prefix}_CACHE"] = str(root / ".cache" / "reports")
+    if "tracking.uri" in values:
+        env[f"{prefix}_TRACKING_URI"] = values["tracking.uri"]
+    if "tracking.experiment" in values:
+        env[f"{prefix}_EXPERIMENT"] = values["tracking.experiment"]
+    notebook = ROOT / "outputs" / "notebooks" / f"{name}-{scale}.ipynb"
+    notebook.parent.mkdir(parents=True, exist_ok=True)
+    session.run("jupytext", "--to", "ipynb", "-o", str(notebook), f"analysis/{name}.py")
+    session.run("jupyter", "execute", "--inplace", str(notebook), env=env)
+    session.log(f"{name}: reports in {env.get(f'{prefix}_REPORTS', ROOT / 'reports')}/{scale}; notebook {notebook}")
+    return notebook
+
+
+@nox.session(python=PYTHON)
+def reproduce_table3(session: nox.Session) -> None:
+    """Table 3 (sources of different sizes): the sweep (Hydra overrides after `--`, default scale=cpu; needs a
+    finished Table 1 sweep of the scale), then reports/<scale>/table3.{md,csv}."""
+    install(session)
+    overrides, scale = with_scale(session.posargs)
+    session.run("python", "experiments/sweep_source_size.py", *overrides, env=TELEMETRY_OFF)
+    run_notebook(session, "table3", scale, overrides)
+
+
+@nox.session(python=PYTHON)
+def reproduce_figure3(session: nox.Session) -> None:
+    """Figure 3 from Table 1's saved models (no training): reports/<scale>/figure3.{png,md}."""
+    install(session)
+    overrides, scale = with_scale(session.posargs)
+    run_notebook(session, "figure3", scale, overrides)
+
+
+@nox.session(python=PYTHON)
+def reproduce_figure4(session: nox.Session) -> None:
+    """Figure 4 from Table 1's saved models evaluated over t1 in 0..2 (no training):
+    reports/<scale>/figure4.{png,csv,md}."""
+    install(session)
+    overrides, scale = with_scale(session.posargs)
+    run_notebook(session, "figure4", scale, overrides)
+
+
+@nox.session(python=PYTHON)
+def reports(session: nox.Session) -> None:
+    """Every analysis notebook re-run from MLflow, no training (`-- scale=<scale>`, default cpu); a notebook
+    whose runs are missing is reported and the session fails after trying the others."""
+    install(session)
+    overrides, scale = with_scale(session.posargs)
+    failed = []
+    for name in NOTEBOOKS:
+        try:
+            run_notebook(session, name, scale, overrides)
+        except nox.command.CommandFailed:
+            failed.append(name)
+    if failed:
+        session.error(f"notebooks failed at scale {scale}: {', '.join(failed)} (are their sweeps finished?)")
 
 
 @nox.session(python=PYTHON)

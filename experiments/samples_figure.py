@@ -1,0 +1,127 @@
+"""Figure 3 with samples: the data package's grid (renders for task vectors t and their palette-quantised
+versions, ``projectable_data.figures.figure3``) with, below it, samples for the same t from the standalone
+models P_s(t) generated in one shot (``ProjectableGPT.generate``) and from the conditional M~_s given t.
+Column i of every row belongs to task vector i."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from projectable import GPT, ProjectableGPT, sample
+
+UPSCALE, GAP = 4, 2  # the data package's figure3 layout, so that columns line up
+
+
+class SampleRow(NamedTuple):
+    label: str  # e.g. "P_1/2(t)" or "M~_1/2 | t"
+    tokens: torch.Tensor  # (N, T): sample i for task vector i
+
+
+@torch.no_grad()
+def projected_samples(model: ProjectableGPT, scale: float, tasks: torch.Tensor, generator: torch.Generator,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """One sample per task vector from the standalone GPT generated for it: tasks (N, 18) -> (N, T)."""
+    return torch.cat([
+        sample(model.generate(task, scale), 1, temperature=temperature, generator=generator) for task in tasks
+    ])
+
+
+@torch.no_grad()
+def conditional_samples(model: GPT, tasks: torch.Tensor, generator: torch.Generator,
+                        temperature: float = 1.0) -> torch.Tensor:
+    """Sample i from M~_s given task vector i: tasks (N, 18) -> (N, T)."""
+    return sample(model, len(tasks), task=tasks, temperature=temperature, generator=generator)
+
+
+def _tiles(images: torch.Tensor, size: int) -> list[Image.Image]:
+    """(N, 3, H, W) in [-1, 1] -> N upscaled PIL tiles (nearest neighbour, as the data figure)."""
+    from projectable_data.figures import to_uint8
+
+    return [Image.fromarray(pixels).resize((size, size), Image.NEAREST) for pixels in to_uint8(images)]
+
+
+def compose_figure(data, tasks: torch.Tensor, digit_indices: Sequence[int], rows: Sequence[SampleRow],
+                   out: str | Path, title: str = "") -> Path:
+    """Write the PNG: the data package's two rows (render, quantised) then one row per SampleRow, labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from projectable_data.figures import figure3
+
+    with tempfile.TemporaryDirectory() as tmp:
+        top = Image.open(figure3(data, tasks.numpy(), Path(tmp) / "data.png", digit_indices=list(digit_indices),
+                                 upscale=UPSCALE, gap=GAP)).convert("RGB")
+    size = data.config.resolution * UPSCALE
+    bottom = Image.new("RGB", (top.width, len(rows) * (size + GAP)), (255, 255, 255))
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(_tiles(data.decode(row.tokens.cpu()), size)):
+            bottom.paste(tile, (GAP + c * (size + GAP), r * (size + GAP)))
+    canvas = Image.new("RGB", (top.width, top.height + bottom.height), (255, 255, 255))
+    canvas.paste(top, (0, 0))
+    canvas.paste(bottom, (0, top.height))
+
+    labels = ["render", "quantised", *[row.label for row in rows]]
+    centres = [GAP + r * (size + GAP) + size / 2 for r in range(len(labels))]
+    height, width = canvas.height / 100, canvas.width / 100
+    fig, ax = plt.subplots(figsize=(width + 1.6, height + (0.4 if title else 0.1)), dpi=100)
+    ax.imshow(np.asarray(canvas), interpolation="nearest")
+    ax.set_yticks(centres, labels, fontsize=9)
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def sample_rows(projected: Mapping[float, ProjectableGPT], conditional: Mapping[float, GPT], tasks: torch.Tensor,
+                seed: int = 0, temperature: float = 1.0) -> list[SampleRow]:
+    """P_s(t) rows (largest s first), then M~_s rows, all for the same task vectors (N, 18)."""
+    from experiments.claims import SCALE_LABELS
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = [SampleRow(f"P_{SCALE_LABELS[s]}(t)", projected_samples(model, s, tasks, generator, temperature))
+            for s, model in sorted(projected.items(), reverse=True)]
+    rows += [SampleRow(f"M~_{SCALE_LABELS[s]} | t", conditional_samples(model, tasks, generator, temperature))
+             for s, model in sorted(conditional.items(), reverse=True)]
+    return rows
+
+
+def write_markdown(out_dir: str | Path, prov, rows: Sequence[SampleRow], evaluation: dict) -> Path:
+    """reports/<scale>/figure3.md: what the figure shows and where its models came from (no claim: the
+    paper's Figure 3 illustrates the data)."""
+    lines = [
+        f"# Figure 3 at scale `{prov.scale}`: task vectors, images and samples",
+        "",
+        "![figure 3](figure3.png)",
+        "",
+        "Columns: the first validation task vectors t. Rows: the data package's render for t with that item's "
+        "MNIST test digit, its palette-quantised version (what the models see), then one sample per t from "
+        + ", ".join(row.label for row in rows)
+        + ". P_s(t) is the standalone GPT generated in one shot for t (`ProjectableGPT.generate`); M~_s is the "
+        "conditional baseline given t. The digit is not part of t, so samples carry their own digits. The "
+        "paper's Figure 3 shows renders only; the figure makes no claim and none is tested.",
+        "",
+        "## Provenance",
+        "",
+        f"- models: seed 0 of Table 1 sweep `{prov.sweep_id}` (MLflow, finished {prov.finished}), commit "
+        f"`{prov.commit}`, command `{prov.command}`, steps {prov.stage_steps}, machine: {prov.machine}",
+        f"- sampling: temperature 1, generator seed {evaluation['seed']}, commit `{evaluation['commit']}`, "
+        f"machine: {evaluation['machine']}",
+        "",
+    ]
+    path = Path(out_dir) / "figure3.md"
+    path.write_text("\n".join(lines))
+    return path
