@@ -332,6 +332,18 @@ def _vqvae_config(cfg: ImageNetTokensConfig):
     return dataclasses.replace(base, codebook_size=cfg.palette_size)
 
 
+def vqvae_key(cfg: ImageNetTokensConfig) -> str:
+    """What the tokenizer depends on besides the images: its layout and training settings."""
+    return _digest(model=_vqvae_config(cfg).to_dict(), steps=cfg.tokenizer_steps, batch=cfg.tokenizer_batch_size,
+                   lr=cfg.tokenizer_lr, seed=cfg.seed, fit_images=cfg.palette_fit_images)
+
+
+def read_summary(cfg: ImageNetTokensConfig, cache_dir: str | os.PathLike) -> dict | None:
+    """The summary a built dataset left in the cache (stand-in or not, VQ-VAE metrics, encoder), or None."""
+    path = Path(cache_dir) / "imagenet-tokens" / images_key(cfg) / f"summary-{vqvae_key(cfg)}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 class ImageNetTokens:
     """Token dataset of the ImageNet track (or its stand-in) with the interface of ``SynthMNISTTokens``."""
 
@@ -395,8 +407,7 @@ class ImageNetTokens:
         vq_cfg = _vqvae_config(c)
         train_cfg = VQVAETrainConfig(steps=c.tokenizer_steps, batch_size=c.tokenizer_batch_size, lr=c.tokenizer_lr,
                                      seed=c.seed, progress=True)
-        key = _digest(model=vq_cfg.to_dict(), steps=c.tokenizer_steps, batch=c.tokenizer_batch_size,
-                      lr=c.tokenizer_lr, seed=c.seed, fit_images=c.palette_fit_images)
+        key = vqvae_key(c)
         path = self.directory / f"vqvae-{key}.safetensors"
         if path.is_file():
             return VQVAE.load(path), key

@@ -1,0 +1,283 @@
+"""Table 2 (ImageNet track) from tracked runs: M~_s vs P_s at s = 1, 1/2, 1/4, 1/8 beside the paper's numbers,
+claim verdicts by the rules of ``experiments.claims``, what data the runs saw (the stand-in or ImageNet) and
+what running on ImageNet takes; writes ``reports/<scale>/table2.{md,csv,png}``. ``analysis/table2.py``
+calls these functions step by step."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from experiments.claims import (
+    SCALE_LABELS,
+    SCALES,
+    Cell,
+    Verdict,
+    combine_runs,
+    gap_grows,
+    less_than,
+    no_worse,
+)
+from experiments.report import Provenance
+
+# Table 2 of the paper, ImageNet validation loss (nats/token; statistical error ~0.001 for M~_s, ~0.002 for P_s).
+PAPER_TABLE2: dict[tuple[str, float], float] = {
+    ("Mc", 1.0): 2.176, ("Mc", 0.5): 2.211, ("Mc", 0.25): 2.264, ("Mc", 0.125): 2.332,
+    ("P", 0.5): 2.210, ("P", 0.25): 2.246, ("P", 0.125): 2.297,
+}
+# Table 2 cell -> (column, s, model metric) of the runs it is made of; the s = 1 cell of P_s is the
+# co-trained source averaged over the three P_s runs.
+CELL_SOURCES = {
+    "Mc1": [("Mc", 1.0, "model")], "Mc2": [("Mc", 0.5, "model")], "Mc4": [("Mc", 0.25, "model")],
+    "Mc8": [("Mc", 0.125, "model")], "M1": [("M", 1.0, "model")],
+    "P2": [("P", 0.5, "P1_2"), ("P", 1.0, "source")], "P4": [("P", 0.25, "P1_4"), ("P", 1.0, "source")],
+    "P8": [("P", 0.125, "P1_8"), ("P", 1.0, "source")], "control": [("control", 1.0, "model")],
+}
+
+IMAGENET_REQUIREMENTS = """\
+Running Table 2 on ImageNet itself takes:
+- the official "Downsampled ImageNet 64x64" npz release (`train_data_batch_1.npz` .. `train_data_batch_10.npz`,
+  `val_data.npz`, ~12 GB) from image-net.org, in one directory;
+- task vectors for its 1.28M + 50k images: EfficientNet-Lite0 at 112 px runs ~75-120 ms/image on a 2-core
+  CPU (~1.5 days); on one GPU it is a matter of minutes to an hour (estimated, not measured here); or SimCLRv2
+  embeddings made elsewhere, given as `data.encoder=precomputed data.encoder_path=<dir with train.npz and
+  val.npz>` (ids = image positions, float32 rows; format in projectable_data.encoders);
+- the VQ-VAE (App. C.2, 512 codes) trained on ImageNet and every image tokenised once (~2.6 GB of tokens);
+- the GPT runs: the paper's 24-layer source measured 55-71 ms/step on an H200 (bf16, B=32, T=1024), so
+  200k steps are 3-4 GPU-hours per source run and the whole table (5 stage-1 and 4 stage-2 runs) roughly
+  1-2 GPU-days; the `gpu` scale (8 layers, width 256, 2k + 1k steps) is estimated at about an hour of one
+  H100/H200 including the data preparation.
+Command: `nox -s reproduce_table2 -- scale=gpu data.images=imagenet64 data.imagenet_root=/path/to/imagenet64
+data.train_size=null data.palette_fit_images=100000 data.tokenizer_steps=20000` (on a GPU machine)."""
+
+
+class Table2Cells(NamedTuple):
+    cells: dict[tuple[str, float], Cell]  # (column, s) -> cell; columns M (M_1), Mc (M~_s), P (P_s)
+    control: Cell | None  # M_1 continued alone for the stage-2 steps
+
+
+def table2_cells(trials: pd.DataFrame, subset: str = "all") -> Table2Cells:
+    """Combine the finished trials (seeds, and the three P_s sources for s = 1) into Table 2's cells."""
+    pools: dict[tuple[str, float], tuple[list[float], list[float]]] = {}
+    for row in trials.to_dict("records"):
+        if row["status"] != "FINISHED":
+            continue
+        for column, s, model in CELL_SOURCES.get(row["cell"], []):
+            mean, se = row.get(f"val/{subset}/{model}/nats"), row.get(f"val/{subset}/{model}/nats_se")
+            if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+                continue
+            means, ses = pools.setdefault((column, s), ([], []))
+            means.append(float(mean))
+            ses.append(float(se))
+    cells = {key: combine_runs(*values) for key, values in pools.items()}
+    return Table2Cells(cells, cells.pop(("control", 1.0), None))
+
+
+def table2_verdicts(table: Table2Cells, margin: float) -> list[Verdict]:
+    """The paper's claims that Table 2 bears on: P_s < M~_s for s <= 1/2, the gap grows as s shrinks, and the
+    co-trained source loses nothing against M_1 continued alone."""
+    get, name = table.cells.get, SCALE_LABELS
+    out = [less_than("P_s < M~_s for s <= 1/2", f"P_{name[s]} < M~_{name[s]}", get(("P", s)), get(("Mc", s)))
+           for s in SCALES[1:]]
+    gaps = {s: (get(("Mc", s)), get(("P", s))) for s in SCALES[1:]}
+    gaps = {s: (g if None not in g else None) for s, g in gaps.items()}
+    for larger, smaller in ((0.5, 0.25), (0.25, 0.125)):
+        out.append(gap_grows("the gap M~_s - P_s grows as s shrinks",
+                             f"gap at {name[smaller]} > gap at {name[larger]}", gaps[smaller], gaps[larger]))
+    out.append(no_worse("the co-trained source loses nothing against M_1 continued alone",
+                        "source of P_s (mean of 3 runs) vs control", get(("P", 1.0)), table.control, margin))
+    return out
+
+
+def results_frame(table: Table2Cells) -> pd.DataFrame:
+    """Long table (the CSV): model, s, ours, se, runs, paper."""
+    rows = []
+    for column, label in (("Mc", "M~_s"), ("P", "P_s"), ("M", "M_s"), ("control", "M_1 continued (control)")):
+        for s in SCALES:
+            cell = table.control if column == "control" else table.cells.get((column, s))
+            if column in ("M", "control") and s != 1.0:
+                continue
+            rows.append({"model": label, "s": SCALE_LABELS[s], "ours_nats": getattr(cell, "mean", math.nan),
+                         "ours_se": getattr(cell, "se", math.nan), "runs": getattr(cell, "seeds", 0),
+                         "paper_nats": PAPER_TABLE2.get((column, s), math.nan)})
+    return pd.DataFrame(rows)
+
+
+def fmt(cell: Cell | None) -> str:
+    return "-" if cell is None else f"{cell.mean:.3f} ± {cell.se:.3f} (n={cell.seeds})"
+
+
+def data_lines(summary: dict | None) -> list[str]:
+    """What the runs saw: the stand-in (said plainly) or ImageNet, the tokenizer's quality, the encoder."""
+    if summary is None:
+        return ["- data summary not found in the cache (run `python -m experiments.prepare_data` with the same "
+                "config to rebuild it)"]
+    side, tokens = summary["image_side"], summary["image_side"] // 2
+    lines = []
+    if summary.get("stand_in"):
+        lines.append(
+            f"- **These numbers are NOT ImageNet.** No ImageNet files were given, so the runs used the STAND-IN: "
+            f"{summary['train_images']} training and {summary['val_images']} validation SynthMNIST renders "
+            f"({side}x{side} RGB, digit labels) through the identical pipeline. They test the protocol and the "
+            "direction of the claims on image-embedding task vectors, not the paper's ImageNet numbers.")
+    else:
+        lines.append(f"- ImageNet 64x64: {summary['train_images']} training and {summary['val_images']} validation images.")
+    lines += [
+        f"- Tokens: a VQ-VAE (App. C.2 layout, {summary['vqvae_params']:,} parameters) with {summary['vqvae_codes']} "
+        f"codes, {side}x{side} images -> {tokens}x{tokens} = {tokens * tokens} tokens; validation reconstruction "
+        f"PSNR {summary['vqvae_val_psnr']:.1f} dB, codebook perplexity {summary['vqvae_val_perplexity']:.1f}, "
+        f"{summary['vqvae_val_dead_codes']} codes unused on validation images.",
+        f"- Task vectors: `{summary['encoder']}` embeddings ({summary['embedding_dim']}-d, standardised on the "
+        "training images; PCA-whitened when data.task_dim is smaller) of each image -- never the stand-in's "
+        "SynthMNIST t. The paper uses SimCLRv2 embeddings.",
+    ]
+    return lines
+
+
+def provenance_lines(prov: Provenance) -> list[str]:
+    steps = ", ".join(f"{k} {v}" for k, v in prov.stage_steps.items())
+    return [
+        f"- sweep: `{prov.sweep_id}` (MLflow, finished {prov.finished})",
+        f"- commit: `{prov.commit}`",
+        f"- command: `{prov.command}`",
+        f"- scale: `{prov.scale}`; steps: {steps}",
+        f"- wall time: {prov.wall_time_s / 60:.1f} min",
+        f"- machine: {prov.machine}",
+    ]
+
+
+def verdict_lines(verdicts: list[Verdict]) -> list[str]:
+    from experiments.claims import summarise
+
+    lines = [f"- **{claim}**: {verdict}" for claim, verdict in summarise(verdicts).items()]
+    lines += ["", "| claim | comparison | difference | 2 SE | rule | verdict |", "|---|---|---|---|---|---|"]
+    lines += [f"| {v.claim} | {v.comparison} | {v.difference:+.4f} | {v.two_se:.4f} | {v.rule} | {v.verdict} |"
+              for v in verdicts]
+    return lines
+
+
+def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float, summary: dict | None,
+             trials: pd.DataFrame) -> str:
+    stand_in = bool(summary and summary.get("stand_in"))
+    title = "ImageNet STAND-IN (SynthMNIST renders)" if stand_in else "ImageNet 64x64"
+    lines = [
+        f"# Table 2 at scale `{prov.scale}`: validation loss (nats/token), {title}",
+        "",
+        "Ours: mean ± standard error (n = runs averaged). Paper: Table 2 of Zhmoginov et al. (ImageNet 64x64, "
+        "32x32 tokens of 512 codes, SimCLRv2 task vectors, 24-layer source; statistical error ~0.001 for M~_s, "
+        "~0.002 for P_s). The s = 1 cell of P_s is the co-trained source (mean over the three P_s runs).",
+        "",
+        "| s | M~_s | paper | P_s | paper |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SCALES:
+        paper_p = PAPER_TABLE2.get(("P", s))
+        lines.append(f"| {SCALE_LABELS[s]} | {fmt(table.cells.get(('Mc', s)))} | {PAPER_TABLE2[('Mc', s)]:.3f} | "
+                     f"{fmt(table.cells.get(('P', s)))} | {'-' if paper_p is None else f'{paper_p:.3f}'} |")
+    lines += [
+        "",
+        f"Unconditional M_1 (stage 1, the source every P_s starts from): {fmt(table.cells.get(('M', 1.0)))}. "
+        f"Control, M_1 continued alone for the stage-2 steps: {fmt(table.control)}.",
+        "",
+        "## Data",
+        "",
+        *data_lines(summary),
+        "",
+        "## Protocol",
+        "",
+        f"- Stage 1: M~_s from scratch at s = 1, 1/2, 1/4, 1/8 and the unconditional M_1, "
+        f"{prov.stage_steps.get('stage1', '?')} steps.",
+        f"- Stage 2: P_1/2, P_1/4, P_1/8 (one run each) start from stage 1's M_1 and keep tuning it for "
+        f"{prov.stage_steps.get('stage2', '?')} steps (Eq. 2, w_src = 1); the control continues M_1 alone as long.",
+        "",
+        "## Claims",
+        "",
+        f"An inequality holds when its margin exceeds 2 standard errors; non-inferiority holds when the difference "
+        f"plus 2 standard errors stays below {margin:g} nats/token (fixed before the run).",
+        "",
+        *verdict_lines(verdicts),
+        "",
+        "## Running on ImageNet",
+        "",
+        IMAGENET_REQUIREMENTS,
+        "",
+        "## Runs per cell",
+        "",
+        ", ".join(f"{cell}: {n}" for cell, n in sorted(trials.groupby("cell").seed.nunique().to_dict().items())),
+        "",
+        "## Provenance",
+        "",
+        *provenance_lines(prov),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(table: Table2Cells, path: str | Path, title: str) -> Path:
+    """Loss against s: ours (±2 SE) and the paper's, M~_s and P_s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    xs = {s: 1 / s for s in SCALES}
+    for column, colour, label in (("Mc", "tab:blue", "M~_s"), ("P", "tab:orange", "P_s")):
+        pts = [(xs[s], c.mean, 2 * c.se) for s in SCALES if (c := table.cells.get((column, s))) is not None]
+        if pts:
+            x, y, e = zip(*pts)
+            axes[0].errorbar(x, y, yerr=e, marker="o", capsize=3, color=colour, label=label)
+        paper = [(xs[s], PAPER_TABLE2[(column, s)]) for s in SCALES if (column, s) in PAPER_TABLE2]
+        axes[1].plot(*zip(*paper), "--o", color=colour, label=label)
+    for ax, name in zip(axes, ("ours (±2 SE)", "paper (ImageNet)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(xs.values()), [SCALE_LABELS[s] for s in SCALES])
+        ax.set_xlabel("s (width / source width)")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+class ReportFiles(NamedTuple):
+    markdown: Path
+    csv: Path
+    png: Path
+
+
+def write_report(out_dir: str | Path, table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float,
+                 summary: dict | None, trials: pd.DataFrame) -> ReportFiles:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / "table2.md"
+    md.write_text(markdown(table, verdicts, prov, margin, summary, trials))
+    csv = out_dir / "table2.csv"
+    results_frame(table).to_csv(csv, index=False, float_format="%.5f")
+    stand_in = " (stand-in data)" if summary and summary.get("stand_in") else ""
+    png = plot(table, out_dir / "table2.png", f"Table 2{stand_in}, scale {prov.scale} (sweep {prov.sweep_id})")
+    return ReportFiles(md, csv, png)
+
+
+def sweep_data_summary(tracking_uri: str, sweep_run, cache_dir: str | None = None) -> dict | None:
+    """The data summary of a sweep's (base) data config, read from the cache its config names."""
+    import mlflow
+    from omegaconf import OmegaConf
+    from projectable_data.imagenet_tokens import read_summary
+
+    from experiments.config import build_section
+    from experiments.datasets import data_config_class
+
+    mlflow.set_tracking_uri(tracking_uri)
+    text = mlflow.artifacts.load_text(f"runs:/{sweep_run.info.run_id}/config/config.yaml")
+    cfg = OmegaConf.create(text)
+    config = build_section(data_config_class(cfg.data), cfg.data, "data")
+    return read_summary(config, cache_dir or cfg.paths.cache)
