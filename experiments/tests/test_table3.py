@@ -1,0 +1,85 @@
+"""Table 3's grid: the nine cells of the paper with their source widths, scales and ranks, the two reused from
+Table 1, and a projected run whose source is narrower than the width-1 model, trained by ``train``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from projectable import GPT, GPTConfig, ProjectorConfig
+
+from experiments.config import build_section, compose, flatten, parse_run
+from experiments.models import build_trainee, load_source_weights
+from experiments.sweep import parse_stages, plan_stage
+from experiments.sweep_source_size import STAGE, decide_reuse, plan_cells
+from experiments.train import train
+
+# (target width, source width, rank) of the paper's Table 3
+PAPER_CELLS = {(0.25, 1.0, 8), (0.25, 0.5, 8), (0.25, 0.5, 16), (0.125, 1.0, 8), (0.125, 0.5, 8),
+               (0.125, 0.5, 16), (0.125, 0.25, 8), (0.125, 0.25, 16), (0.125, 0.25, 32)}
+SOURCE_CELLS = {1.0: "M1", 0.5: "M2", 0.25: "M4"}
+
+
+@pytest.fixture
+def table3(store, tmp_path):
+    return compose(["experiment=table3", "scale=smoke", *store.overrides(runs=str(tmp_path / "runs"))])
+
+
+def test_plan_has_exactly_the_papers_nine_cells(table3):
+    plan = plan_cells(table3)
+    assert {(c.target, c.source, c.rank) for c in plan.cells} == PAPER_CELLS and len(plan.cells) == 9
+    for cell in plan.cells:
+        assert cell.scale == cell.target / cell.source  # the core's scale is relative to the source
+        assert cell.source_cell == SOURCE_CELLS[cell.source]
+    reused = {(c.target, c.source, c.rank): c.reuse for c in plan.cells if c.reuse}
+    assert reused == {(0.25, 1.0, 8): "P4", (0.125, 1.0, 8): "P8"}  # Table 1's P_1/4 and P_1/8 (r = 8)
+    assert (plan.sources_experiment, plan.sources_stage) == ("table1", "stage1")
+
+
+def test_planned_trials_start_from_their_sources_with_their_rank(table3):
+    sources = {cell: [f"runs:/{cell}-run/model"] for cell in SOURCE_CELLS.values()}
+    stage = parse_stages(table3.experiment)[STAGE]
+    specs = {s["cell"]: s for s in plan_stage(table3, STAGE, stage, "sweep", None, sources)}
+    assert len(specs) == 9
+    for cell in plan_cells(table3).cells:
+        run = parse_run(specs[cell.name]["config"])
+        assert run.kind == "projected" and run.width == cell.source
+        assert run.projector.scales == (cell.scale,) and run.projector.rank == cell.rank
+        assert run.init_from == f"runs:/{cell.source_cell}-run/model"
+        assert run.train.steps == table3.budget.stage2_steps  # Table 1's stage-2 budget
+
+
+def test_reuse_only_when_table1_ran_the_same_config(table3):
+    plan = plan_cells(table3)
+    sources = {cell: [f"runs:/{cell}-run/model"] for cell in SOURCE_CELLS.values()}
+    specs = plan_stage(table3, STAGE, parse_stages(table3.experiment)[STAGE], "sweep", None, sources)
+    as_params = {s["cell"]: flatten(s["config"]) for s in specs}
+    same = {"P4": {0: as_params["P4_M1_r8"]}, "P8": {0: as_params["P8_M1_r8"]}}
+    decision = decide_reuse(plan, specs, lambda cell: same[cell])
+    assert decision.reused == {"P4_M1_r8": "P4", "P8_M1_r8": "P8"} and not decision.retrained
+
+    longer = {**as_params["P8_M1_r8"], "train.steps": "999"}
+    decision = decide_reuse(plan, specs, lambda cell: {"P4": same["P4"], "P8": {0: longer}}[cell])
+    assert decision.reused == {"P4_M1_r8": "P4"} and decision.retrained == {"P8_M1_r8": ["train.steps"]}
+    decision = decide_reuse(plan, specs, lambda cell: {})
+    assert not decision.reused and set(decision.retrained) == {"P4_M1_r8", "P8_M1_r8"}
+
+
+def test_projected_trainee_accepts_a_narrower_source(tmp_path):
+    base = build_section(GPTConfig, compose(["scale=smoke"]).model, "model")
+    source = GPT(dataclasses.replace(base.scaled(0.5), task_dim=0))  # M_1/2
+    source.save(tmp_path / "model.safetensors")
+    trainee = build_trainee("projected", 0.5, base, ProjectorConfig(task_dim=18, scales=(0.5,)), 18)
+    load_source_weights(trainee, tmp_path)
+    small = trainee.model.generate(torch.rand(18), 0.5)
+    assert small.config.n_embd == base.n_embd // 4  # P_1/4 of the width-1 model, from M_1/2
+    assert torch.equal(trainee.source().parts.wte, source.parts.wte)
+
+
+def test_train_runs_p_1_4_from_m_1_2(smoke, tmp_path):
+    source_dir = tmp_path / "M2"
+    train(smoke("kind=unconditional", "width=0.5", "train.steps=5", "eval.samples=0", f"run_dir={source_dir}"))
+    metrics = train(smoke("kind=projected", "width=0.5", "projector.scales=[0.5]", "train.steps=5",
+                          "eval.samples=0", f"init_from={source_dir}", f"run_dir={tmp_path / 'P4_from_M2'}"))
+    assert {"val/all/source/nats", "val/all/P1_2/nats"} <= set(metrics)  # P_1/2 of M_1/2 is P_1/4
