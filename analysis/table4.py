@@ -54,6 +54,7 @@ trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 # %%
 table = report_table4.table4_cells(trials)
 verdicts = report_table4.table4_verdicts(table)
+verdicts += report_table4.paired_verdicts(report_table4.per_image_losses(tracking_uri, trials))
 for claim, verdict in summarise(verdicts).items():
     print(f"{claim}: {verdict}")
 report_table4.results_frame(table)
