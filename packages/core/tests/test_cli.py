@@ -119,7 +119,7 @@ def test_sample_refuses_task_for_unconditional_and_checkpoints(checkpoint, tmp_p
     GPT(GPTConfig.tiny()).save(path)
     out = tmp_path / "tokens.npy"
     assert "unconditional" in run_error(["sample", path, "--task", "1", "--out", out], capsys)
-    assert "not a projectable GPT file" in run_error(["sample", ckpt, "--out", out], capsys)
+    assert "not a projectable.gpt file" in run_error(["sample", ckpt, "--out", out], capsys)
     assert "no model file" in run_error(["sample", tmp_path / "missing.safetensors", "--out", out], capsys)
 
 

@@ -115,3 +115,10 @@ def test_dropout_only_in_training():
     torch.testing.assert_close(model(x), model(x))
     model.train()
     assert not torch.allclose(model(x), model(x))
+
+
+def test_corrupt_file_gives_clear_error(tmp_path):
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(b"\x00\x01 not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        GPT.load(path)

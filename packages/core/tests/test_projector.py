@@ -163,7 +163,7 @@ def test_checkpoint_round_trip(tmp_path, tiny_source, make_projectable):
     loaded = ProjectableGPT.load(tmp_path / "p.safetensors")
     x, t = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
     torch.testing.assert_close(loaded.projected_logits(x, t, 0.25), model.projected_logits(x, t, 0.25))
-    with pytest.raises(ValueError, match="not a projectable GPT file"):
+    with pytest.raises(ValueError, match="not a projectable.gpt file"):
         GPT.load(tmp_path / "p.safetensors")
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from projectable.io import read_tensors, write_tensors
 from projectable.validation import check_task, check_tokens
 
 DENSE_KINDS = ("qkv", "attn", "fc", "proj")  # the four dense operators of a block, in forward order
@@ -312,27 +313,15 @@ class GPT(nn.Module):
         return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        meta = {"format": "projectable.gpt", "config": json.dumps(asdict(self.config))}
-        save_file(self.named_tensors(), str(path), metadata=meta)
+        write_tensors(path, self.named_tensors(), "projectable.gpt", config=json.dumps(asdict(self.config)))
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> GPT:
         """Strict load: every tensor present, no extra tensor, every shape equal to the config's."""
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.exists():
-            raise ValueError(f"no model file at {path}; pass the path of a file written by GPT.save")
-        with safe_open(str(path), framework="pt", device=map_location) as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != "projectable.gpt":
-                raise ValueError(
-                    f"{path} is not a projectable GPT file (metadata format={meta.get('format')!r}); "
-                    "write it with GPT.save, or import GPT-2 weights with projectable.hf.from_gpt2"
-                )
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = read_tensors(
+            path, "projectable.gpt", "write it with GPT.save, or import GPT-2 weights with projectable.hf.from_gpt2",
+            map_location,
+        )
         model = cls(GPTConfig(**json.loads(meta["config"])))
         model.load_named_tensors(tensors, source=str(path))
         return model

@@ -27,6 +27,7 @@ from projectable.gpt import (
     sequence_nll_from_logits,
     transformer_forward,
 )
+from projectable.io import read_tensors, write_tensors
 from projectable.projector import (
     DiagonalGenerator,
     ExpandedLinears,
@@ -208,31 +209,16 @@ class ProjectableGPT(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Everything (source and projectors) in one safetensors file with both configs as metadata."""
-        from safetensors.torch import save_file
-
-        meta = {
-            "format": "projectable.projectable_gpt",
-            "source_config": json.dumps(asdict(self.source.config)),
-            "projector_config": json.dumps(asdict(self.config)),
-        }
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata=meta)
+        write_tensors(path, self.state_dict(), "projectable.projectable_gpt",
+                      source_config=json.dumps(asdict(self.source.config)),
+                      projector_config=json.dumps(asdict(self.config)))
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> ProjectableGPT:
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.exists():
-            raise ValueError(f"no checkpoint at {path}; pass a file written by ProjectableGPT.save")
-        with safe_open(str(path), framework="pt", device=map_location) as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != "projectable.projectable_gpt":
-                raise ValueError(
-                    f"{path} is not a ProjectableGPT checkpoint (format={meta.get('format')!r}); "
-                    "a plain model file loads with GPT.load"
-                )
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = read_tensors(
+            path, "projectable.projectable_gpt",
+            "pass a file written by ProjectableGPT.save (a plain model file loads with GPT.load)", map_location,
+        )
         pcfg = json.loads(meta["projector_config"])
         pcfg["scales"] = tuple(pcfg["scales"])
         model = cls(GPT(GPTConfig(**json.loads(meta["source_config"]))), ProjectorConfig(**pcfg))
