@@ -51,7 +51,8 @@ Running Table 2 on ImageNet itself takes:
   1-2 GPU-days; the `gpu` scale (8 layers, width 256, 2k + 1k steps) is estimated at about an hour of one
   H100/H200 including the data preparation.
 Command: `nox -s reproduce_table2 -- scale=gpu data.images=imagenet64 data.imagenet_root=/path/to/imagenet64
-data.train_size=null data.palette_fit_images=100000 data.tokenizer_steps=20000` (on a GPU machine)."""
+data.train_size=null data.palette_fit_images=100000 data.tokenizer_steps=20000
+data.encoder_device=cuda` (on a GPU machine; the tokenizer settings there are a suggestion, not tuned)."""
 
 
 class Table2Cells(NamedTuple):
