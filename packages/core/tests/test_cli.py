@@ -74,7 +74,7 @@ def test_generate_bad_input(checkpoint, tmp_path, capsys):
                                          "--out", out], capsys)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file at all")
-    assert "not a safetensors file" in run_error(["generate", "--checkpoint", garbage, "--task", "1,2,3",
+    assert "not a readable safetensors file" in run_error(["generate", "--checkpoint", garbage, "--task", "1,2,3",
                                                   "--out", out], capsys)
     assert not out.exists()
 

@@ -75,21 +75,11 @@ def _numpy():
     return numpy
 
 
-def _load(cls, file: Path):
-    """``cls.load`` with a file that is not safetensors reported as bad input."""
-    from safetensors import SafetensorError
-
-    try:
-        return cls.load(file)
-    except SafetensorError as error:
-        raise ValueError(f"{file} is not a safetensors file ({error})") from None
-
-
 def _load_gpt(path: str) -> GPT:
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"no model file at {file}; pass a file written by GPT.save or `projectable generate`")
-    return _load(GPT, file)
+    return GPT.load(file)  # a corrupt or foreign file raises a ValueError naming it
 
 
 def _read_header(path: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -128,7 +118,7 @@ def cmd_generate(args) -> None:
     task = parse_task(args.task, args.task_file)
     if task is None:
         raise ValueError("generate needs a task vector: --task \"0.1,0.2,...\" or --task-file FILE")
-    model = _load(ProjectableGPT, checkpoint).eval()
+    model = ProjectableGPT.load(checkpoint).eval()
     if args.scale is None:
         if len(model.config.scales) != 1:
             names = ", ".join(scale_name(s) for s in model.config.scales)
