@@ -86,7 +86,8 @@ def reproduce_table1(session: nox.Session) -> None:
     session.log(f"report: {ROOT / 'reports' / scale / 'table1.md'}; executed notebook: {notebook}")
 
 
-NOTEBOOKS = ("table1", "table3", "figure3", "figure4")  # analysis/<name>.py -> reports/<scale>/<name>.*
+# analysis/<name>.py -> reports/<scale>/<name>.*; each reads <NAME>_SCALE, _TRACKING_URI, _EXPERIMENT, _REPORTS
+NOTEBOOKS = tuple(sorted(path.stem for path in (ROOT / "analysis").glob("*.py")))
 
 
 def with_scale(posargs, default: str = "cpu") -> tuple[list[str], str]:
@@ -175,12 +176,17 @@ def reproduce_table4(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def reports(session: nox.Session) -> None:
-    """Every analysis notebook re-run from MLflow, no training (`-- scale=<scale>`, default cpu); a notebook
-    whose runs are missing is reported and the session fails after trying the others."""
+    """Every analysis notebook re-run from MLflow, no training (`-- scale=<scale>`, default cpu;
+    `only=table1,figure4` picks some); a notebook whose runs are missing is reported and the session fails
+    after trying the others."""
     install(session)
     overrides, scale = with_scale(session.posargs)
+    only = next((o.split("=", 1)[1].split(",") for o in overrides if o.startswith("only=")), NOTEBOOKS)
+    unknown = sorted(set(only) - set(NOTEBOOKS))
+    if unknown:
+        session.error(f"only={','.join(unknown)}: no such notebook; choose from {', '.join(NOTEBOOKS)}")
     failed = []
-    for name in NOTEBOOKS:
+    for name in (n for n in NOTEBOOKS if n in only):
         try:
             run_notebook(session, name, scale, overrides)
         except nox.command.CommandFailed:
