@@ -67,23 +67,9 @@ def reproduce_table1(session: nox.Session) -> None:
     """Table 1 end to end: the sweep (Hydra overrides after `--`, default scale=cpu), then the notebook
     writes reports/<scale>/table1.{md,csv,png}."""
     install(session)
-    overrides = list(session.posargs)
-    if not any(o.startswith("scale=") for o in overrides):
-        overrides.append("scale=cpu")
-    scale = next(o.split("=", 1)[1] for o in overrides if o.startswith("scale="))
+    overrides, scale = with_scale(session.posargs)
     session.run("python", "experiments/sweep.py", "experiment=table1", *overrides, env=TELEMETRY_OFF)
-
-    notebook = ROOT / "outputs" / "notebooks" / f"table1-{scale}.ipynb"
-    notebook.parent.mkdir(parents=True, exist_ok=True)
-    env = {**TELEMETRY_OFF, "TABLE1_SCALE": scale}
-    for override in overrides:  # the notebook reads the same store the sweep wrote to
-        if override.startswith("tracking.uri="):
-            env["TABLE1_TRACKING_URI"] = override.split("=", 1)[1]
-        if override.startswith("tracking.experiment="):
-            env["TABLE1_EXPERIMENT"] = override.split("=", 1)[1]
-    session.run("jupytext", "--to", "ipynb", "-o", str(notebook), "analysis/table1.py")
-    session.run("jupyter", "execute", "--inplace", str(notebook), env=env)
-    session.log(f"report: {ROOT / 'reports' / scale / 'table1.md'}; executed notebook: {notebook}")
+    run_notebook(session, "table1", scale, overrides)  # reads the store the sweep wrote to (paths.root, tracking.*)
 
 
 # analysis/<name>.py -> reports/<scale>/<name>.*; each reads <NAME>_SCALE, _TRACKING_URI, _EXPERIMENT, _REPORTS
