@@ -9,10 +9,10 @@ import pytest
 import torch
 from projectable import GPT, GPTConfig, ProjectorConfig
 
-from experiments.config import build_section, compose, flatten, parse_run
+from experiments.config import ConfigError, build_section, compose, flatten, parse_run
 from experiments.models import build_trainee, load_source_weights
 from experiments.sweep import parse_stages, plan_stage
-from experiments.sweep_source_size import STAGE, decide_reuse, plan_cells
+from experiments.sweep_source_size import STAGE, decide_reuse, plan_cells, run_source_size
 from experiments.train import train
 
 # (target width, source width, rank) of the paper's Table 3
@@ -83,3 +83,9 @@ def test_train_runs_p_1_4_from_m_1_2(smoke, tmp_path):
     metrics = train(smoke("kind=projected", "width=0.5", "projector.scales=[0.5]", "train.steps=5",
                           "eval.samples=0", f"init_from={source_dir}", f"run_dir={tmp_path / 'P4_from_M2'}"))
     assert {"val/all/source/nats", "val/all/P1_2/nats"} <= set(metrics)  # P_1/2 of M_1/2 is P_1/4
+
+
+def test_without_a_table1_sweep_it_says_to_run_table1_first(tmp_path):
+    cfg = compose(["experiment=table3", "scale=smoke", f"paths.root={tmp_path}"])  # an empty store
+    with pytest.raises(ConfigError, match="nox -s reproduce_table1 -- scale=smoke"):
+        run_source_size(cfg)
