@@ -36,6 +36,7 @@ from experiments.config import (
     build_section,
     check_root_keys,
     parse_run,
+    project_root,
     to_container,
     to_plain,
 )
@@ -338,7 +339,7 @@ def start_sweep_run(tracking_cfg, sweep_id: str, cfg: DictConfig) -> str:
         "sweep_id": sweep_id,
         "scale": str(cfg.budget.name),
         "experiment": str(cfg.experiment.name),
-        "commit": tracking.git_commit(cfg.paths.root),
+        "commit": tracking.git_commit(project_root()),  # the code's repository, wherever paths.root points
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine": tracking.machine(),
     }
