@@ -52,6 +52,7 @@ if sweep_run is None:
     )
 sweep_id = sweep_run.data.tags["sweep_id"]
 trials = report.load_trials(tracking_uri, experiment, sweep_id)
+trials = report.attach_per_image(trials, tracking_uri)  # per-image losses: paired standard errors
 trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 
 # %% [markdown]

@@ -74,6 +74,26 @@ def load_trials(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFra
     return pd.DataFrame(rows).sort_values(["stage", "cell", "seed"]).reset_index(drop=True)
 
 
+def attach_per_image(trials: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """Add a ``per_image`` column: each finished run's per-image validation losses
+    (``eval/per_image_nats.json``, keyed "<subset>/<model>"), or None where the artifact is missing."""
+    import json
+    import os
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run is noise here
+    client = MlflowClient(tracking_uri)
+    loaded = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in trials.to_dict("records"):
+            try:
+                path = client.download_artifacts(row["run_id"], "eval/per_image_nats.json", tmp)
+                loaded.append(json.loads(Path(path).read_text()))
+            except Exception:  # noqa: BLE001 - an older run without the artifact: unpaired SEs for it
+                loaded.append(None)
+    return trials.assign(per_image=loaded)
+
+
 class Table1Cells(NamedTuple):
     cells: dict[tuple[str, float], Cell]  # (column, s) -> cell
     control: Cell | None  # M_1 continued alone for the stage-2 steps
@@ -81,7 +101,7 @@ class Table1Cells(NamedTuple):
 
 def table1_cells(trials: pd.DataFrame, subset: str = "all") -> Table1Cells:
     """Combine the trials (seeds, and the three P_s sources) into Table 1's cells."""
-    pools: dict[tuple[str, float], tuple[list[float], list[float]]] = {}
+    pools: dict[tuple[str, float], tuple[list[float], list[float], list]] = {}
     for row in trials.to_dict("records"):
         if row["status"] != "FINISHED":
             continue
@@ -89,10 +109,14 @@ def table1_cells(trials: pd.DataFrame, subset: str = "all") -> Table1Cells:
             mean, se = row.get(f"val/{subset}/{model}/nats"), row.get(f"val/{subset}/{model}/nats_se")
             if mean is None or (isinstance(mean, float) and math.isnan(mean)):
                 continue
-            means, ses = pools.setdefault((column, s), ([], []))
+            means, ses, images = pools.setdefault((column, s), ([], [], []))
             means.append(float(mean))
             ses.append(float(se))
-    cells = {key: combine_runs(*values) for key, values in pools.items()}
+            images.append((row.get("per_image") or {}).get(f"{subset}/{model}"))
+    cells = {
+        key: combine_runs(means, ses, images if all(i is not None for i in images) else None)
+        for key, (means, ses, images) in pools.items()
+    }
     control = cells.pop(("control", 1.0), None)
     return Table1Cells(cells, control)
 
@@ -116,7 +140,7 @@ def results_frame(table: Table1Cells) -> pd.DataFrame:
 def verdicts_frame(verdicts: list[Verdict]) -> pd.DataFrame:
     return pd.DataFrame([{
         "claim": v.claim, "comparison": v.comparison, "difference": v.difference, "2 SE": v.two_se,
-        "rule": v.rule, "verdict": v.verdict,
+        "2 SE (unpaired)": v.two_se_unpaired, "rule": v.rule, "verdict": v.verdict,
     } for v in verdicts])
 
 
@@ -188,14 +212,19 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
         f"An inequality holds when its margin exceeds 2 standard errors; a non-inferiority claim holds when the "
         f"difference plus 2 standard errors stays below {margin:g} nats/token (fixed in the config before the "
         "run). A cell's standard error combines the error over validation images with the spread over seeds "
-        "(se² = mean of the runs' se² + variance of the run means / runs).",
+        "(se² = mean of the runs' se² + variance of the run means / runs). Every model is evaluated on the same "
+        "validation images, so the standard error of a difference is paired: the error of the mean per-image "
+        "difference plus each cell's seed spread (`experiments/claims.py`); the unpaired value, which treats "
+        "the cells as independent and counts the images' spread in difficulty twice, is shown beside it.",
         "",
     ]
     for claim, verdict in summarise(verdicts).items():
         lines.append(f"- **{claim}**: {verdict}")
-    lines += ["", "| claim | comparison | difference | 2 SE | rule | verdict |", "|---|---|---|---|---|---|"]
+    lines += ["", "| claim | comparison | difference | 2 SE (paired) | 2 SE (unpaired) | rule | verdict |",
+              "|---|---|---|---|---|---|---|"]
     for v in verdicts:
-        lines.append(f"| {v.claim} | {v.comparison} | {v.difference:+.4f} | {v.two_se:.4f} | {v.rule} | {v.verdict} |")
+        lines.append(f"| {v.claim} | {v.comparison} | {v.difference:+.4f} | {v.two_se:.4f} | "
+                     f"{v.two_se_unpaired:.4f} | {v.rule} | {v.verdict} |")
     seeds = trials.groupby("cell").seed.nunique().to_dict()
     lines += [
         "",

@@ -86,3 +86,31 @@ def test_combined_standard_error_includes_the_seed_spread():
     assert two.se == pytest.approx(math.sqrt(0.01**2 + 0.0032 / 2))
     with pytest.raises(ValueError, match="one standard error per run"):
         combine_runs([0.5], [])
+
+
+def test_paired_standard_error_removes_shared_image_difficulty():
+    """Two models on the same images: image difficulty varies a lot, the per-image difference little."""
+    difficulty = [0.2 + 0.05 * (i % 20) for i in range(400)]  # spread ~0.3 between images
+    better = [d - 0.01 + 0.002 * ((i * 7) % 5 - 2) for i, d in enumerate(difficulty)]
+    a = combine_runs([sum(better) / 400], [0.0145], [better])
+    b = combine_runs([sum(difficulty) / 400], [0.0145], [difficulty])
+    verdict = {v.comparison: v for v in table1_verdicts({("P", 0.5): a, ("Mc", 0.5): b}, None, 0.01)}
+    v = verdict["P_1/2 < M~_1/2"]
+    assert v.two_se < 0.001 < v.two_se_unpaired  # paired: tiny; independent: ~0.04
+    assert v.held is True
+
+
+def test_paired_standard_error_includes_seed_spread():
+    images = [[0.5 + 0.01 * i for i in range(50)], [0.6 + 0.01 * i for i in range(50)]]
+    seeded = combine_runs([0.745, 0.845], [0.01, 0.01], images)
+    assert seeded.seed_var == pytest.approx(0.1**2 / 2 / 2)
+    other = combine_runs([0.745], [0.01], [images[0]])
+    v = {x.comparison: x for x in table1_verdicts({("P", 0.5): other, ("Mc", 0.5): seeded}, None, 0.01)}
+    # the per-image difference is constant (0.05), so the whole paired SE is the seed spread
+    assert v["P_1/2 < M~_1/2"].two_se == pytest.approx(2 * math.sqrt(seeded.seed_var))
+    assert v["P_1/2 < M~_1/2"].held is False  # 0.05 < 2 * 0.035
+
+
+def test_unequal_per_image_lengths_are_rejected():
+    with pytest.raises(ValueError, match="equally long"):
+        combine_runs([0.5, 0.6], [0.01, 0.01], [[0.5, 0.5], [0.6]])
