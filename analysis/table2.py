@@ -47,6 +47,7 @@ sweep_run = report.find_sweep(tracking_uri, experiment, scale, name="table2")
 if sweep_run is None:
     raise SystemExit(f"no finished table2 sweep at scale {scale} in {tracking_uri}; run `nox -s reproduce_table2` first")
 trials = report.load_trials(tracking_uri, experiment, sweep_run.data.tags["sweep_id"])
+trials = report.attach_per_image(trials, tracking_uri)  # paired standard errors
 summary = report_table2.sweep_data_summary(tracking_uri, sweep_run)
 print("\n".join(report_table2.data_lines(summary)))
 trials[["trial", "stage", "cell", "seed", "status", "steps"]]

@@ -99,13 +99,16 @@ class Table1Cells(NamedTuple):
     control: Cell | None  # M_1 continued alone for the stage-2 steps
 
 
-def table1_cells(trials: pd.DataFrame, subset: str = "all") -> Table1Cells:
-    """Combine the trials (seeds, and the three P_s sources) into Table 1's cells."""
+def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float, str]]],
+                 subset: str = "all") -> dict[tuple[str, float], Cell]:
+    """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s, model
+    metric) entries a trial contributes to. Per-image losses (``attach_per_image``) make the cells' standard
+    errors of differences paired."""
     pools: dict[tuple[str, float], tuple[list[float], list[float], list]] = {}
     for row in trials.to_dict("records"):
         if row["status"] != "FINISHED":
             continue
-        for column, s, model in CELL_SOURCES.get(row["cell"], []):
+        for column, s, model in cell_sources.get(row["cell"], []):
             mean, se = row.get(f"val/{subset}/{model}/nats"), row.get(f"val/{subset}/{model}/nats_se")
             if mean is None or (isinstance(mean, float) and math.isnan(mean)):
                 continue
@@ -113,10 +116,15 @@ def table1_cells(trials: pd.DataFrame, subset: str = "all") -> Table1Cells:
             means.append(float(mean))
             ses.append(float(se))
             images.append((row.get("per_image") or {}).get(f"{subset}/{model}"))
-    cells = {
+    return {
         key: combine_runs(means, ses, images if all(i is not None for i in images) else None)
         for key, (means, ses, images) in pools.items()
     }
+
+
+def table1_cells(trials: pd.DataFrame, subset: str = "all") -> Table1Cells:
+    """Combine the trials (seeds, and the three P_s sources) into Table 1's cells."""
+    cells = gather_cells(trials, CELL_SOURCES, subset)
     control = cells.pop(("control", 1.0), None)
     return Table1Cells(cells, control)
 
@@ -273,6 +281,13 @@ def plot(table: Table1Cells, path: str | Path, title: str) -> Path:
         ax.set_ylabel("validation loss (nats/token)")
         ax.set_title(name)
         ax.legend(fontsize=8)
+    return save_figure(fig, title, path)
+
+
+def save_figure(fig, title: str, path: str | Path) -> Path:
+    """Title, tight layout, PNG at 120 dpi; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
@@ -285,7 +300,7 @@ def plot(table: Table1Cells, path: str | Path, title: str) -> Path:
 class ReportFiles(NamedTuple):
     markdown: Path
     csv: Path
-    png: Path
+    png: Path | None = None
 
 
 def write_report(out_dir: str | Path, table: Table1Cells, verdicts: list[Verdict], prov: Provenance,

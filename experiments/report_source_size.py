@@ -17,7 +17,7 @@ import pandas as pd
 from experiments.claims import Cell, Verdict, combine_runs, less_than, summarise
 from experiments.evaluate import validation_loss
 from experiments.models import projected_name
-from experiments.report import Provenance, find_sweep, load_trials
+from experiments.report import Provenance, ReportFiles, find_sweep, load_trials
 from experiments.saved_models import data_of, download_run, load_model, nll_fn, pick_device
 from experiments.tracking import MlflowClient
 
@@ -250,9 +250,6 @@ def markdown(table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov
     return "\n".join(lines)
 
 
-class ReportFiles(NamedTuple):
-    markdown: Path
-    csv: Path
 
 
 def write_report(out_dir: str | Path, table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov,

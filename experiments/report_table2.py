@@ -16,12 +16,11 @@ from experiments.claims import (
     SCALES,
     Cell,
     Verdict,
-    combine_runs,
     gap_grows,
     less_than,
     no_worse,
 )
-from experiments.report import Provenance
+from experiments.report import Provenance, ReportFiles, gather_cells, save_figure
 
 # Table 2 of the paper, ImageNet validation loss (nats/token; statistical error ~0.001 for M~_s, ~0.002 for P_s).
 PAPER_TABLE2: dict[tuple[str, float], float] = {
@@ -62,18 +61,7 @@ class Table2Cells(NamedTuple):
 
 def table2_cells(trials: pd.DataFrame, subset: str = "all") -> Table2Cells:
     """Combine the finished trials (seeds, and the three P_s sources for s = 1) into Table 2's cells."""
-    pools: dict[tuple[str, float], tuple[list[float], list[float]]] = {}
-    for row in trials.to_dict("records"):
-        if row["status"] != "FINISHED":
-            continue
-        for column, s, model in CELL_SOURCES.get(row["cell"], []):
-            mean, se = row.get(f"val/{subset}/{model}/nats"), row.get(f"val/{subset}/{model}/nats_se")
-            if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-                continue
-            means, ses = pools.setdefault((column, s), ([], []))
-            means.append(float(mean))
-            ses.append(float(se))
-    cells = {key: combine_runs(*values) for key, values in pools.items()}
+    cells = gather_cells(trials, CELL_SOURCES, subset)
     return Table2Cells(cells, cells.pop(("control", 1.0), None))
 
 
@@ -240,19 +228,7 @@ def plot(table: Table2Cells, path: str | Path, title: str) -> Path:
         ax.set_ylabel("validation loss (nats/token)")
         ax.set_title(name)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-class ReportFiles(NamedTuple):
-    markdown: Path
-    csv: Path
-    png: Path
+    return save_figure(fig, title, path)
 
 
 def write_report(out_dir: str | Path, table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float,

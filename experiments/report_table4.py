@@ -12,7 +12,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from experiments.claims import Cell, Verdict, combine_runs, less_than
-from experiments.report import Provenance
+from experiments.report import Provenance, ReportFiles
 from experiments.report_table2 import data_lines, fmt, provenance_lines, verdict_lines
 
 SPLITS = {"half": '"1/2-1/2"', "mod2": '"mod 2"'}
@@ -197,9 +197,6 @@ def markdown(table: Table4Cells, verdicts: list[Verdict], prov: Provenance, summ
     return "\n".join(lines)
 
 
-class ReportFiles(NamedTuple):
-    markdown: Path
-    csv: Path
 
 
 def write_report(out_dir: str | Path, table: Table4Cells, verdicts: list[Verdict], prov: Provenance,

@@ -23,6 +23,7 @@ import torch
 
 from experiments.claims import SCALE_LABELS, Cell, Verdict, combine_runs, gap_grows, less_than
 from experiments.evaluate import NLLFn
+from experiments.report import ReportFiles, save_figure
 
 SCALE_COORDINATE = 1  # t1: texture scale sc(t1) = 2 + 18 t1 (App. C.3)
 TRAINING_RANGE = (0.0, 1.0)
@@ -146,13 +147,7 @@ def plot(frame: pd.DataFrame, path: str | Path, title: str) -> Path:
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles, [f"{lab}_{SCALE_LABELS[s]}" if lab in ("P", "M~") else lab for lab in labels],
                   fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, title, path)
 
 
 # Table 1 cells evaluated: P_s of the single-size projected runs and the conditional baselines M~_s.
@@ -257,10 +252,6 @@ def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFram
     return "\n".join(lines)
 
 
-class ReportFiles(NamedTuple):
-    markdown: Path
-    csv: Path
-    png: Path
 
 
 def write_report(out_dir: str | Path, frame: pd.DataFrame, summary: pd.DataFrame, verdicts: list[Verdict],
