@@ -57,12 +57,13 @@ tick = time.time()
 train = report_source_size.training_losses(trials[trials.status == "FINISHED"], tracking_uri, cache_dir)
 images = int(sweep_run.data.params.get("data.val_size", 0))
 evaluation = report_source_size.evaluation_provenance(root, images, tick)
-train
+train.drop(columns="train_per_image")
 
 # %% [markdown]
 # ## Cells (ours beside the paper's)
 
 # %%
+trials = report.attach_per_image(trials, tracking_uri)  # validation per-image losses: paired SEs
 table = report_source_size.table3_cells(trials, train)
 table.frame
 

@@ -85,7 +85,8 @@ def training_losses(trials: pd.DataFrame, tracking_uri: str, cache_dir: str | Pa
         model = load_model(saved).to(device)
         c, h, w = data.image_shape
         loss = validation_loss(nll_fn(model, row.scale), batch, batch_size, data.seq_len, c * h * w, device)
-        rows.append({"run_id": row.run_id, "train_nats": loss.nats, "train_se": loss.nats_se})
+        rows.append({"run_id": row.run_id, "train_nats": loss.nats, "train_se": loss.nats_se,
+                     "train_per_image": loss.per_image.tolist()})
     return pd.DataFrame(rows)
 
 
@@ -104,9 +105,14 @@ def table3_cells(trials: pd.DataFrame, train: pd.DataFrame) -> Table3:
         done = group[group.status == "FINISHED"]
         key = (target, source, int(rank))
         if len(done):
-            val_cells[key] = combine_runs(done[f"{metric}/nats"].tolist(), done[f"{metric}/nats_se"].tolist())
+            # Per-image losses on the same images make the SE of a difference between cells paired (claims.py).
+            val_images = [(p or {}).get(metric.removeprefix("val/")) for p in done.get("per_image", [None] * len(done))]
+            val_cells[key] = combine_runs(done[f"{metric}/nats"].tolist(), done[f"{metric}/nats_se"].tolist(),
+                                          val_images if all(v is not None for v in val_images) else None)
             if done.train_nats.notna().all():
-                train_cells[key] = combine_runs(done.train_nats.tolist(), done.train_se.tolist())
+                train_images = done.get("train_per_image")
+                train_images = None if train_images is None or train_images.isna().any() else train_images.tolist()
+                train_cells[key] = combine_runs(done.train_nats.tolist(), done.train_se.tolist(), train_images)
         params_key = f"num_params/projector_{group.scale.iloc[0]}"
         rows.append({
             "cell": group.cell.iloc[0], "target": SCALE_LABELS[target], "source": SCALE_LABELS[source],
@@ -206,8 +212,9 @@ def markdown(table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov
         "## Claims",
         "",
         "An inequality holds when its margin exceeds 2 standard errors of the difference (the rule of Table 1, "
-        "`experiments/claims.py`). The claim is judged on training losses as in the paper; validation losses are "
-        "shown as a check.",
+        "`experiments/claims.py`). Every cell is scored on the same images, so the standard error of a difference "
+        "is paired (the mean per-image difference, plus seed spread where a cell has several seeds). The claim "
+        "is judged on training losses as in the paper; validation losses are shown as a check.",
         "",
     ]
     for claim, verdict in summarise(verdicts).items():
