@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.claims import Cell, Verdict, combine_runs, less_than, summarise
+from experiments.claims import Cell, Verdict, combine_runs, contrast_se, less_than, summarise
 from experiments.evaluate import validation_loss
 from experiments.models import projected_name
 from experiments.report import Provenance, ReportFiles, find_sweep, load_trials
@@ -150,7 +150,7 @@ def matched_size_frame(table: Table3) -> pd.DataFrame:
             if a is None or b is None:
                 continue
             rows.append({"loss": name, "comparison": f"{label(*other)} minus {label(*MATCHED[0])}",
-                         "difference": b.mean - a.mean, "two_se": 2 * math.sqrt(a.se**2 + b.se**2),
+                         "difference": b.mean - a.mean, "two_se": 2 * contrast_se([(1.0, b), (-1.0, a)]),
                          "paper": PAPER_TABLE3[other] - PAPER_TABLE3[MATCHED[0]] if name == "train" else math.nan})
     return pd.DataFrame(rows)
 
