@@ -12,7 +12,6 @@ Table 1's. Without a finished Table 1 sweep of the scale it stops and says to ru
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -21,18 +20,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.config import (
     CONF_DIR,
-    TELEMETRY_OFF,
     ConfigError,
     build_section,
     check_root_keys,
     flatten,
     to_plain,
 )
-from experiments.sweep import Stage, TrialSpec, parse_stages, plan_stage, run_sweep, stage_run_uris
 
-for _key, _value in TELEMETRY_OFF.items():
-    os.environ.setdefault(_key, _value)
-os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+# Importing the sweep module also turns telemetry off and keeps trials in the driver's working directory.
+from experiments.sweep import Stage, TrialSpec, parse_stages, plan_stage, run_sweep, stage_run_uris
 
 STAGE = "stage2"  # Table 3's one stage; its runs continue a source like Table 1's stage 2
 # Config keys that make two runs the same experiment (paths, names and tags may differ).
