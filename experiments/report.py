@@ -23,7 +23,7 @@ from experiments.claims import (
     summarise,
     table1_verdicts,
 )
-from experiments.tracking import MlflowClient
+from experiments.tracking import MlflowClient, git_commit
 
 # Table 1 cell -> (column, s, model metric name) of the runs it is made of.
 CELL_SOURCES = {
@@ -161,6 +161,7 @@ class Provenance(NamedTuple):
     wall_time_s: float
     machine: str
     finished: str
+    report_commit: str  # the checkout that wrote the report (the notebook may run after later commits)
 
 
 def provenance(sweep_run, trials: pd.DataFrame) -> Provenance:
@@ -175,6 +176,7 @@ def provenance(sweep_run, trials: pd.DataFrame) -> Provenance:
         scale=tags.get("scale", "?"), stage_steps=steps,
         wall_time_s=float(sweep_run.data.metrics.get("wall_time_s", math.nan)), machine=tags.get("machine", "?"),
         finished=datetime.fromtimestamp(end / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        report_commit=git_commit(Path(__file__).resolve().parents[1]),
     )
 
 
@@ -243,7 +245,7 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
         "## Provenance",
         "",
         f"- sweep: `{prov.sweep_id}` (MLflow, finished {prov.finished})",
-        f"- commit: `{prov.commit}`",
+        f"- commit: `{prov.commit}` (training); report written at `{prov.report_commit}`",
         f"- command: `{prov.command}`",
         f"- scale: `{prov.scale}`; steps: stage 1 {steps1}, stage 2 {steps2}",
         f"- wall time: {prov.wall_time_s / 60:.1f} min",

@@ -245,7 +245,7 @@ def markdown(table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov
         "",
         f"- sweep: `{prov.sweep_id}` (MLflow, finished {prov.finished}); sources and reused runs from "
         f"`{tags.get('source_sweep', '?')}`",
-        f"- commit: `{prov.commit}`",
+        f"- commit: `{prov.commit}` (training); report written at `{prov.report_commit}`",
         f"- command: `{prov.command}`",
         f"- scale: `{prov.scale}`; steps per cell: {steps} (from a stage-1 source)",
         f"- wall time: {prov.wall_time_s / 60:.1f} min for the new cells (the reused ones were timed in Table 1)",

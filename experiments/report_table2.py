@@ -40,12 +40,15 @@ IMAGENET_REQUIREMENTS = """\
 Running Table 2 on ImageNet itself takes:
 - the official "Downsampled ImageNet 64x64" npz release (`train_data_batch_1.npz` .. `train_data_batch_10.npz`,
   `val_data.npz`, ~12 GB) from image-net.org, in one directory;
-- task vectors for its 1.28M + 50k images: EfficientNet-Lite0 at 112 px runs ~75-120 ms/image on a 2-core
-  CPU (~1.5 days); on one GPU it is a matter of minutes to an hour (estimated, not measured here); or SimCLRv2
+- task vectors for its 1.28M + 50k images: EfficientNet-Lite0 at 112 px costs ~74 ms/image one image at a
+  time on 2 CPU cores, and ~9 ms/image batched (the stand-in's 3,584 images took about half a minute of the
+  71 s data preparation), so ~3-4 hours on 2 cores (extrapolated); on one GPU minutes (estimated, not
+  measured here); or SimCLRv2
   embeddings made elsewhere, given as `data.encoder=precomputed data.encoder_path=<dir with train.npz and
   val.npz>` (ids = image positions, float32 rows; format in projectable_data.encoders);
 - the VQ-VAE (App. C.2, 512 codes) trained on ImageNet and every image tokenised once (~2.6 GB of tokens);
-- the GPT runs: the paper's 24-layer source measured 55-71 ms/step on an H200 (bf16, B=32, T=1024), so
+- the GPT runs: the paper's 24-layer source runs at 55-71 ms/step on an H200 (bf16, B=32, T=1024;
+  measured separately, not in this report's runs), so
   200k steps are 3-4 GPU-hours per source run and the whole table (5 stage-1 and 4 stage-2 runs) roughly
   1-2 GPU-days; the `gpu` scale (8 layers, width 256, 2k + 1k steps) is estimated at about an hour of one
   H100/H200 including the data preparation.
@@ -130,7 +133,7 @@ def provenance_lines(prov: Provenance) -> list[str]:
     steps = ", ".join(f"{k} {v}" for k, v in prov.stage_steps.items())
     return [
         f"- sweep: `{prov.sweep_id}` (MLflow, finished {prov.finished})",
-        f"- commit: `{prov.commit}`",
+        f"- commit: `{prov.commit}` (training); report written at `{prov.report_commit}`",
         f"- command: `{prov.command}`",
         f"- scale: `{prov.scale}`; steps: {steps}",
         f"- wall time: {prov.wall_time_s / 60:.1f} min",

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from experiments import report, ui
 from experiments.config import compose, project_root
 from experiments.sweep import run_sweep
+from experiments.tracking import git_commit
 
 TABLE1_TRIALS = 13  # 8 in stage 1, 5 in stage 2
 
@@ -87,6 +88,9 @@ def test_report_notebook_writes_table1_from_the_sweep(smoke_sweep, store, tmp_pa
                    capture_output=True)
     md = (tmp_path / "reports" / "smoke" / "table1.md").read_text()
     assert smoke_sweep[1].sweep_id in md and "| 1/8 |" in md and "## Claims" in md
+    # both the training commit (a sweep tag) and the checkout that wrote the report are named
+    written_at = git_commit(project_root())
+    assert f"(training); report written at `{written_at}`" in md
     assert (tmp_path / "reports" / "smoke" / "table1.png").stat().st_size > 10_000
     csv = (tmp_path / "reports" / "smoke" / "table1.csv").read_text()
     assert csv.count("\n") == 18  # header + 16 cells + control
