@@ -24,7 +24,6 @@ PAPER_TABLE4: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 STANDIN_LIMITS = """\
-What the stand-in can and cannot show:
 - It can show whether, at this scale, P_1/2's loss on a scarce group C1 improves when the other group's
   training images are added (1/8/all vs 1/8/1/8), and how much 7/8 of C1's own images are worth (all/all).
 - Its groups are digits overlaid on random SynthMNIST textures: images of different digits share almost
@@ -163,14 +162,19 @@ def markdown(table: Table4Cells, verdicts: list[Verdict], prov: Provenance, summ
         "cell's source has seen images the cell withholds.",
         f"- Stage 2: six P_1/2 runs start from it (Eq. 2, w_src = 1), {prov.stage_steps.get('stage2', '?')} steps "
         "each, on their split's C1 and C2 at their regime's fractions; each is evaluated on its split's C1 and C2.",
+        "- Two consequences of the design, to read the table with: the 1/8/1/8 training set is exactly stage 1's "
+        "set, so those runs see the same images through both stages and overfit first; and as a fraction keeps "
+        "the same images of a class whatever the split, the all/all runs of the two splits train on the same "
+        "images with the same seed, and so do the 1/8/1/8 runs: each pair is one model evaluated on two pairs "
+        "of groups (not independent measurements). Only the 1/8/all runs differ between the splits.",
         "",
         "## Claims",
         "",
         "An inequality holds when its margin exceeds 2 standard errors of the difference. The first rows treat "
         "the two cells as independent (conservative: both are evaluated on the same validation images); the "
         "rows marked (paired) use the standard error of the mean per-image difference, which removes the "
-        "images' own spread (but not the spread over seeds). The paper's C1 differences are 0.003-0.007 nats/token, below the independent "
-        "rule's resolution at a few hundred validation images, so the paired rows are the informative ones.",
+        "images' own spread (but not the spread over seeds). The paper's C1 differences are 0.003-0.007 "
+        "nats/token, below the independent rule's resolution at a few hundred validation images, so the paired rows are the informative ones.",
         "",
         *verdict_lines(verdicts),
         "",
