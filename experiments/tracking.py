@@ -101,11 +101,13 @@ def log_params(params: Mapping[str, str]) -> None:
 
 
 def git_commit(root: str | Path) -> str:
-    """HEAD of the repository, with '-dirty' when tracked files changed; 'unknown' outside git."""
+    """HEAD of the repository, with '-dirty' when tracked files changed; 'unknown' outside git. Changes
+    under reports/ do not count: they are this code's outputs (a notebook run rewrites them one by one)."""
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)reports"],
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -4,6 +4,7 @@ run leaves in MLflow."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from projectable import GPT, ProjectableGPT
 
 from experiments.checkpoint import STATE_FILE, latest_checkpoint
-from experiments.tracking import recorded_run_id
+from experiments.tracking import git_commit, recorded_run_id
 from experiments.train import TrainHooks, train
 
 KINDS = {
@@ -146,3 +147,22 @@ def test_training_subsets_and_named_validation_subsets(smoke, tmp_path):
     assert {"val/all/model/nats", "val/odd/model/nats", "val/big_scale/model/nats"} <= set(metrics)
     with pytest.raises(ValueError, match="train_pool_size"):
         train(smoke("train.train_fraction=0.5", f"run_dir={tmp_path / 'frac'}"))
+
+
+def test_commit_tag_is_dirty_for_code_changes_but_not_for_report_outputs(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "table1.md").write_text("old\n")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "init")
+    head = git_commit(tmp_path)
+    assert len(head) == 40 and not head.endswith("-dirty")
+    (tmp_path / "reports" / "table1.md").write_text("rewritten by a notebook\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == head + "-dirty"
+    assert git_commit(tmp_path / "no-repo-here") == "unknown"
