@@ -3,6 +3,7 @@ Table 4 subsets hold the right labels, ``train(cfg)`` trains M~_s and P_s on enc
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,19 +50,39 @@ def test_table2_at_gpu_scale_needs_imagenet_files_and_plans_with_them():
     assert stages["stage2"][0]["config"]["model"]["block_size"] == 32 * 32
 
 
-def test_table4_plans_six_projected_cells_from_an_m1_on_the_common_eighth():
+def test_table4_plans_four_projected_cells_from_an_m1_on_the_common_eighth():
     stages = plan(compose(["experiment=table4", "scale=smoke"]))
     (m1,) = stages["stage1"]
     assert (m1["config"]["data"]["c1_fraction"], m1["config"]["data"]["c2_fraction"]) == (0.125, 0.125)
     cells = {s["cell"]: s["config"] for s in stages["stage2"]}
     regimes = {"all": (1.0, 1.0), "eighth": (0.125, 0.125), "c1_eighth": (0.125, 1.0)}
-    assert set(cells) == {f"{split}_{regime}" for split in ("half", "mod2") for regime in regimes}
+    # equal fractions train one run for both splits; 1/8/all depends on the split
+    assert set(cells) == {"both_all", "both_eighth", "half_c1_eighth", "mod2_c1_eighth"}
     for name, config in cells.items():
         split, regime = name.split("_", 1)
         data = config["data"]
-        assert (data["split"], data["c1_fraction"], data["c2_fraction"]) == (split, *regimes[regime])
+        assert (data["c1_fraction"], data["c2_fraction"]) == regimes[regime]
+        assert split == "both" or data["split"] == split
         assert config["kind"] == "projected" and config["projector"]["scales"] == [0.5]
         assert config["init_from"] == "runs:/run/model"
+
+
+def test_equal_fractions_keep_the_same_training_images_whatever_the_split(smoke, tmp_path):
+    """What lets one both_<regime> run serve both splits' rows of Table 4."""
+    for fraction in (1.0, 0.125):
+        pools = []
+        for split in ("half", "mod2"):
+            cfg = smoke("experiment=table4", *TINY, f"data.split={split}", f"data.c1_fraction={fraction}",
+                        f"data.c2_fraction={fraction}")
+            run = parse_run(cfg)
+            pools.append(build_data(run.data, run.paths.cache).pool)
+        assert np.array_equal(*pools)
+    uneven = []  # 1/8/all: which half is whole depends on the split
+    for split in ("half", "mod2"):
+        run = parse_run(smoke("experiment=table4", *TINY, f"data.split={split}", "data.c1_fraction=0.125",
+                              "data.c2_fraction=1.0"))
+        uneven.append(set(build_data(run.data, run.paths.cache).pool.tolist()))
+    assert uneven[0] != uneven[1]
 
 
 def test_table4_subsets_route_digits_into_c1_and_c2():
@@ -75,8 +96,9 @@ def test_table4_subsets_route_digits_into_c1_and_c2():
 def test_prepare_lists_each_distinct_data_config_once():
     configs = data_configs(compose(["experiment=table4", "scale=smoke"]))
     keys = [(c.split, c.c1_fraction, c.c2_fraction) for c in configs]
-    # the root's (no split); half 1/8-1/8 (stage 1's M_1 and half_eighth); half all, half 1/8-all; mod2 x 3
-    assert len(keys) == len(set(keys)) == 7
+    # the root's (no split); half 1/8-1/8 (stage 1's M_1 and both_eighth); half all (both_all); half 1/8-all;
+    # mod2 1/8-all
+    assert len(keys) == len(set(keys)) == 5
 
 
 def test_train_and_validation_subsets_hold_only_their_split(smoke, tmp_path):

@@ -38,6 +38,18 @@ def test_table4_reads_each_cell_on_its_own_split_and_checks_transfer():
             rows.append(row(f"{split}_{regime}", "stage2", **metrics))
     table = report_table4.table4_cells(pd.DataFrame(rows))
     assert len(table.cells) == 12 and table.cells[("mod2", "eighth", "C1")].mean == 2.40
+    # a both_<regime> run (equal fractions: one training set for both splits) fills both splits' rows, each
+    # read on its own groups; both_c1_eighth is not a thing (1/8/all depends on the split) and is ignored
+    both = {f"val/{split}_{group}/P1_2/{stat}": value for split, c1 in (("half", 2.31), ("mod2", 2.32))
+            for group, mean in (("C1", c1), ("C2", 2.0)) for stat, value in (("nats", mean), ("nats_se", 0.01))}
+    shared = [r for r in rows if r["cell"].split("_", 1)[1] != "all"]
+    shared += [row("both_all", "stage2", **both), row("both_c1_eighth", "stage2", **both)]
+    table = report_table4.table4_cells(pd.DataFrame(shared))
+    assert len(table.cells) == 12
+    assert table.cells[("half", "all", "C1")].mean == 2.31 and table.cells[("mod2", "all", "C1")].mean == 2.32
+    assert table.cells[("half", "c1_eighth", "C1")].mean == 2.35
+    assert report_table4.cell_splits("both_eighth") == (("half", "mod2"), "eighth")
+    assert report_table4.cell_splits("both_c1_eighth") is None and report_table4.cell_splits("M1") is None
     assert all(v.held for v in report_table4.table4_verdicts(table))
     per_image = {("half", "c1_eighth", "C1"): np.full(50, 2.35), ("half", "eighth", "C1"): np.full(50, 2.36) + np.linspace(-1e-3, 1e-3, 50)}
     paired = {v.comparison: v.held for v in report_table4.paired_verdicts(per_image)}
