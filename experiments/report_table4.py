@@ -190,7 +190,8 @@ def markdown(table: Table4Cells, verdicts: list[Verdict], prov: Provenance, summ
         "the two cells as independent (conservative: both are evaluated on the same validation images); the "
         "rows marked (paired) use the standard error of the mean per-image difference, which removes the "
         "images' own spread (but not the spread over seeds). The paper's C1 differences are 0.003-0.007 "
-        "nats/token, below the independent rule's resolution at a few hundred validation images, so the paired rows are the informative ones.",
+        "nats/token, below the independent rule's resolution at a few hundred validation images, so the paired "
+        "rows are the informative ones.",
         "",
         *verdict_lines(verdicts),
         "",
