@@ -11,8 +11,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.claims import Cell, Verdict, combine_runs, less_than
-from experiments.report import Provenance, ReportFiles
+from experiments.claims import Cell, Verdict, combine_runs, contrast_se, less_than
+from experiments.report import Provenance, ReportFiles, attach_per_image
 from experiments.report_table2 import data_lines, fmt, provenance_lines, verdict_lines
 
 SPLITS = {"half": '"1/2-1/2"', "mod2": '"mod 2"'}
@@ -95,39 +95,40 @@ def table4_verdicts(table: Table4Cells) -> list[Verdict]:
 
 def per_image_losses(tracking_uri: str, trials: pd.DataFrame, model: str = "P1_2") -> dict:
     """(split, regime, group) -> (N,) per-image nats of P_1/2 on that group's validation images, averaged over
-    the cell's runs (read from each run's ``eval/per_image_nats.json``)."""
-    import mlflow
+    the cell's runs (each run's ``eval/per_image_nats.json``, read by ``report.attach_per_image``; a run
+    without it is left out)."""
     import numpy as np
 
-    mlflow.set_tracking_uri(tracking_uri)
+    if "per_image" not in trials:
+        trials = attach_per_image(trials, tracking_uri)
     pools: dict[tuple[str, str, str], list] = {}
     for row, split, regime in _finished_cells(trials):
-        losses = mlflow.artifacts.load_dict(f"runs:/{row['run_id']}/eval/per_image_nats.json")
+        if row.get("per_image") is None:
+            continue
         for group in ("C1", "C2"):
-            pools.setdefault((split, regime, group), []).append(np.asarray(losses[f"{split}_{group}/{model}"]))
+            losses = np.asarray(row["per_image"][f"{split}_{group}/{model}"])
+            pools.setdefault((split, regime, group), []).append(losses)
     return {key: np.mean(values, axis=0) for key, values in pools.items()}
 
 
 def paired_verdicts(per_image: dict) -> list[Verdict]:
     """The claims of ``table4_verdicts`` judged on per-image differences: both cells are evaluated on the same
     validation images, so the standard error of the mean paired difference removes the images' own spread
-    (the rule stays: the difference must exceed 2 SE)."""
-    import numpy as np
-
+    (``claims.contrast_se``; the rule stays: the difference must exceed 2 SE)."""
     out = []
     comparisons = [("extra C2 data helps C1 (paired)", "c1_eighth", "1/8/all"),
                    ("more C1 data helps C1 (setup check, paired)", "all", "all/all")]
     for claim, better, label in comparisons:
         for split, name in SPLITS.items():
             a, b = per_image.get((split, better, "C1")), per_image.get((split, "eighth", "C1"))
+            comparison = f"{name}: C1 at {label} < C1 at 1/8/1/8"
             if a is None or b is None:
-                out.append(Verdict(claim, f"{name}: C1 at {label} < C1 at 1/8/1/8", math.nan, math.nan,
-                                   "paired difference > 2 SE", None))
+                out.append(Verdict(claim, comparison, math.nan, math.nan, "paired difference > 2 SE", None))
                 continue
-            diff = b - a  # positive: the cell with more data has the lower loss
-            two_se = 2 * float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
-            out.append(Verdict(claim, f"{name}: C1 at {label} < C1 at 1/8/1/8", float(diff.mean()), two_se,
-                               "paired difference > 2 SE", float(diff.mean()) > two_se))
+            smaller, larger = (Cell(float(x.mean()), math.nan, 1, tuple(map(float, x))) for x in (a, b))
+            diff = larger.mean - smaller.mean  # positive: the cell with more data has the lower loss
+            two_se = 2 * contrast_se([(1.0, larger), (-1.0, smaller)])
+            out.append(Verdict(claim, comparison, diff, two_se, "paired difference > 2 SE", diff > two_se))
     return out
 
 
