@@ -8,6 +8,7 @@ unpinned torch pulls a ~5.5 GB CUDA build), using pip in a plain venv (uv ignore
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
@@ -15,12 +16,16 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
-TELEMETRY_OFF = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "HF_HUB_OFFLINE": "1",
-}
+
+
+def _environment() -> dict[str, str]:
+    """``experiments.telemetry.ENVIRONMENT``, read from the file (nox runs outside the project's venv)."""
+    tree = ast.parse((ROOT / "experiments" / "telemetry.py").read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ENVIRONMENT")
+    return ast.literal_eval(node.value)
+
+
+TELEMETRY_OFF = _environment()
 os.environ.update(TELEMETRY_OFF)
 
 nox.options.default_venv_backend = "venv"
@@ -72,7 +77,8 @@ def reproduce_table1(session: nox.Session) -> None:
     run_notebook(session, "table1", scale, overrides)  # reads the store the sweep wrote to (paths.root, tracking.*)
 
 
-# analysis/<name>.py -> reports/<scale>/<name>.*; each reads <NAME>_SCALE, _TRACKING_URI, _EXPERIMENT, _REPORTS
+# analysis/<name>.py -> reports/<scale>/<name>.*; every notebook reads PROJECTABLE_REPORT_{SCALE, TRACKING_URI,
+# EXPERIMENT, REPORTS, CACHE} (experiments.reporting.toolkit.notebook_params)
 NOTEBOOKS = tuple(sorted(path.stem for path in (ROOT / "analysis").glob("*.py")))
 
 
@@ -88,7 +94,7 @@ def run_notebook(session: nox.Session, name: str, scale: str, overrides: list[st
     """Execute analysis/<name>.py headless against the store the overrides name (tracking.uri, or the
     mlflow.db under paths.root); with paths.root the reports go to <paths.root>/reports too."""
     values = dict(o.split("=", 1) for o in overrides if "=" in o)
-    prefix = name.upper()
+    prefix = "PROJECTABLE_REPORT"
     env = {**TELEMETRY_OFF, f"{prefix}_SCALE": scale}
     if "paths.root" in values:
         root = Path(values["paths.root"]).resolve()
@@ -180,6 +186,6 @@ def reports(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def mlflow_ui(session: nox.Session) -> None:
-    """Browse the runs: the MLflow UI on http://127.0.0.1:5000 (args after `--` go to experiments.ui)."""
+    """Browse the runs: the MLflow UI on http://127.0.0.1:5000 (args after `--` go to experiments.tracking.ui)."""
     install(session)
-    session.run("python", "-m", "experiments.ui", *session.posargs, env=TELEMETRY_OFF)
+    session.run("python", "-m", "experiments.tracking.ui", *session.posargs, env=TELEMETRY_OFF)

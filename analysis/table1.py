@@ -15,68 +15,50 @@
 # # Table 1: M_s, M~_s, P_s and P~ on SynthMNIST
 #
 # Reads the newest complete Table 1 sweep of one scale from MLflow, combines its runs into the cells of
-# Table 1, checks the paper's qualitative claims by the rules fixed in `experiments/claims.py`, and writes
-# `reports/<scale>/table1.md`, `.csv` and `.png`. Executed headless by `nox -s reproduce_table1`;
-# parameters come from the environment:
-#
-# - `TABLE1_SCALE` (default `cpu`): which scale's sweep to report
-# - `TABLE1_TRACKING_URI` (default: the repository's `mlflow.db`), `TABLE1_EXPERIMENT` (default `projectable`)
-# - `TABLE1_REPORTS` (default: `reports/` in the repository)
+# Table 1, checks the paper's qualitative claims by the rules fixed in `experiments/reporting/claims.py`, and
+# writes `reports/<scale>/table1.md`, `.csv` and `.png` (`experiments/reporting/table1.py`).
+# Executed headless by `nox -s reproduce_table1` and `nox -s reports`; parameters come from the environment,
+# shared by every notebook (`experiments.reporting.toolkit.notebook_params`): `PROJECTABLE_REPORT_SCALE`
+# (default `cpu`), `_TRACKING_URI` (default: the repository's `mlflow.db`), `_EXPERIMENT` (default
+# `projectable`), `_REPORTS` (default `reports/`), `_CACHE` (default `.cache/reports`).
 
 # %%
-import os
-from pathlib import Path
+from experiments import telemetry
+
+telemetry.apply()  # before MLflow is imported
 
 from IPython.display import Image, Markdown, display
 
-from experiments import report
-from experiments.claims import summarise
-from experiments.config import project_root
+from experiments.reporting import table1, toolkit
 
-root = project_root()
-scale = os.environ.get("TABLE1_SCALE", "cpu")
-tracking_uri = os.environ.get("TABLE1_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-experiment = os.environ.get("TABLE1_EXPERIMENT", "projectable")
-out_dir = Path(os.environ.get("TABLE1_REPORTS", root / "reports")) / scale
-print(f"scale={scale} store={tracking_uri} -> {out_dir}")
+params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The newest complete sweep of this scale and its runs
 
 # %%
-sweep_run = report.find_sweep(tracking_uri, experiment, scale)
-if sweep_run is None:
-    raise SystemExit(
-        f"no finished table1 sweep at scale {scale} in {tracking_uri}; "
-        f"run `python experiments/sweep.py experiment=table1 scale={scale}` first"
-    )
-sweep_id = sweep_run.data.tags["sweep_id"]
-trials = report.load_trials(tracking_uri, experiment, sweep_id)
-trials = report.attach_per_image(trials, tracking_uri)  # per-image losses: paired standard errors
+sweep_run, trials = toolkit.sweep_and_trials(params, "table1", per_image=True)  # per-image: paired SEs
 trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 
 # %% [markdown]
 # ## Cells of Table 1 (ours beside the paper's)
 
 # %%
-table = report.table1_cells(trials)
-report.results_frame(table)
+table = table1.table1_cells(trials)
+table1.results_frame(table)
 
 # %% [markdown]
 # ## Claims
 
 # %%
-margin = report.margin_of(sweep_run)
-verdicts = report.verdicts_for(table, margin)
-for claim, verdict in summarise(verdicts).items():
-    print(f"{claim}: {verdict}")
-report.verdicts_frame(verdicts)
+margin = toolkit.margin_of(sweep_run)
+verdicts = table1.verdicts_for(table, margin)
+toolkit.verdicts_frame(verdicts)
 
 # %% [markdown]
 # ## Report files
 
 # %%
-prov = report.provenance(sweep_run, trials)
-files = report.write_report(out_dir, table, verdicts, prov, margin, trials)
-display(Markdown(files.markdown.read_text()))
-display(Image(filename=str(files.png)))
+prov = toolkit.provenance(sweep_run, trials)
+files = table1.write_report(params.out_dir, table, verdicts, prov, margin, trials)
+display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))

@@ -12,62 +12,49 @@
 # ---
 
 # %% [markdown]
-# # Table 2: M~_s vs P_s on the ImageNet track
+# # Table 2: M~_s and P_s on the ImageNet track (ImageNet 64x64, or its SynthMNIST stand-in)
 #
-# Reads the newest complete Table 2 sweep of one scale from MLflow, combines its runs into Table 2's cells,
-# checks the claims by the rules of `experiments/claims.py`, states which images the runs saw (ImageNet or
-# the SynthMNIST stand-in) and writes `reports/<scale>/table2.md`, `.csv` and `.png`. Executed headless by
-# `nox -s reproduce_table2`; parameters come from the environment:
-#
-# - `TABLE2_SCALE` (default `cpu`), `TABLE2_TRACKING_URI` (default: the repository's `mlflow.db`),
-#   `TABLE2_EXPERIMENT` (default `projectable`), `TABLE2_REPORTS` (default: `reports/` in the repository)
+# Reads the newest finished Table 2 sweep of one scale from MLflow and the data summary its config names,
+# combines the runs into Table 2's cells, checks the claims by the rules of `experiments/reporting/claims.py`,
+# and writes `reports/<scale>/table2.md`, `.csv` and `.png` (`experiments/reporting/table2.py`).
+# Executed headless by `nox -s reproduce_table2` and `nox -s reports`; parameters come from the environment,
+# shared by every notebook (`experiments.reporting.toolkit.notebook_params`): `PROJECTABLE_REPORT_SCALE`
+# (default `cpu`), `_TRACKING_URI` (default: the repository's `mlflow.db`), `_EXPERIMENT` (default
+# `projectable`), `_REPORTS` (default `reports/`), `_CACHE` (default `.cache/reports`).
 
 # %%
-import os
-from pathlib import Path
+from experiments import telemetry
+
+telemetry.apply()  # before MLflow is imported
 
 from IPython.display import Image, Markdown, display
 
-from experiments import report, report_table2
-from experiments.claims import summarise
-from experiments.config import project_root
+from experiments.reporting import table2, toolkit
 
-root = project_root()
-scale = os.environ.get("TABLE2_SCALE", "cpu")
-tracking_uri = os.environ.get("TABLE2_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-experiment = os.environ.get("TABLE2_EXPERIMENT", "projectable")
-out_dir = Path(os.environ.get("TABLE2_REPORTS", root / "reports")) / scale
-print(f"scale={scale} store={tracking_uri} -> {out_dir}")
+params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The newest complete sweep of this scale, its runs and its data
 
 # %%
-sweep_run = report.find_sweep(tracking_uri, experiment, scale, name="table2")
-if sweep_run is None:
-    raise SystemExit(f"no finished table2 sweep at scale {scale} in {tracking_uri}; run `nox -s reproduce_table2` first")
-trials = report.load_trials(tracking_uri, experiment, sweep_run.data.tags["sweep_id"])
-trials = report.attach_per_image(trials, tracking_uri)  # paired standard errors
-summary = report_table2.sweep_data_summary(tracking_uri, sweep_run)
-print("\n".join(report_table2.data_lines(summary)))
+sweep_run, trials = toolkit.sweep_and_trials(params, "table2", per_image=True)
+summary = toolkit.sweep_data_summary(params.tracking_uri, sweep_run)
+print("\n".join(toolkit.data_lines(summary)))
 trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 
 # %% [markdown]
 # ## Cells (ours beside the paper's) and claims
 
 # %%
-table = report_table2.table2_cells(trials)
-margin = report.margin_of(sweep_run)
-verdicts = report_table2.table2_verdicts(table, margin)
-for claim, verdict in summarise(verdicts).items():
-    print(f"{claim}: {verdict}")
-report_table2.results_frame(table)
+table = table2.table2_cells(trials)
+margin = toolkit.margin_of(sweep_run)
+verdicts = table2.table2_verdicts(table, margin)
+toolkit.verdicts_frame(verdicts)
 
 # %% [markdown]
 # ## Report files
 
 # %%
-prov = report.provenance(sweep_run, trials)
-files = report_table2.write_report(out_dir, table, verdicts, prov, margin, summary, trials)
-display(Markdown(files.markdown.read_text()))
-display(Image(filename=str(files.png)))
+prov = toolkit.provenance(sweep_run, trials)
+files = table2.write_report(params.out_dir, table, verdicts, prov, margin, summary, trials)
+display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))

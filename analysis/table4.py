@@ -12,57 +12,47 @@
 # ---
 
 # %% [markdown]
-# # Table 4: cross-task transfer on the ImageNet track
+# # Table 4: cross-task transfer between label groups C1 and C2 (ImageNet track or its stand-in)
 #
-# Reads the newest complete Table 4 sweep of one scale from MLflow: P_1/2 co-trained on label groups C1 and C2
-# ("1/2-1/2" and "mod 2" splits; C1/C2 training sets all/all, 1/8/1/8, 1/8/all). Reports each cell's loss on
-# its split's C1 and C2 beside the paper's, checks "extra C2 data helps C1" by the 2-SE rule, and writes
-# `reports/<scale>/table4.md` and `.csv`. Executed headless by `nox -s reproduce_table4`; parameters:
-# `TABLE4_SCALE` (default `cpu`), `TABLE4_TRACKING_URI`, `TABLE4_EXPERIMENT`, `TABLE4_REPORTS`.
+# Reads the newest finished Table 4 sweep of one scale, reads each P_1/2 run on its split's C1 and C2, checks
+# "extra C2 data helps C1" by the rules of `experiments/reporting/claims.py`, and writes
+# `reports/<scale>/table4.md` and `.csv` (`experiments/reporting/table4.py`).
+# Executed headless by `nox -s reproduce_table4` and `nox -s reports`; parameters come from the environment,
+# shared by every notebook (`experiments.reporting.toolkit.notebook_params`): `PROJECTABLE_REPORT_SCALE`
+# (default `cpu`), `_TRACKING_URI` (default: the repository's `mlflow.db`), `_EXPERIMENT` (default
+# `projectable`), `_REPORTS` (default `reports/`), `_CACHE` (default `.cache/reports`).
 
 # %%
-import os
-from pathlib import Path
+from experiments import telemetry
+
+telemetry.apply()  # before MLflow is imported
 
 from IPython.display import Markdown, display
 
-from experiments import report, report_table2, report_table4
-from experiments.claims import summarise
-from experiments.config import project_root
+from experiments.reporting import table4, toolkit
 
-root = project_root()
-scale = os.environ.get("TABLE4_SCALE", "cpu")
-tracking_uri = os.environ.get("TABLE4_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-experiment = os.environ.get("TABLE4_EXPERIMENT", "projectable")
-out_dir = Path(os.environ.get("TABLE4_REPORTS", root / "reports")) / scale
-print(f"scale={scale} store={tracking_uri} -> {out_dir}")
+params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The newest complete sweep of this scale, its runs and its data
 
 # %%
-sweep_run = report.find_sweep(tracking_uri, experiment, scale, name="table4")
-if sweep_run is None:
-    raise SystemExit(f"no finished table4 sweep at scale {scale} in {tracking_uri}; run `nox -s reproduce_table4` first")
-trials = report.load_trials(tracking_uri, experiment, sweep_run.data.tags["sweep_id"])
-summary = report_table2.sweep_data_summary(tracking_uri, sweep_run)
+sweep_run, trials = toolkit.sweep_and_trials(params, "table4", per_image=True)
+summary = toolkit.sweep_data_summary(params.tracking_uri, sweep_run)
 trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 
 # %% [markdown]
 # ## C1 and C2 losses (ours beside the paper's) and the claim
 
 # %%
-table = report_table4.table4_cells(trials)
-verdicts = report_table4.table4_verdicts(table)
-verdicts += report_table4.paired_verdicts(report_table4.per_image_losses(tracking_uri, trials))
-for claim, verdict in summarise(verdicts).items():
-    print(f"{claim}: {verdict}")
-report_table4.results_frame(table)
+table = table4.table4_cells(trials)
+verdicts = table4.table4_verdicts(table) + table4.paired_verdicts(table4.per_image_losses(params.tracking_uri, trials))
+toolkit.verdicts_frame(verdicts)
 
 # %% [markdown]
 # ## Report files
 
 # %%
-prov = report.provenance(sweep_run, trials)
-files = report_table4.write_report(out_dir, table, verdicts, prov, summary, trials)
+prov = toolkit.provenance(sweep_run, trials)
+files = table4.write_report(params.out_dir, table, verdicts, prov, summary, trials)
 display(Markdown(files.markdown.read_text()))

@@ -20,12 +20,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 KINDS = ("unconditional", "conditional", "projected")
-TELEMETRY_OFF = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "HF_HUB_OFFLINE": "1",
-}
 # Sections of the root config that are not part of one run; the sweep reads them.
 SWEEP_SECTIONS = ("sweep", "cluster", "experiment", "budget")
 
@@ -46,7 +40,8 @@ def _label_group(scheme: str, group: int, images: str) -> list[int]:
     return label_group(str(scheme), int(group), STANDIN_CLASSES if images == "standin" else 1000)
 
 
-def _register_resolvers() -> None:
+def register_resolvers() -> None:
+    """The resolvers the tree uses (idempotent; called by ``compose`` and ``parse_run``, not at import)."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("square"):
@@ -55,15 +50,13 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("label_group", _label_group)
 
 
-_register_resolvers()
-
-
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
     """Compose the tree with Hydra's compose API (tests, notebooks, the sweep's per-trial configs)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register_resolvers()
     GlobalHydra.instance().clear()  # compose may run after @hydra.main or another compose
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
@@ -148,10 +141,10 @@ class RunConfig:
     data: Any  # projectable_data.SynthMNISTConfig
     model: Any  # projectable.GPTConfig (width 1, task_dim set per kind by the driver)
     projector: Any  # projectable.ProjectorConfig
-    train: Any  # experiments.optim.TrainConfig
-    eval: Any  # experiments.evaluate.EvalConfig
+    train: Any  # experiments.run.optim.TrainConfig
+    eval: Any  # experiments.run.evaluate.EvalConfig
     paths: PathsConfig
-    tracking: Any  # experiments.tracking.TrackingConfig
+    tracking: Any  # experiments.tracking.store.TrackingConfig
 
 
 def check_root_keys(cfg: DictConfig) -> None:
@@ -168,11 +161,12 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
     """Validate the root config of one run and build every section's dataclass."""
     from projectable import GPTConfig, ProjectorConfig
 
-    from experiments.datasets import data_config_class
-    from experiments.evaluate import EvalConfig
-    from experiments.optim import TrainConfig
-    from experiments.tracking import TrackingConfig
+    from experiments.run.datasets import data_config_class
+    from experiments.run.evaluate import EvalConfig
+    from experiments.run.optim import TrainConfig
+    from experiments.tracking.store import TrackingConfig
 
+    register_resolvers()
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     check_root_keys(cfg)

@@ -9,6 +9,10 @@ does it faster. Prints the data summary (stand-in or not, VQ-VAE PSNR and codebo
 
 from __future__ import annotations
 
+from experiments import telemetry
+
+telemetry.apply()  # an entry point: before MLflow is imported
+
 import json
 import os
 import time
@@ -17,8 +21,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import CONF_DIR, build_section, to_plain
-from experiments.datasets import build_data, data_config_class
+from experiments.config import CONF_DIR, build_section, register_resolvers, to_plain
+from experiments.run.datasets import build_data, data_config_class
 
 
 def data_configs(cfg: DictConfig) -> list:
@@ -55,4 +59,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

@@ -8,6 +8,10 @@ trials and the tests all call ``train``.
 
 from __future__ import annotations
 
+from experiments import telemetry
+
+telemetry.apply()  # an entry point: before MLflow is imported
+
 import json
 import time
 from collections.abc import Mapping
@@ -19,14 +23,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments import tracking
-from experiments.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from experiments.config import CONF_DIR, RunConfig, flatten, parse_run
-from experiments.datasets import TrainStream, build_data, validation_subsets
-from experiments.evaluate import as_metrics, evaluate
-from experiments.grids import image_grid, save_png
-from experiments.models import build_trainee, load_source_weights
-from experiments.optim import TrainConfig, build_optimizer, lr_at, set_lr
+from experiments.config import CONF_DIR, RunConfig, flatten, parse_run, register_resolvers
+from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from experiments.run.datasets import TrainStream, build_data, validation_subsets
+from experiments.run.evaluate import as_metrics, evaluate
+from experiments.run.grids import image_grid, save_png
+from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
+from experiments.run.trainees import build_trainee, load_source_weights
+from experiments.tracking import store as tracking
 
 
 class TrainHooks:
@@ -209,4 +213,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

@@ -3,15 +3,16 @@ and one local Ray for the sweep tests."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from experiments.config import TELEMETRY_OFF, compose
+from experiments import telemetry
 
-os.environ.update(TELEMETRY_OFF)
+telemetry.apply()  # before MLflow and Ray are imported by the tests
+
+from experiments.config import compose
 
 
 class Store(NamedTuple):
@@ -52,7 +53,8 @@ def local_ray():
     """One local Ray (127.0.0.1, 2 CPUs, no dashboard) shared by the sweep tests of the session."""
     import ray
 
-    from experiments.sweep import ClusterConfig, start_ray
+    from experiments.orchestration.plan import ClusterConfig
+    from experiments.orchestration.ray_tune import start_ray
 
     started = start_ray(ClusterConfig(num_cpus=2, num_gpus=0))
     yield

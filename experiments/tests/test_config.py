@@ -10,16 +10,16 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from experiments.config import CONF_DIR, ConfigError, compose, parse_run
-from experiments.models import build_trainee
-from experiments.sweep import (
+from experiments.orchestration.plan import (
     ClusterConfig,
     SweepConfig,
-    check_cluster,
     derive_sweep_id,
     parse_stages,
     plan_stage,
 )
-from experiments.tracking import TrackingConfig
+from experiments.orchestration.ray_tune import check_cluster
+from experiments.run.trainees import build_trainee
+from experiments.tracking.store import TrackingConfig
 
 GROUPS = ("data", "model", "projector", "train", "scale", "experiment", "sweep", "cluster")
 

@@ -16,12 +16,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from experiments import ui
-from experiments.config import TELEMETRY_OFF, compose, parse_run, project_root
-from experiments.datasets import build_data
-from experiments.models import build_trainee
-from experiments.optim import build_optimizer
+from experiments import telemetry
+from experiments.config import compose, parse_run, project_root
+from experiments.run.datasets import build_data
+from experiments.run.optim import build_optimizer
+from experiments.run.trainees import build_trainee
 from experiments.tests.test_sweep import TABLE1_TRIALS, free_port
+from experiments.tracking import ui
 from experiments.train import train_step
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ RAY_START_LOOPBACK = ("import sys, ray._private.services as s; s.resolve_ip_for_
 
 def cluster_env(token: str) -> dict[str, str]:
     """Token authentication with a token made for this test, telemetry off."""
-    return {**os.environ, **TELEMETRY_OFF, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    return {**os.environ, **telemetry.ENVIRONMENT, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
 
 def ray_node(*args: str, log: Path, env: dict[str, str], head: bool) -> subprocess.Popen:

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import report, ui
 from experiments.config import compose, project_root
+from experiments.reporting import table1
 from experiments.sweep import run_sweep
-from experiments.tracking import git_commit
+from experiments.tracking import ui
+from experiments.tracking.store import git_commit
+from experiments.tracking.sweeps import load_trials
 
 TABLE1_TRIALS = 13  # 8 in stage 1, 5 in stage 2
 
@@ -79,8 +81,8 @@ def test_rerunning_the_sweep_resumes_without_retraining(smoke_sweep, store):
 
 def test_report_notebook_writes_table1_from_the_sweep(smoke_sweep, store, tmp_path):
     notebook = tmp_path / "table1.ipynb"
-    env = {**os.environ, "TABLE1_SCALE": "smoke", "TABLE1_TRACKING_URI": store.uri,
-           "TABLE1_REPORTS": str(tmp_path / "reports")}
+    env = {**os.environ, "PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_TRACKING_URI": store.uri,
+           "PROJECTABLE_REPORT_REPORTS": str(tmp_path / "reports")}
     bin_dir = Path(sys.executable).parent
     subprocess.run([bin_dir / "jupytext", "--to", "ipynb", "-o", notebook, project_root() / "analysis/table1.py"],
                    check=True, capture_output=True)
@@ -97,8 +99,8 @@ def test_report_notebook_writes_table1_from_the_sweep(smoke_sweep, store, tmp_pa
 
 
 def test_report_cells_combine_the_three_projected_sources(smoke_sweep, store):
-    trials = report.load_trials(store.uri, "projectable", smoke_sweep[1].sweep_id)
-    table = report.table1_cells(trials)
+    trials = load_trials(store.uri, "projectable", smoke_sweep[1].sweep_id)
+    table = table1.table1_cells(trials)
     assert table.cells[("P", 1.0)].seeds == 3  # P_1/2, P_1/4, P_1/8 runs' sources
     assert table.control is not None and len(table.cells) == 16
 

@@ -12,8 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from projectable import GPT, ProjectableGPT
 
-from experiments.checkpoint import STATE_FILE, latest_checkpoint
-from experiments.tracking import git_commit, recorded_run_id
+from experiments.run.checkpoint import STATE_FILE, latest_checkpoint
+from experiments.tracking.store import git_commit, recorded_run_id
 from experiments.train import TrainHooks, train
 
 KINDS = {

@@ -1,4 +1,5 @@
-"""Verdicts on the qualitative claims of Table 1 (Sec. 3.3), decided by rules fixed before the run.
+"""The generic claim rules every report judges by, fixed before the runs (each table's claims and paper
+numbers live in its own module, e.g. ``reporting.table1``).
 
 * An inequality ("P_s < M~_s", "M~_s < M_s", "the gap grows as s shrinks") holds when its margin exceeds
   2 standard errors of the difference.
@@ -22,22 +23,8 @@ are treated as independent, ``se(a - b)^2 = se(a)^2 + se(b)^2`` (conservative). 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-SCALES = (1.0, 0.5, 0.25, 0.125)
-COLUMNS = ("M", "Mc", "P", "Pall")  # M_s, M~_s, P_s, P~
-COLUMN_LABELS = {"M": "M_s", "Mc": "M~_s", "P": "P_s", "Pall": "P~", "control": "M_1 continued (control)"}
-SCALE_LABELS = {1.0: "1", 0.5: "1/2", 0.25: "1/4", 0.125: "1/8"}
-
-# Table 1 of the paper (nats/token, SynthMNIST 32x32, 512 colours). The s = 1 cells of P_s and P~ are the
-# co-trained source's loss (for P_s the mean over the three P_s runs).
-PAPER_TABLE1: dict[tuple[str, float], float] = {
-    ("M", 1.0): 0.45, ("M", 0.5): 0.51, ("M", 0.25): 0.62, ("M", 0.125): 0.82,
-    ("Mc", 1.0): 0.39, ("Mc", 0.5): 0.46, ("Mc", 0.25): 0.58, ("Mc", 0.125): 0.78,
-    ("P", 1.0): 0.44, ("P", 0.5): 0.39, ("P", 0.25): 0.47, ("P", 0.125): 0.57,
-    ("Pall", 1.0): 0.46, ("Pall", 0.5): 0.39, ("Pall", 0.25): 0.45, ("Pall", 0.125): 0.57,
-}
 
 
 @dataclass(frozen=True)
@@ -132,31 +119,6 @@ def gap_grows(claim: str, comparison: str, gap_small: tuple[Cell, Cell] | None,
     diff = sum(c * cell.mean for c, cell in terms)
     two_se = 2 * contrast_se(terms)
     return Verdict(claim, comparison, diff, two_se, rule, diff > two_se, unpaired_two_se(terms))
-
-
-def table1_verdicts(cells: Mapping[tuple[str, float], Cell], control: Cell | None, margin: float) -> list[Verdict]:
-    """Every claim of Table 1 against ``cells[(column, s)]`` and the control (M_1 continued alone)."""
-    get = cells.get
-    name = SCALE_LABELS
-    out: list[Verdict] = []
-    claim = "P_s < M~_s for s <= 1/2"
-    for s in SCALES[1:]:
-        out.append(less_than(claim, f"P_{name[s]} < M~_{name[s]}", get(("P", s)), get(("Mc", s))))
-    claim = "M~_s < M_s at every s"
-    for s in SCALES:
-        out.append(less_than(claim, f"M~_{name[s]} < M_{name[s]}", get(("Mc", s)), get(("M", s))))
-    claim = "the gap M~_s - P_s grows as s shrinks"
-    gaps = {s: (get(("Mc", s)), get(("P", s))) for s in SCALES[1:]}
-    gaps = {s: (g if None not in g else None) for s, g in gaps.items()}
-    for larger, smaller in ((0.5, 0.25), (0.25, 0.125)):
-        out.append(gap_grows(claim, f"gap at {name[smaller]} > gap at {name[larger]}", gaps[smaller], gaps[larger]))
-    claim = "the co-trained source loses nothing against M_1 continued alone"
-    out.append(no_worse(claim, "source of P_s (mean of 3 runs) vs control", get(("P", 1.0)), control, margin))
-    out.append(no_worse(claim, "source of P~ vs control", get(("Pall", 1.0)), control, margin))
-    claim = "co-training all sizes costs nothing"
-    for s in SCALES[1:]:
-        out.append(no_worse(claim, f"P~_{name[s]} vs P_{name[s]}", get(("Pall", s)), get(("P", s)), margin))
-    return out
 
 
 def summarise(verdicts: Sequence[Verdict]) -> dict[str, str]:

@@ -4,16 +4,20 @@ Table 1, and a projected run whose source is narrower than the width-1 model, tr
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import pytest
 import torch
+from omegaconf import open_dict
 from projectable import GPT, GPTConfig, ProjectorConfig
 
 from experiments.config import ConfigError, build_section, compose, flatten, parse_run
-from experiments.models import build_trainee, load_source_weights
-from experiments.sweep import parse_stages, plan_stage
-from experiments.sweep_source_size import STAGE, decide_reuse, plan_cells, run_source_size
+from experiments.orchestration.plan import decide_reuse, parse_sources, parse_stages, plan_stage
+from experiments.run.trainees import build_trainee, load_source_weights
+from experiments.sweep import run_sweep
 from experiments.train import train
+
+STAGE = "stage2"  # Table 3's one stage
 
 # (target width, source width, rank) of the paper's Table 3
 PAPER_CELLS = {(0.25, 1.0, 8), (0.25, 0.5, 8), (0.25, 0.5, 16), (0.125, 1.0, 8), (0.125, 0.5, 8),
@@ -26,15 +30,35 @@ def table3(store, tmp_path):
     return compose(["experiment=table3", "scale=smoke", *store.overrides(runs=str(tmp_path / "runs"))])
 
 
+class Table3Cell(NamedTuple):
+    name: str
+    target: float  # width of P_target (of the width-1 model)
+    source: float  # width of the source M_source
+    scale: float  # the core's scale: target / source
+    rank: int
+    source_cell: str
+
+
+def table3_cells(cfg) -> list[Table3Cell]:
+    """The cells as configured: every one projected, one scale, started from a source cell."""
+    cells = []
+    for name, cell in parse_stages(cfg.experiment)[STAGE].cells.items():
+        assert cell.kind == "projected" and cell.scales is not None and len(cell.scales) == 1, name
+        rank = int(cell.overrides.get("projector.rank", cfg.projector.rank))
+        cells.append(Table3Cell(name, cell.width * cell.scales[0], cell.width, cell.scales[0], rank, cell.init_from))
+    return cells
+
+
 def test_plan_has_exactly_the_papers_nine_cells(table3):
-    plan = plan_cells(table3)
-    assert {(c.target, c.source, c.rank) for c in plan.cells} == PAPER_CELLS and len(plan.cells) == 9
-    for cell in plan.cells:
-        assert cell.scale == cell.target / cell.source  # the core's scale is relative to the source
+    cells = table3_cells(table3)
+    assert {(c.target, c.source, c.rank) for c in cells} == PAPER_CELLS and len(cells) == 9
+    for cell in cells:
         assert cell.source_cell == SOURCE_CELLS[cell.source]
-    reused = {(c.target, c.source, c.rank): c.reuse for c in plan.cells if c.reuse}
+    sources = parse_sources(table3.experiment)
+    by_name = {c.name: c for c in cells}
+    reused = {(by_name[c].target, by_name[c].source, by_name[c].rank): t1 for c, t1 in sources.reuse.items()}
     assert reused == {(0.25, 1.0, 8): "P4", (0.125, 1.0, 8): "P8"}  # Table 1's P_1/4 and P_1/8 (r = 8)
-    assert (plan.sources_experiment, plan.sources_stage) == ("table1", "stage1")
+    assert (sources.experiment, sources.stage) == ("table1", "stage1")
 
 
 def test_planned_trials_start_from_their_sources_with_their_rank(table3):
@@ -42,7 +66,7 @@ def test_planned_trials_start_from_their_sources_with_their_rank(table3):
     stage = parse_stages(table3.experiment)[STAGE]
     specs = {s["cell"]: s for s in plan_stage(table3, STAGE, stage, "sweep", None, sources)}
     assert len(specs) == 9
-    for cell in plan_cells(table3).cells:
+    for cell in table3_cells(table3):
         run = parse_run(specs[cell.name]["config"])
         assert run.kind == "projected" and run.width == cell.source
         assert run.projector.scales == (cell.scale,) and run.projector.rank == cell.rank
@@ -51,19 +75,26 @@ def test_planned_trials_start_from_their_sources_with_their_rank(table3):
 
 
 def test_reuse_only_when_table1_ran_the_same_config(table3):
-    plan = plan_cells(table3)
+    reuse = parse_sources(table3.experiment).reuse
     sources = {cell: [f"runs:/{cell}-run/model"] for cell in SOURCE_CELLS.values()}
     specs = plan_stage(table3, STAGE, parse_stages(table3.experiment)[STAGE], "sweep", None, sources)
     as_params = {s["cell"]: flatten(s["config"]) for s in specs}
     same = {"P4": {0: as_params["P4_M1_r8"]}, "P8": {0: as_params["P8_M1_r8"]}}
-    decision = decide_reuse(plan, specs, lambda cell: same[cell])
+    decision = decide_reuse(reuse, specs, lambda cell: same[cell])
     assert decision.reused == {"P4_M1_r8": "P4", "P8_M1_r8": "P8"} and not decision.retrained
 
     longer = {**as_params["P8_M1_r8"], "train.steps": "999"}
-    decision = decide_reuse(plan, specs, lambda cell: {"P4": same["P4"], "P8": {0: longer}}[cell])
+    decision = decide_reuse(reuse, specs, lambda cell: {"P4": same["P4"], "P8": {0: longer}}[cell])
     assert decision.reused == {"P4_M1_r8": "P4"} and decision.retrained == {"P8_M1_r8": ["train.steps"]}
-    decision = decide_reuse(plan, specs, lambda cell: {})
+    decision = decide_reuse(reuse, specs, lambda cell: {})
     assert not decision.reused and set(decision.retrained) == {"P4_M1_r8", "P8_M1_r8"}
+
+
+def test_reuse_of_a_cell_no_stage_has_is_refused(table3):
+    with open_dict(table3):
+        table3.experiment.reuse = {"P2_M1_r8": "P2"}
+    with pytest.raises(ConfigError, match="P2_M1_r8"):
+        parse_sources(table3.experiment)
 
 
 def test_projected_trainee_accepts_a_narrower_source(tmp_path):
@@ -88,4 +119,4 @@ def test_train_runs_p_1_4_from_m_1_2(smoke, tmp_path):
 def test_without_a_table1_sweep_it_says_to_run_table1_first(tmp_path):
     cfg = compose(["experiment=table3", "scale=smoke", f"paths.root={tmp_path}"])  # an empty store
     with pytest.raises(ConfigError, match="nox -s reproduce_table1 -- scale=smoke"):
-        run_source_size(cfg)
+        run_sweep(cfg)

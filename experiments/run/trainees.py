@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, sample
 
-from experiments.evaluate import NLLFn
+from experiments.run.evaluate import NLLFn
 
 MODEL_FILE = "model.safetensors"  # the GPT (M_s, M~_s, or the source of a projected run)
 PROJECTABLE_FILE = "projectable.safetensors"  # source and projectors together

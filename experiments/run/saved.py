@@ -1,8 +1,8 @@
-"""Final weights of tracked runs, loaded for evaluation without training (Table 3's training losses, Figures 3
+"""Final weights of a run, loaded for evaluation without training (Table 3's training losses, Figures 3
 and 4): a run's config, its data, and each model it holds as an NLL function or a model to sample from.
 
-Every run logs its final weights as the ``model/`` artifact and its resolved config as ``config/config.yaml``
-(``experiments.train``); these are read back here, so a report needs only the MLflow store.
+A ``SavedRun`` is a folder of final weights with the run's config: a run directory's ``final/`` here, or
+the ``model/`` artifact of a tracked run (``experiments.tracking.sweeps.download_run``).
 """
 
 from __future__ import annotations
@@ -10,35 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-import pandas as pd
 import torch
-from omegaconf import OmegaConf
 from projectable import GPT, ProjectableGPT
 
-from experiments.config import RunConfig, parse_run
-from experiments.datasets import build_data
-from experiments.evaluate import NLLFn
-from experiments.models import MODEL_FILE, PROJECTABLE_FILE, GPTTrainee, ProjectedTrainee, projected_name
+from experiments.config import RunConfig
+from experiments.run.datasets import build_data
+from experiments.run.evaluate import NLLFn
+from experiments.run.trainees import (
+    MODEL_FILE,
+    PROJECTABLE_FILE,
+    GPTTrainee,
+    ProjectedTrainee,
+    projected_name,
+)
 
 
 class SavedRun(NamedTuple):
     run_id: str
     config: RunConfig  # the run's resolved config
     folder: Path  # its final weights (model.safetensors, and projectable.safetensors for projected runs)
-
-
-def download_run(tracking_uri: str, run_id: str, cache_dir: str | Path) -> SavedRun:
-    """Fetch a run's final weights and config into ``cache_dir/<run id>`` (once; later calls reuse them)."""
-    import mlflow
-
-    target = Path(cache_dir) / run_id
-    model, config = target / "model", target / "config" / "config.yaml"
-    if not (model.is_dir() and config.is_file()):
-        target.mkdir(parents=True, exist_ok=True)
-        for artifact in ("model", "config"):  # folders: they land under their own names
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(target),
-                                                tracking_uri=tracking_uri)
-    return SavedRun(run_id, parse_run(OmegaConf.load(config)), model)
 
 
 def saved_folder(folder: str | Path, config: RunConfig, run_id: str = "local") -> SavedRun:
@@ -73,9 +63,3 @@ def data_of(config: RunConfig, cache_dir: str | Path | None = None):
 
 def pick_device(device: str | None = None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def runs_frame(trials: pd.DataFrame, cells: list[str]) -> pd.DataFrame:
-    """The FINISHED trials of ``cells`` (rows of ``experiments.report.load_trials``), in cell and seed order."""
-    kept = trials[trials.cell.isin(cells) & (trials.status == "FINISHED")]
-    return kept.sort_values(["cell", "seed"]).reset_index(drop=True)

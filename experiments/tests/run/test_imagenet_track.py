@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from experiments.config import compose, parse_run, to_container
-from experiments.datasets import build_data, validation_subsets
+from experiments.orchestration.plan import parse_stages, plan_stage
 from experiments.prepare_data import data_configs
-from experiments.sweep import parse_stages, plan_stage
+from experiments.run.datasets import build_data, validation_subsets
 from experiments.train import train
 
 # Tiny tokenizer and the random conv encoder (smoke tests only): seconds instead of minutes.

@@ -6,14 +6,14 @@ stand-in can and cannot show. Writes ``reports/<scale>/table4.{md,csv}``; ``anal
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.claims import Cell, Verdict, combine_runs, contrast_se, less_than
-from experiments.report import Provenance, ReportFiles, attach_per_image
-from experiments.report_table2 import data_lines, fmt, provenance_lines, verdict_lines
+from experiments.reporting import toolkit
+from experiments.reporting.claims import Cell, Verdict, combine_runs, contrast_se, less_than
+from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_cell, md_table, section
+from experiments.tracking.sweeps import attach_per_image
 
 SPLITS = {"half": '"1/2-1/2"', "mod2": '"mod 2"'}
 REGIMES = {"all": "all / all", "eighth": "1/8 / 1/8", "c1_eighth": "1/8 / all"}  # C1 / C2 training sets
@@ -148,85 +148,66 @@ def markdown(table: Table4Cells, verdicts: list[Verdict], prov: Provenance, summ
     stand_in = bool(summary and summary.get("stand_in"))
     stage2_runs = int((trials["stage"] == "stage2").sum())
     title = "ImageNet STAND-IN (SynthMNIST renders; C1/C2 are digit groups)" if stand_in else "ImageNet 64x64"
+    get = table.cells.get
+    rows = [[SPLITS[split], REGIMES[regime], fmt_cell(get((split, regime, "C1"))), f"{paper_c1:.3f}",
+             fmt_cell(get((split, regime, "C2"))), f"{paper_c2:.3f}"]
+            for (split, regime), (paper_c1, paper_c2) in PAPER_TABLE4.items()]
+    groups = ("digits 0-4 | 5-9 and even | odd digits" if stand_in
+              else "labels < 500 | >= 500 and even | odd 0-based labels")
     lines = [
         f"# Table 4 at scale `{prov.scale}`: P_1/2 validation loss (nats/token) on C1 and C2, {title}",
         "",
         "Ours: mean ± standard error over the validation images of the group (n = runs averaged). Paper: Table 4 "
         "of Zhmoginov et al. (ImageNet, P_1/2 of the 24-layer source).",
         "",
-        "| split | train C1 / C2 | C1 | paper C1 | C2 | paper C2 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for (split, regime), (paper_c1, paper_c2) in PAPER_TABLE4.items():
-        get = table.cells.get
-        lines.append(f"| {SPLITS[split]} | {REGIMES[regime]} | {fmt(get((split, regime, 'C1')))} | {paper_c1:.3f} | "
-                     f"{fmt(get((split, regime, 'C2')))} | {paper_c2:.3f} |")
-    groups = ("digits 0-4 | 5-9 and even | odd digits" if stand_in
-              else "labels < 500 | >= 500 and even | odd 0-based labels")
-    lines += [
+        *md_table(["split", "train C1 / C2", "C1", "paper C1", "C2", "paper C2"], rows),
         "",
         f"C1 | C2: {groups}. A fraction keeps that share of every class's training images (seeded per class).",
         "",
-        "## Data",
-        "",
-        *data_lines(summary),
-        "",
-        "## Protocol",
-        "",
-        f"- Stage 1: one unconditional M_1 on 1/8 of every class's training images "
-        f"({prov.stage_steps.get('stage1', '?')} steps). That set lies inside every cell's training set, so no "
-        "cell's source has seen images the cell withholds.",
-        f"- Stage 2: {stage2_runs} P_1/2 runs start from it (Eq. 2, w_src = 1), "
-        f"{prov.stage_steps.get('stage2', '?')} steps each, on their split's C1 and C2 at their regime's "
-        "fractions; each is evaluated on the C1 and C2 of both splits.",
-        "- Two consequences of the design, to read the table with: the 1/8/1/8 training set is exactly stage 1's "
-        "set, so those runs see the same images through both stages and overfit first; and as a fraction keeps "
-        "the same images of a class whatever the split, all/all and 1/8/1/8 train one model each that serves "
-        "both splits' rows (the rows are not independent measurements; a sweep that trained them once per split "
-        "trained the same model twice). Only the 1/8/all runs differ between the splits.",
-        "",
-        "## Claims",
-        "",
-        "An inequality holds when its margin exceeds 2 standard errors of the difference. The first rows treat "
-        "the two cells as independent (conservative: both are evaluated on the same validation images); the "
-        "rows marked (paired) use the standard error of the mean per-image difference, which removes the "
-        "images' own spread (but not the spread over seeds). The paper's C1 differences are 0.003-0.007 "
-        "nats/token, below the independent rule's resolution at a few hundred validation images, so the paired "
-        "rows are the informative ones.",
-        "",
-        *verdict_lines(verdicts),
-        "",
+        *section("Data", *toolkit.data_lines(summary)),
+        *section(
+            "Protocol",
+            f"- Stage 1: one unconditional M_1 on 1/8 of every class's training images "
+            f"({prov.stage_steps.get('stage1', '?')} steps). That set lies inside every cell's training set, so no "
+            "cell's source has seen images the cell withholds.",
+            f"- Stage 2: {stage2_runs} P_1/2 runs start from it (Eq. 2, w_src = 1), "
+            f"{prov.stage_steps.get('stage2', '?')} steps each, on their split's C1 and C2 at their regime's "
+            "fractions; each is evaluated on the C1 and C2 of both splits.",
+            "- Two consequences of the design, to read the table with: the 1/8/1/8 training set is exactly stage 1's "
+            "set, so those runs see the same images through both stages and overfit first; and as a fraction keeps "
+            "the same images of a class whatever the split, all/all and 1/8/1/8 train one model each that serves "
+            "both splits' rows (the rows are not independent measurements; a sweep that trained them once per split "
+            "trained the same model twice). Only the 1/8/all runs differ between the splits.",
+        ),
+        *section(
+            "Claims",
+            "An inequality holds when its margin exceeds 2 standard errors of the difference. The first rows treat "
+            "the two cells as independent (conservative: both are evaluated on the same validation images); the "
+            "rows marked (paired) use the standard error of the mean per-image difference, which removes the "
+            "images' own spread (but not the spread over seeds). The paper's C1 differences are 0.003-0.007 "
+            "nats/token, below the independent rule's resolution at a few hundred validation images, so the paired "
+            "rows are the informative ones.",
+            "",
+            *toolkit.verdict_lines(verdicts),
+        ),
     ]
     if stand_in:
-        lines += ["## What the stand-in can and cannot show", "", STANDIN_LIMITS, ""]
+        lines += section("What the stand-in can and cannot show", STANDIN_LIMITS)
     lines += [
-        "## Running on ImageNet",
-        "",
-        "As for Table 2 (see table2.md): the downsampled 64x64 npz release (~12 GB), embeddings of every image, "
-        "the VQ-VAE; then `nox -s reproduce_table4 -- scale=gpu data.images=imagenet64 "
-        "data.imagenet_root=/path/to/imagenet64 data.train_size=null` on a GPU machine. The subsets C1 and C2 "
-        "then hold 500 classes each.",
-        "",
-        "## Runs per cell",
-        "",
-        ", ".join(f"{cell}: {n}" for cell, n in sorted(trials.groupby("cell").seed.nunique().to_dict().items())),
-        "",
-        "## Provenance",
-        "",
-        *provenance_lines(prov),
-        "",
+        *section(
+            "Running on ImageNet",
+            "As for Table 2 (see table2.md): the downsampled 64x64 npz release (~12 GB), embeddings of every image, "
+            "the VQ-VAE; then `nox -s reproduce_table4 -- scale=gpu data.images=imagenet64 "
+            "data.imagenet_root=/path/to/imagenet64 data.train_size=null` on a GPU machine. The subsets C1 and C2 "
+            "then hold 500 classes each.",
+        ),
+        *toolkit.runs_per_cell(trials),
+        *toolkit.provenance_lines(prov),
     ]
     return "\n".join(lines)
 
 
-
-
-def write_report(out_dir: str | Path, table: Table4Cells, verdicts: list[Verdict], prov: Provenance,
+def write_report(out_dir, table: Table4Cells, verdicts: list[Verdict], prov: Provenance,
                  summary: dict | None, trials: pd.DataFrame) -> ReportFiles:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / "table4.md"
-    md.write_text(markdown(table, verdicts, prov, summary, trials))
-    csv = out_dir / "table4.csv"
-    results_frame(table).to_csv(csv, index=False, float_format="%.5f")
-    return ReportFiles(md, csv)
+    return toolkit.write_report(out_dir, "table4", markdown(table, verdicts, prov, summary, trials),
+                                results_frame(table))

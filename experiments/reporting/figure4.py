@@ -2,7 +2,7 @@
 
 Saved models are evaluated, without training, on the fixed validation images re-rendered with t1 set to each
 value of a grid over 0..2 (training draws t1 ~ U[0, 1]). ``evaluate_zero_shot`` returns one row per model run,
-t1 value and image; ``zero_shot_summary`` combines seeds into cells (``experiments.claims.combine_runs``) and
+t1 value and image; ``zero_shot_summary`` combines seeds into cells (``experiments.reporting.claims.combine_runs``) and
 ``zero_shot_verdicts`` decides the paper's claim by a rule fixed here, before any run was looked at:
 
 * "P_1/2 generalises past the training range better than M~_1/2" holds when the mean loss over t1 in (1, 2]
@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from experiments.claims import SCALE_LABELS, Cell, Verdict, combine_runs, gap_grows, less_than
-from experiments.evaluate import NLLFn
-from experiments.report import ReportFiles, save_figure
+from experiments.reporting import toolkit
+from experiments.reporting.claims import Cell, Verdict, combine_runs, gap_grows, less_than
+from experiments.reporting.toolkit import Provenance, ReportFiles, md_table, save_figure, scale_label, section
+from experiments.run.evaluate import NLLFn
 
 SCALE_COORDINATE = 1  # t1: texture scale sc(t1) = 2 + 18 t1 (App. C.3)
 TRAINING_RANGE = (0.0, 1.0)
@@ -42,7 +43,7 @@ class ZeroShotModel(NamedTuple):
 
     @property
     def name(self) -> str:
-        return f"{self.family}_{SCALE_LABELS[self.s]}"
+        return f"{self.family}_{scale_label(self.s)}"
 
 
 @torch.no_grad()
@@ -101,7 +102,7 @@ def range_cell(frame: pd.DataFrame, model: str, beyond: bool) -> Cell | None:
 
 def zero_shot_verdicts(frame: pd.DataFrame, s: float = 0.5) -> list[Verdict]:
     """The paper's Figure 4 claim at width ``s`` (default 1/2) by the rules in the module docstring."""
-    p, m = f"P_{SCALE_LABELS[s]}", f"M~_{SCALE_LABELS[s]}"
+    p, m = f"P_{scale_label(s)}", f"M~_{scale_label(s)}"
     p_out, m_out = range_cell(frame, p, True), range_cell(frame, m, True)
     p_in, m_in = range_cell(frame, p, False), range_cell(frame, m, False)
     claim = f"{p} generalises past the training range better than {m}"
@@ -141,11 +142,11 @@ def plot(frame: pd.DataFrame, path: str | Path, title: str) -> Path:
         sns.lineplot(sub, x="t1", y="nats", hue="family", hue_order=[f for f in ("P", "M~") if f in set(sub.family)],
                      errorbar="se", marker="o", ax=ax)
         ax.axvspan(*TRAINING_RANGE, color="0.9", zorder=0, label="training range")
-        ax.set_title(f"s = {SCALE_LABELS[s]}")
+        ax.set_title(f"s = {scale_label(s)}")
         ax.set_xlabel("t1 (texture scale coordinate)")
         ax.set_ylabel("loss (nats/token)")
         handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles, [f"{lab}_{SCALE_LABELS[s]}" if lab in ("P", "M~") else lab for lab in labels],
+        ax.legend(handles, [f"{lab}_{scale_label(s)}" if lab in ("P", "M~") else lab for lab in labels],
                   fontsize=8)
     return save_figure(fig, title, path)
 
@@ -164,34 +165,27 @@ class LoadedModels(NamedTuple):
 def load_table1_models(trials: pd.DataFrame, tracking_uri: str, cache_dir: str | Path,
                        device: str | None = None) -> LoadedModels:
     """The final weights of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8 runs (every seed), read
-    from MLflow (``trials`` from ``experiments.report.load_trials``)."""
-    from experiments.saved_models import data_of, download_run, load_model, nll_fn, pick_device, runs_frame
+    from MLflow (``trials`` from ``experiments.tracking.sweeps.load_trials``)."""
+    from experiments.run.saved import nll_fn
 
-    device = pick_device(device)
-    models, data_configs, data = [], set(), None
-    for row in runs_frame(trials, list(TABLE1_CELLS)).itertuples():
+    saved = toolkit.load_saved_models(trials, list(TABLE1_CELLS), tracking_uri, cache_dir, device=device)
+    models = []
+    for row, model in zip(saved.runs.itertuples(), saved.models):
         family, s = TABLE1_CELLS[row.cell]
-        saved = download_run(tracking_uri, row.run_id, Path(cache_dir) / "models")
-        data_configs.add(repr(saved.config.data))
-        if data is None:
-            data = data_of(saved.config, Path(cache_dir) / "data")
-        model = load_model(saved).to(device)
-        nll = nll_fn(model, s if family == "P" else None)
-        models.append(ZeroShotModel(family, s, int(row.seed), row.run_id, nll))
-    if len(data_configs) > 1:
-        raise ValueError(f"the runs were trained on different data configs: {sorted(data_configs)}")
-    if not models:
-        raise ValueError(f"no finished run of cells {list(TABLE1_CELLS)} among the trials")
-    return LoadedModels(models, data, device)
+        models.append(ZeroShotModel(family, s, int(row.seed), row.run_id, nll_fn(model, s if family == "P" else None)))
+    return LoadedModels(models, saved.data, saved.device)
 
 
-def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFrame, prov, evaluation: dict) -> str:
+def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFrame, prov: Provenance,
+             evaluation: dict) -> str:
     """reports/<scale>/figure4.md."""
-    from experiments.claims import summarise
-
     pivot = summary.pivot(index="t1", columns="model", values="nats")
     ses = summary.pivot(index="t1", columns="model", values="se")
     order = [m for m in ("P_1/2", "M~_1/2", "P_1/4", "M~_1/4", "P_1/8", "M~_1/8") if m in pivot.columns]
+    grid = [[f"{t1:g}{' (past training)' if t1 > TRAINING_RANGE[1] else ''}",
+             *(f"{pivot.loc[t1, m]:.3f} ± {ses.loc[t1, m]:.3f}" for m in order)] for t1 in pivot.index]
+    range_rows = [[row.model, f"{row.in_range:.3f} ± {row.in_range_se:.3f}", f"{row.beyond:.3f} ± {row.beyond_se:.3f}",
+                   f"{row.beyond - row.in_range:+.3f}"] for row in ranges.itertuples()]
     lines = [
         f"# Figure 4 at scale `{prov.scale}`: loss vs the scale coordinate t1 (training range 0..1)",
         "",
@@ -204,63 +198,32 @@ def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFram
         "where a cell has several). The plot's bands are one standard error over images of the seed-averaged "
         "per-image loss.",
         "",
-        "| t1 | " + " | ".join(order) + " |",
-        "|---|" + "---|" * len(order),
-    ]
-    for t1 in pivot.index:
-        cells = [f"{pivot.loc[t1, m]:.3f} ± {ses.loc[t1, m]:.3f}" for m in order]
-        lines.append(f"| {t1:g}{' (past training)' if t1 > TRAINING_RANGE[1] else ''} | " + " | ".join(cells) + " |")
-    lines += [
+        *md_table(["t1", *order], grid),
         "",
         "Mean over t1 inside ([0, 1]) and past (1, 2] the training range (per-image means first):",
         "",
-        "| model | [0, 1] | (1, 2] | increase |",
-        "|---|---|---|---|",
-    ]
-    for row in ranges.itertuples():
-        lines.append(f"| {row.model} | {row.in_range:.3f} ± {row.in_range_se:.3f} | {row.beyond:.3f} ± "
-                     f"{row.beyond_se:.3f} | {row.beyond - row.in_range:+.3f} |")
-    lines += [
+        *md_table(["model", "[0, 1]", "(1, 2]", "increase"], range_rows),
         "",
-        "## Claim",
+        *section(
+            "Claim",
+            "Paper (App. D.3): all models degrade from t1 ≈ 1, and P_1/2 generalises better than M~_1/2 (while "
+            "P_1/4 and P_1/8 struggle near t1 ≈ 2; the paper gives curves, not numbers, so only the P_1/2 claim is "
+            "tested). Rule, fixed in `experiments/reporting/figure4.py` before the runs were looked at: the claim "
+            "holds when P_1/2's mean loss over t1 in (1, 2] is lower than M~_1/2's by more than 2 standard errors "
+            "(the inequality rule of Table 1, `experiments/reporting/claims.py`, cells treated as independent). The "
+            "stricter reading, that P_1/2's advantage grows past the training range, is reported by the same rule.",
+            "",
+            *toolkit.verdict_lines(verdicts, suffix=" at this scale"),
+        ),
+        f"t1 grid: {', '.join(f'{t:g}' for t in pivot.index)}.",
         "",
-        "Paper (App. D.3): all models degrade from t1 ≈ 1, and P_1/2 generalises better than M~_1/2 (while "
-        "P_1/4 and P_1/8 struggle near t1 ≈ 2; the paper gives curves, not numbers, so only the P_1/2 claim is "
-        "tested). Rule, fixed in `experiments/zero_shot.py` before the runs were looked at: the claim holds when "
-        "P_1/2's mean loss over t1 in (1, 2] is lower than M~_1/2's by more than 2 standard errors (the "
-        "inequality rule of Table 1, `experiments/claims.py`, cells treated as independent). The stricter "
-        "reading, that P_1/2's advantage grows past the training range, is reported by the same rule.",
-        "",
-    ]
-    for claim, verdict in summarise(verdicts).items():
-        lines.append(f"- **{claim}**: {verdict} at this scale")
-    lines += ["", "| claim | comparison | difference | 2 SE | rule | verdict |", "|---|---|---|---|---|---|"]
-    for v in verdicts:
-        lines.append(f"| {v.claim} | {v.comparison} | {v.difference:+.4f} | {v.two_se:.4f} | {v.rule} | {v.verdict} |")
-    lines += [
-        "",
-        "## Provenance",
-        "",
-        f"- models: Table 1 sweep `{prov.sweep_id}` (MLflow, finished {prov.finished}), commit `{prov.commit}`, "
-        f"command `{prov.command}`, steps {prov.stage_steps}, wall time {prov.wall_time_s / 60:.1f} min, "
-        f"machine: {prov.machine}",
-        f"- this evaluation: commit `{evaluation['commit']}`, {evaluation['wall_time_s']:.0f} s, "
-        f"machine: {evaluation['machine']}",
-        f"- scale: `{prov.scale}`; t1 grid: {', '.join(f'{t:g}' for t in pivot.index)}",
-        "",
+        *toolkit.provenance_lines(prov, evaluation=evaluation),
     ]
     return "\n".join(lines)
 
 
-
-
 def write_report(out_dir: str | Path, frame: pd.DataFrame, summary: pd.DataFrame, verdicts: list[Verdict],
-                 ranges: pd.DataFrame, prov, evaluation: dict) -> ReportFiles:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot(frame, out_dir / "figure4.png", f"Figure 4, scale {prov.scale} (sweep {prov.sweep_id})")
-    csv = out_dir / "figure4.csv"
-    summary.to_csv(csv, index=False, float_format="%.5f")
-    md = out_dir / "figure4.md"
-    md.write_text(markdown(summary, verdicts, ranges, prov, evaluation))
-    return ReportFiles(md, csv, png)
+                 ranges: pd.DataFrame, prov: Provenance, evaluation: dict) -> ReportFiles:
+    title = f"Figure 4, scale {prov.scale} (sweep {prov.sweep_id})"
+    return toolkit.write_report(out_dir, "figure4", markdown(summary, verdicts, ranges, prov, evaluation), summary,
+                                lambda path: plot(frame, path, title))

@@ -1,27 +1,27 @@
 """Table 3 from tracked runs: the newest finished Table 3 sweep of a scale, plus the Table 1 runs it reused;
 validation losses (logged by the runs) and training losses (the final models evaluated on a fixed draw of the
 training stream); the claim "at equal r a larger source projects better" by the rules of
-``experiments.claims``; ``reports/<scale>/table3.{md,csv}``. The notebook ``analysis/table3.py`` calls these.
+``experiments.reporting.claims``; ``reports/<scale>/table3.{md,csv}``. The notebook ``analysis/table3.py`` calls these.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.claims import Cell, Verdict, combine_runs, contrast_se, less_than, summarise
-from experiments.evaluate import validation_loss
-from experiments.models import projected_name
-from experiments.report import Provenance, ReportFiles, find_sweep, load_trials
-from experiments.saved_models import data_of, download_run, load_model, nll_fn, pick_device
-from experiments.tracking import MlflowClient
+from experiments.reporting import toolkit
+from experiments.reporting.claims import Cell, Verdict, combine_runs, contrast_se, less_than
+from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_mean_se, md_table, scale_label, section
+from experiments.run.evaluate import validation_loss
+from experiments.run.saved import data_of, load_model, nll_fn, pick_device
+from experiments.run.trainees import projected_name
+from experiments.tracking.store import MlflowClient
+from experiments.tracking.sweeps import download_run, find_sweep, load_trials
 
-SCALE_LABELS = {1.0: "1", 0.5: "1/2", 0.25: "1/4", 0.125: "1/8"}
 # Table 3 of the paper (training losses, nats/token): (target width, source width, rank) -> loss.
 PAPER_TABLE3 = {
     (0.25, 1.0, 8): 0.47, (0.25, 0.5, 8): 0.50, (0.25, 0.5, 16): 0.49,
@@ -34,7 +34,7 @@ TRAIN_SAMPLE_STEP = 0  # the training-stream draw the final models are scored on
 
 
 def label(target: float, source: float, rank: int) -> str:
-    return f"P_{SCALE_LABELS[target]} from M_{SCALE_LABELS[source]}, r={rank}"
+    return f"P_{scale_label(target)} from M_{scale_label(source)}, r={rank}"
 
 
 def load_runs(tracking_uri: str, experiment: str, scale: str):
@@ -42,8 +42,8 @@ def load_runs(tracking_uri: str, experiment: str, scale: str):
     it reused (``reused_from`` names them) and each run's target, source width, scale and rank."""
     sweep_run = find_sweep(tracking_uri, experiment, scale, "table3")
     if sweep_run is None:
-        raise SystemExit(f"no finished table3 sweep at scale {scale} in {tracking_uri}; run "
-                         f"`nox -s reproduce_table3 -- scale={scale}` first")
+        raise toolkit.MissingRuns(f"table3: no finished table3 sweep at scale {scale} in {tracking_uri}; run "
+                                  f"`{toolkit.make_command('table3', scale)}` first")
     trials = load_trials(tracking_uri, experiment, sweep_run.data.tags["sweep_id"])
     trials["reused_from"] = ""
     reused = json.loads(sweep_run.data.tags.get("reused", "{}"))
@@ -115,7 +115,7 @@ def table3_cells(trials: pd.DataFrame, train: pd.DataFrame) -> Table3:
                 train_cells[key] = combine_runs(done.train_nats.tolist(), done.train_se.tolist(), train_images)
         params_key = f"num_params/projector_{group.scale.iloc[0]}"
         rows.append({
-            "cell": group.cell.iloc[0], "target": SCALE_LABELS[target], "source": SCALE_LABELS[source],
+            "cell": group.cell.iloc[0], "target": scale_label(target), "source": scale_label(source),
             "rank": int(rank), "scale": group.scale.iloc[0],
             "projector_params": _count(group.get(params_key)),
             "train_nats": getattr(train_cells.get(key), "mean", math.nan),
@@ -165,114 +165,70 @@ def _count(column) -> int:
     return -1 if column is None or column.isna().all() else int(column.dropna().iloc[0])
 
 
-def _fmt(mean: float, se: float) -> str:
-    return "-" if math.isnan(mean) else f"{mean:.3f} ± {se:.3f}"
-
-
 def markdown(table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov: Provenance, sweep_run,
              evaluation: dict) -> str:
     """reports/<scale>/table3.md."""
     tags = sweep_run.data.tags
     steps = prov.stage_steps.get("stage2", "?")
+    rows = []
+    for row in table.frame.itertuples():
+        reused = f" (Table 1 run {row.reused_from})" if row.reused_from else ""
+        rows.append([f"P_{row.target}", f"M_{row.source}", row.rank, f"{row.projector_params:,}",
+                     fmt_mean_se(row.train_nats, row.train_se), f"{row.paper_train_nats:.2f}",
+                     fmt_mean_se(row.val_nats, row.val_se), f"{row.seeds}{reused}"])
+    reused = json.loads(tags.get("reused", "{}"))
+    matched_rows = [[row.loss, row.comparison, f"{row.difference:+.4f}", f"{row.two_se:.4f}",
+                     "-" if math.isnan(row.paper) else f"{row.paper:+.2f}"] for row in matched.itertuples()]
     lines = [
         f"# Table 3 at scale `{prov.scale}`: projecting from sources of different sizes (SynthMNIST)",
         "",
         "P_1/4 and P_1/8 projected from M_1, M_1/2 and M_1/4 with projector rank r. Ours: mean ± standard error "
         "over images (and seeds where a cell has several). The paper's Table 3 reports training losses.",
         "",
-        "| target | source | r | projector params | training loss (ours) | paper | validation loss (ours) | runs |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in table.frame.itertuples():
-        reused = f" (Table 1 run {row.reused_from})" if row.reused_from else ""
-        lines.append(
-            f"| P_{row.target} | M_{row.source} | {row.rank} | {row.projector_params:,} | "
-            f"{_fmt(row.train_nats, row.train_se)} | {row.paper_train_nats:.2f} | {_fmt(row.val_nats, row.val_se)} | "
-            f"{row.seeds}{reused} |"
-        )
-    reused = json.loads(tags.get("reused", "{}"))
-    lines += [
+        *md_table(["target", "source", "r", "projector params", "training loss (ours)", "paper",
+                   "validation loss (ours)", "runs"], rows),
         "",
-        "## Protocol",
-        "",
-        f"- Sources: stage 1's M_1, M_1/2, M_1/4 of Table 1 sweep `{tags.get('source_sweep', '?')}` (trained from "
-        "scratch for its stage-1 steps). Every cell starts from one and keeps tuning it while the projector "
-        f"learns (Eq. 2, w_src = 1) for {steps} steps, Table 1's stage-2 budget. In the core's terms a cell's "
-        "scale is target width / source width (P_1/8 from M_1/4 is scale 1/2 of that source).",
-        "- Reused: " + (", ".join(f"{k} is Table 1's cell {v} (same config: steps, rank, scale, source)"
-                                   for k, v in reused.items()) or "none") + ".",
-        f"- Training loss: every final P_s scored on one fixed draw of {evaluation['images']} items of the "
-        f"training stream (`train_batch(step={TRAIN_SAMPLE_STEP}, batch_size={evaluation['images']})`: MNIST "
-        "training digits, flips, fresh task vectors; the same items for every cell). Each step trains on fresh "
-        "items, so this is the training distribution's loss, not a memorised batch. Validation loss: the runs' "
-        "own final evaluation on the fixed validation set (MNIST test digits).",
-        "- Projector params: the diagonal MLPs plus the small model's own embeddings, norms and head "
-        "(`ProjectableGPT.num_projector_params`).",
-        "",
-        "## Claims",
-        "",
-        "An inequality holds when its margin exceeds 2 standard errors of the difference (the rule of Table 1, "
-        "`experiments/claims.py`). Every cell is scored on the same images, so the standard error of a difference "
-        "is paired (the mean per-image difference, plus seed spread where a cell has several seeds). The claim "
-        "is judged on training losses as in the paper; validation losses are shown as a check.",
-        "",
-    ]
-    for claim, verdict in summarise(verdicts).items():
-        lines.append(f"- **{claim}**: {verdict}")
-    lines += ["", "| claim | comparison | difference | 2 SE | verdict | paper |", "|---|---|---|---|---|---|"]
-    paper = paper_verdicts()
-    for v in verdicts:
-        held = paper.get(v.comparison)
-        lines.append(f"| {v.claim} | {v.comparison} | {v.difference:+.4f} | {v.two_se:.4f} | {v.verdict} | "
-                     f"{'holds' if held else 'does not hold'} |")
-    lines += [
-        "",
-        "## Matched projector size (reported, no claim)",
-        "",
-        "The paper matches projector sizes across sources (M_1 at r = 8, M_1/2 at r = 16, M_1/4 at r = 32, "
-        "projector size ~ r x source width) and its own P_1/8 cells tie for M_1 and M_1/2 (0.57, 0.57) with "
-        "M_1/4 behind (0.67); we report the same differences without a verdict.",
-        "",
-        "| loss | comparison | difference | 2 SE | paper |",
-        "|---|---|---|---|---|",
-    ]
-    for row in matched.itertuples():
-        paper_diff = "-" if math.isnan(row.paper) else f"{row.paper:+.2f}"
-        lines.append(f"| {row.loss} | {row.comparison} | {row.difference:+.4f} | {row.two_se:.4f} | {paper_diff} |")
-    lines += [
-        "",
-        "## Provenance",
-        "",
-        f"- sweep: `{prov.sweep_id}` (MLflow, finished {prov.finished}); sources and reused runs from "
-        f"`{tags.get('source_sweep', '?')}`",
-        f"- commit: `{prov.commit}` (training); report written at `{prov.report_commit}`",
-        f"- command: `{prov.command}`",
-        f"- scale: `{prov.scale}`; steps per cell: {steps} (from a stage-1 source)",
-        f"- wall time: {prov.wall_time_s / 60:.1f} min for the new cells (the reused ones were timed in Table 1)",
-        f"- machine: {prov.machine}",
-        f"- training-loss evaluation: commit `{evaluation['commit']}`, {evaluation['wall_time_s']:.0f} s on "
-        f"{evaluation['machine']}",
-        "",
+        *section(
+            "Protocol",
+            f"- Sources: stage 1's M_1, M_1/2, M_1/4 of Table 1 sweep `{tags.get('source_sweep', '?')}` (trained "
+            "from scratch for its stage-1 steps). Every cell starts from one and keeps tuning it while the projector "
+            f"learns (Eq. 2, w_src = 1) for {steps} steps, Table 1's stage-2 budget. In the core's terms a cell's "
+            "scale is target width / source width (P_1/8 from M_1/4 is scale 1/2 of that source).",
+            "- Reused: " + (", ".join(f"{k} is Table 1's cell {v} (same config: steps, rank, scale, source)"
+                                       for k, v in reused.items()) or "none") + ".",
+            f"- Training loss: every final P_s scored on one fixed draw of {evaluation['images']} items of the "
+            f"training stream (`train_batch(step={TRAIN_SAMPLE_STEP}, batch_size={evaluation['images']})`: MNIST "
+            "training digits, flips, fresh task vectors; the same items for every cell). Each step trains on fresh "
+            "items, so this is the training distribution's loss, not a memorised batch. Validation loss: the runs' "
+            "own final evaluation on the fixed validation set (MNIST test digits).",
+            "- Projector params: the diagonal MLPs plus the small model's own embeddings, norms and head "
+            "(`ProjectableGPT.num_projector_params`).",
+        ),
+        *section(
+            "Claims",
+            "An inequality holds when its margin exceeds 2 standard errors of the difference (the rule of Table 1, "
+            "`experiments/reporting/claims.py`). Every cell is scored on the same images, so the standard error of "
+            "a difference is paired (the mean per-image difference, plus seed spread where a cell has several "
+            "seeds). The claim is judged on training losses as in the paper; validation losses are shown as a check.",
+            "",
+            *toolkit.verdict_lines(verdicts, rule=False, paper=paper_verdicts()),
+        ),
+        *section(
+            "Matched projector size (reported, no claim)",
+            "The paper matches projector sizes across sources (M_1 at r = 8, M_1/2 at r = 16, M_1/4 at r = 32, "
+            "projector size ~ r x source width) and its own P_1/8 cells tie for M_1 and M_1/2 (0.57, 0.57) with "
+            "M_1/4 behind (0.67); we report the same differences without a verdict.",
+            "",
+            *md_table(["loss", "comparison", "difference", "2 SE", "paper"], matched_rows),
+        ),
+        *toolkit.provenance_lines(
+            prov, sources=tags.get("source_sweep", "?"),
+            wall_time_note=" for the new cells (the reused ones were timed in Table 1)", evaluation=evaluation),
     ]
     return "\n".join(lines)
 
 
-
-
-def write_report(out_dir: str | Path, table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov,
-                 sweep_run, evaluation: dict) -> ReportFiles:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / "table3.md"
-    md.write_text(markdown(table, verdicts, matched, prov, sweep_run, evaluation))
-    csv = out_dir / "table3.csv"
-    table.frame.to_csv(csv, index=False, float_format="%.5f")
-    return ReportFiles(md, csv)
-
-
-def evaluation_provenance(root: str | Path, images: int, tick: float) -> dict:
-    """Who scored the training losses: commit, machine, wall time since ``tick``."""
-    from experiments.tracking import git_commit, machine
-
-    return {"commit": git_commit(root), "machine": machine(), "images": images, "wall_time_s": time.time() - tick}
-
+def write_report(out_dir, table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov, sweep_run,
+                 evaluation: dict) -> ReportFiles:
+    return toolkit.write_report(out_dir, "table3", markdown(table, verdicts, matched, prov, sweep_run, evaluation),
+                                table.frame)

@@ -16,7 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from experiments.config import TELEMETRY_OFF, project_root
+from experiments import telemetry
+from experiments.config import project_root
 
 
 def server_command(backend_uri: str, artifacts: str | Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
@@ -32,7 +33,7 @@ def server_command(backend_uri: str, artifacts: str | Path, host: str = "127.0.0
 
 
 def server_env() -> dict[str, str]:
-    return {**os.environ, **TELEMETRY_OFF, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return {**os.environ, **telemetry.ENVIRONMENT, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def start_server(backend_uri: str, artifacts: str | Path, port: int = 5000, log: Path | None = None,
@@ -85,6 +86,7 @@ def search_runs(url: str, experiment_ids: list[str], filter_string: str = "") ->
 
 
 def main(argv: list[str] | None = None) -> None:
+    telemetry.apply()
     root = project_root()
     parser = argparse.ArgumentParser(description="Serve the MLflow UI of this repository on 127.0.0.1")
     parser.add_argument("--backend-store-uri", default=f"sqlite:///{root}/mlflow.db")

@@ -13,10 +13,15 @@ from PIL import Image
 from projectable import GPT, ProjectableGPT, ProjectorConfig
 
 from experiments.config import compose, parse_run
-from experiments.datasets import build_data
-from experiments.samples_figure import compose_figure, sample_rows
-from experiments.saved_models import load_model, nll_fn, saved_folder
-from experiments.zero_shot import ZeroShotModel, evaluate_zero_shot, zero_shot_summary, zero_shot_verdicts
+from experiments.reporting.figure3 import compose_figure, sample_rows
+from experiments.reporting.figure4 import (
+    ZeroShotModel,
+    evaluate_zero_shot,
+    zero_shot_summary,
+    zero_shot_verdicts,
+)
+from experiments.run.datasets import build_data
+from experiments.run.saved import load_model, nll_fn, saved_folder
 
 
 @pytest.fixture(scope="module")

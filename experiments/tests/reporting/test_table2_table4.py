@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from experiments import report_table2, report_table4
+from experiments.reporting import table2 as report_table2
+from experiments.reporting import table4 as report_table4
 
 
 def row(cell, stage, **metrics):

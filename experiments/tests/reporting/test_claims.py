@@ -5,7 +5,9 @@ import math
 
 import pytest
 
-from experiments.claims import PAPER_TABLE1, SCALES, Cell, combine_runs, summarise, table1_verdicts
+from experiments.reporting.claims import Cell, combine_runs, summarise
+from experiments.reporting.table1 import PAPER_TABLE1, table1_verdicts
+from experiments.reporting.toolkit import SCALES
 
 SE = 0.002
 

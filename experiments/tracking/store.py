@@ -13,13 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.config import TELEMETRY_OFF
-
-for _key, _value in TELEMETRY_OFF.items():
-    os.environ.setdefault(_key, _value)
-
-import mlflow  # noqa: E402  (telemetry must be off before the import)
-from mlflow.tracking import MlflowClient  # noqa: E402
+import mlflow
+from mlflow.tracking import MlflowClient
 
 RUN_FILE = "mlflow_run.json"  # in the run directory: which MLflow run this directory continues
 

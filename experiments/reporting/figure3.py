@@ -15,7 +15,13 @@ import torch
 from PIL import Image
 from projectable import GPT, ProjectableGPT, sample
 
+from experiments.reporting import toolkit
+from experiments.reporting.toolkit import Provenance, scale_label
+
 UPSCALE, GAP = 4, 2  # the data package's figure3 layout, so that columns line up
+NUM_TASKS = 8  # columns: the first validation task vectors
+# Table 1 cells sampled (seed 0 of each): P_s of the single-size projected runs and the conditional M~_s.
+TABLE1_CELLS = {"P2": 0.5, "P4": 0.25, "P8": 0.125, "Mc2": 0.5, "Mc4": 0.25, "Mc8": 0.125}
 
 
 class SampleRow(NamedTuple):
@@ -89,17 +95,31 @@ def compose_figure(data, tasks: torch.Tensor, digit_indices: Sequence[int], rows
 def sample_rows(projected: Mapping[float, ProjectableGPT], conditional: Mapping[float, GPT], tasks: torch.Tensor,
                 seed: int = 0, temperature: float = 1.0) -> list[SampleRow]:
     """P_s(t) rows (largest s first), then M~_s rows, all for the same task vectors (N, 18)."""
-    from experiments.claims import SCALE_LABELS
-
     generator = torch.Generator().manual_seed(seed)
-    rows = [SampleRow(f"P_{SCALE_LABELS[s]}(t)", projected_samples(model, s, tasks, generator, temperature))
+    rows = [SampleRow(f"P_{scale_label(s)}(t)", projected_samples(model, s, tasks, generator, temperature))
             for s, model in sorted(projected.items(), reverse=True)]
-    rows += [SampleRow(f"M~_{SCALE_LABELS[s]} | t", conditional_samples(model, tasks, generator, temperature))
+    rows += [SampleRow(f"M~_{scale_label(s)} | t", conditional_samples(model, tasks, generator, temperature))
              for s, model in sorted(conditional.items(), reverse=True)]
     return rows
 
 
-def write_markdown(out_dir: str | Path, prov, rows: Sequence[SampleRow], evaluation: dict) -> Path:
+class Figure3Models(NamedTuple):
+    runs: object  # the seed-0 trials loaded (pandas rows: trial, cell, run_id, ...)
+    projected: dict[float, ProjectableGPT]  # s -> the projected run's model (source and projectors)
+    conditional: dict[float, GPT]  # s -> M~_s
+    data: object  # the runs' dataset
+
+
+def load_table1_models(trials, tracking_uri: str, cache_dir: str | Path) -> Figure3Models:
+    """Seed 0 of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8, from MLflow."""
+    saved = toolkit.load_saved_models(trials, list(TABLE1_CELLS), tracking_uri, cache_dir, seed=0, device="cpu")
+    by_cell = dict(zip(saved.runs.cell, saved.models))
+    projected = {TABLE1_CELLS[c]: m for c, m in by_cell.items() if c.startswith("P")}
+    conditional = {TABLE1_CELLS[c]: m for c, m in by_cell.items() if c.startswith("Mc")}
+    return Figure3Models(saved.runs, projected, conditional, saved.data)
+
+
+def write_markdown(out_dir: str | Path, prov: Provenance, rows: Sequence[SampleRow], evaluation: dict) -> Path:
     """reports/<scale>/figure3.md: what the figure shows and where its models came from (no claim: the
     paper's Figure 3 illustrates the data)."""
     lines = [
@@ -114,14 +134,8 @@ def write_markdown(out_dir: str | Path, prov, rows: Sequence[SampleRow], evaluat
         "conditional baseline given t. The digit is not part of t, so samples carry their own digits. The "
         "paper's Figure 3 shows renders only; the figure makes no claim and none is tested.",
         "",
-        "## Provenance",
+        f"Models: seed 0 of each cell of Table 1's sweep. Sampling: temperature 1, generator seed {evaluation['seed']}.",
         "",
-        f"- models: seed 0 of Table 1 sweep `{prov.sweep_id}` (MLflow, finished {prov.finished}), commit "
-        f"`{prov.commit}`, command `{prov.command}`, steps {prov.stage_steps}, machine: {prov.machine}",
-        f"- sampling: temperature 1, generator seed {evaluation['seed']}, commit `{evaluation['commit']}`, "
-        f"machine: {evaluation['machine']}",
-        "",
+        *toolkit.provenance_lines(prov, evaluation=evaluation),
     ]
-    path = Path(out_dir) / "figure3.md"
-    path.write_text("\n".join(lines))
-    return path
+    return toolkit.write_report(out_dir, "figure3", "\n".join(lines)).markdown

@@ -1,0 +1,206 @@
+"""Planning a sweep, as pure functions of the config (tested without Ray or MLflow).
+
+An experiment is a list of stages; each stage is a grid of cells (what to train) times seeds, and a stage
+may start its runs from the final weights of a cell of an earlier stage (Table 1: P_s, P~ and the control
+start from stage 1's M_1) or of another sweep's (``experiment.sources``: Table 3 starts from Table 1's
+stage-1 M_s and reuses the Table 1 cells it shares). ``plan_stage`` turns a stage into one ``TrialSpec``
+per cell and seed, each with its full resolved run config.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from experiments.config import SWEEP_SECTIONS, ConfigError, build_section, parse_run, to_container, to_plain
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    storage: str  # Tune's experiment folders (trial checkpoints); shared by all nodes of a cluster
+    id: str | None = None  # None: <experiment>-<scale>-<hash of the config>, so a rerun resumes
+    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})  # per trial
+    max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
+    reuse_actors: bool = False  # reuse trial processes (saves imports for many short trials)
+    verbose: int = 1
+    fail_once: Mapping[str, int] = field(default_factory=dict)  # trial -> step: fail there once (tests retries)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str | None = None  # None: start a local Ray on 127.0.0.1; else join this cluster
+    num_cpus: int | None = 2  # of a local Ray
+    num_gpus: int | None = 0
+    ship_code: bool = False  # upload experiments/ and the library packages to the workers
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str  # unconditional | conditional | projected
+    width: float = 1.0
+    seeds: int = 1  # runs of this cell, seeds 0..seeds-1
+    scales: tuple[float, ...] | None = None  # projector.scales of a projected cell
+    init_from: str | None = None  # cell of an earlier stage to start from (default: the stage's)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted config key -> value
+
+
+@dataclass(frozen=True)
+class Stage:
+    steps: int
+    cells: Mapping[str, Cell]
+    init_from: str | None = None  # cell of an earlier stage whose final weights start every run
+
+
+class TrialSpec(dict):
+    """What one trial runs: {"name", "stage", "cell", "seed", "config"} (a plain dict for Ray)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning (pure functions of the config; tested without Ray)
+
+
+def parse_stages(experiment: Any) -> dict[str, Stage]:
+    experiment = to_plain(experiment)
+    if not experiment or "stages" not in experiment:
+        raise ConfigError("no experiment selected; pass experiment=<name>, e.g. experiment=table1")
+    stages = {}
+    for name, stage in experiment["stages"].items():
+        stage = dict(stage)
+        cells = {cell: build_section(Cell, spec, f"experiment.stages.{name}.cells.{cell}")
+                 for cell, spec in stage.pop("cells").items()}
+        stages[name] = build_section(Stage, {**stage, "cells": cells}, f"experiment.stages.{name}")
+    return stages
+
+
+def derive_sweep_id(cfg: DictConfig) -> str:
+    """<experiment>-<scale>-<hash>: the same command (same config) names the same sweep."""
+    plain = to_container(cfg)
+    plain["sweep"] = {k: v for k, v in plain["sweep"].items() if k != "id"}
+    digest = hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(plain)).encode()).hexdigest()[:8]
+    return f"{cfg.experiment.name}-{cfg.budget.name}-{digest}"
+
+
+def trial_name(cell: str, seed: int) -> str:
+    return f"{cell}-seed{seed}"
+
+
+def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, parent_run_id: str | None,
+               init_uris: Mapping[str, list[str]]) -> list[TrialSpec]:
+    """One TrialSpec per cell and seed, each with its full resolved run config."""
+    specs = []
+    for cell_name, cell in stage.cells.items():
+        source = cell.init_from or stage.init_from
+        for seed in range(cell.seeds):
+            name = trial_name(cell_name, seed)
+            run_cfg = copy.deepcopy(cfg)
+            updates = {
+                "kind": cell.kind,
+                "width": cell.width,
+                "seed": seed,
+                "train.steps": stage.steps,
+                "run_dir": f"{cfg.paths.runs}/{sweep_id}/{name}",
+                "tracking.run_name": name,
+            }
+            if cell.scales is not None:
+                updates["projector.scales"] = list(cell.scales)
+            if source is not None:
+                uris = init_uris.get(source)
+                if not uris:
+                    raise ConfigError(f"cell {cell_name} starts from cell {source}, which no earlier stage ran")
+                updates["init_from"] = uris[seed % len(uris)]
+            for key, value in {**updates, **cell.overrides}.items():
+                try:  # struct mode: an unknown key fails here, on the driver
+                    OmegaConf.update(run_cfg, key, value, merge=False)
+                except Exception as err:
+                    raise ConfigError(f"cell {cell_name}: cannot set {key}={value!r}: {err}") from err
+            tags = {
+                "sweep_id": sweep_id,
+                "scale": str(cfg.budget.name),
+                "experiment": str(cfg.experiment.name),
+                "stage": stage_name,
+                "cell": cell_name,
+                "trial": name,
+            }
+            if source is not None:
+                tags["init_cell"] = source
+            if parent_run_id is not None:
+                tags["mlflow.parentRunId"] = parent_run_id
+            with open_dict(run_cfg):
+                OmegaConf.update(run_cfg, "tracking.tags", tags, merge=True)
+            plain = to_container(run_cfg)
+            for section in SWEEP_SECTIONS:
+                plain.pop(section, None)
+            parse_run(plain)  # a bad cell fails before any trial starts
+            specs.append(TrialSpec(name=name, stage=stage_name, cell=cell_name, seed=seed, config=plain))
+    return specs
+
+
+# ------------------------------------------------------------------------------------------------
+# Sources: cells of another sweep (``experiment.sources``)
+
+# Config keys that make two runs the same experiment (paths, names and tags may differ).
+IDENTITY_PREFIXES = ("kind", "width", "data.", "model.", "projector.", "train.")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Cells of another experiment's newest finished sweep at the same scale that this one starts from
+    (a cell's ``init_from`` naming one of its cells) or reuses (``reuse``: this cell -> that cell, taken
+    instead of trained when every seed's config is identical)."""
+
+    experiment: str  # e.g. table1
+    stage: str  # its stage whose cells are started from, e.g. stage1
+    reuse: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_sources(experiment: Any) -> Sources | None:
+    experiment = to_plain(experiment) or {}
+    if not experiment.get("sources"):
+        return None
+    sources = build_section(Sources, {**experiment["sources"], "reuse": experiment.get("reuse") or {}},
+                            "experiment.sources")
+    cells = {cell for stage in parse_stages(experiment).values() for cell in stage.cells}
+    unknown = sorted(set(sources.reuse) - cells)
+    if unknown:
+        raise ConfigError(f"experiment.reuse names cells {unknown} that no stage of experiment.stages has")
+    return sources
+
+
+def identity(config: Mapping) -> dict[str, str]:
+    """The flattened config keys that decide whether two runs train the same thing."""
+    from experiments.config import flatten
+
+    return {k: v for k, v in flatten(dict(config)).items() if k.startswith(IDENTITY_PREFIXES)}
+
+
+def config_differences(spec: TrialSpec, params: Mapping[str, str]) -> list[str]:
+    """Keys where a tracked run's params differ from what this trial would train ([] = identical)."""
+    mine, theirs = identity(spec["config"]), identity(params)
+    return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+
+
+class ReuseDecision(NamedTuple):
+    reused: dict[str, str]  # this sweep's cell -> the source sweep's cell whose runs it reuses
+    retrained: dict[str, list[str]]  # cell -> why it is trained here (keys that differ, seeds missing)
+
+
+def decide_reuse(reuse: Mapping[str, str], specs: list[TrialSpec], runs_of_cell) -> ReuseDecision:
+    """A cell is reused when every seed has a FINISHED run of the named source cell with the same config.
+    ``runs_of_cell(cell) -> {seed: params}`` reads the source sweep."""
+    reused, retrained = {}, {}
+    for cell, source_cell in reuse.items():
+        runs = runs_of_cell(source_cell)
+        diffs = []
+        for spec in (s for s in specs if s["cell"] == cell):
+            params = runs.get(spec["seed"])
+            diffs += [f"seed {spec['seed']} missing"] if params is None else config_differences(spec, params)
+        if diffs:
+            retrained[cell] = diffs
+        else:
+            reused[cell] = source_cell
+    return ReuseDecision(reused, retrained)

@@ -1,0 +1,171 @@
+"""The Ray Tune side of a sweep: a local Ray on 127.0.0.1 or an existing cluster, one trainable that calls
+``train`` in the trial's run directory, and one Tune experiment per stage (retries from the last
+checkpoint, ``Tuner.restore`` on a rerun)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from experiments import telemetry
+from experiments.config import ConfigError
+from experiments.orchestration.plan import ClusterConfig, SweepConfig, TrialSpec
+
+
+def check_cluster(cluster: ClusterConfig, tracking_uri: str) -> None:
+    if cluster.address and tracking_uri.startswith("sqlite:"):
+        raise ConfigError(
+            f"cluster.address={cluster.address} runs trials on other machines, which cannot write to the sqlite "
+            f"file {tracking_uri} on this one (and sqlite must not be shared over a network file system). Start "
+            "a server every node reaches, e.g. `mlflow server --backend-store-uri sqlite:////abs/mlflow.db "
+            "--artifacts-destination /abs/mlartifacts --host <ip> --port 5000 --workers 1`, and pass "
+            "tracking.uri=http://<ip>:5000"
+        )
+
+
+def runtime_env(cluster: ClusterConfig) -> dict:
+    """Environment of every trial: telemetry off, no chdir, and (on clusters) the project's code."""
+    env_vars = dict(telemetry.ENVIRONMENT)
+    if "PROJECTABLE_MNIST_ROOT" in os.environ:
+        env_vars["PROJECTABLE_MNIST_ROOT"] = os.environ["PROJECTABLE_MNIST_ROOT"]
+    env: dict[str, Any] = {"env_vars": env_vars}
+    if cluster.ship_code:
+        import projectable
+        import projectable_data
+
+        import experiments
+
+        modules = [Path(m.__file__).parent for m in (experiments, projectable, projectable_data)]
+        env["py_modules"] = [str(m) for m in modules]
+    return env
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray side
+
+
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def keep_loopback() -> None:
+    """Make Ray keep 127.0.0.1 as this node's address. Ray replaces a loopback address by the machine's
+    outward one (ray-project/ray#59110) unless it runs in its single-machine mode, which this switch
+    selects; that mode only refuses to start *worker nodes* (``ray start --address``), not drivers."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:  # read at import time; set it where Ray already looked
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def start_ray(cluster: ClusterConfig) -> bool:
+    """Start (or join) Ray unless this process already did; True if it was started here."""
+    if not cluster.address or cluster.address.split(":")[0] in LOOPBACK:
+        keep_loopback()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if cluster.address:
+        ray.init(address=cluster.address, runtime_env=runtime_env(cluster), log_to_driver=True)
+    else:
+        ray.init(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", runtime_env=runtime_env(cluster))
+    return True
+
+
+def _restore_tune_checkpoint(run_dir: Path) -> None:
+    """On a retry, put Tune's last checkpoint into the run directory if it is newer than what is there
+    (a retry may land on a node that never saw this run)."""
+    import torch
+    from ray import tune
+
+    from experiments.run.checkpoint import STATE_FILE, checkpoint_dir, latest_checkpoint
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as folder:
+        step = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)["step"]
+        local = latest_checkpoint(run_dir)
+        if local is None or int(local.name.split("_")[1]) < step:
+            target = checkpoint_dir(run_dir, step)
+            shutil.copytree(folder, target, dirs_exist_ok=True)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once at a configured step (``sweep.fail_once``) to exercise the retry path."""
+
+
+def run_trial(config: dict, specs: Mapping[str, TrialSpec], fail_once: Mapping[str, int]) -> None:
+    """Ray Tune trainable: one cell and seed (``config["trial"]`` names it), trained by ``train`` in its
+    own run directory."""
+    import ray
+    from ray import tune
+
+    from experiments.train import TrainHooks, train
+
+    name = config["trial"]
+    cfg = OmegaConf.create(specs[name]["config"])
+    cfg.tracking.tags["ray_node"] = ray.get_runtime_context().get_node_id()
+    marker = Path(cfg.run_dir) / ".failed_once"
+
+    class ReportToTune(TrainHooks):
+        def on_checkpoint(self, step, folder, metrics):
+            tune.report({"step": step, **metrics}, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+
+        def on_step_end(self, step):
+            if fail_once.get(name) == step and not marker.exists():
+                marker.touch()
+                raise InjectedFailure(f"{name}: failure injected after step {step} (sweep.fail_once)")
+
+    _restore_tune_checkpoint(Path(cfg.run_dir))
+    metrics = train(cfg, hooks=ReportToTune())
+    tune.report({"step": int(cfg.train.steps), **metrics, "done": 1})
+
+
+def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str):
+    """Run (or resume) one stage as a Tune experiment; raise if a trial failed for good."""
+    from ray import tune
+
+    # The param space holds only trial names (Tune's tables stay readable); the configs travel once
+    # through the object store.
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, specs={spec["name"]: spec for spec in specs}, fail_once=dict(sweep.fail_once)),
+        dict(sweep.resources),
+    )
+    path = Path(sweep.storage) / experiment_name
+    if tune.Tuner.can_restore(path):
+        print(f"resuming {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([spec["name"] for spec in specs])},
+            tune_config=tune.TuneConfig(
+                trial_name_creator=lambda trial: trial.config["trial"],
+                trial_dirname_creator=lambda trial: trial.config["trial"],
+                reuse_actors=sweep.reuse_actors,
+            ),
+            run_config=tune.RunConfig(
+                name=experiment_name,
+                storage_path=str(Path(sweep.storage).resolve()),
+                failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=sweep.verbose,
+            ),
+        )
+    results = tuner.fit()
+    failed = [r.path for r in results if r.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} trial(s) of {experiment_name} failed after retries: {failed}")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------

@@ -1,0 +1,401 @@
+"""What every report shares, written once: the notebooks' parameters, the sweep a report reads, provenance,
+claim verdicts, cell formatting, runs per cell, the ours-beside-the-paper plot and the md/csv/png files.
+
+Each artefact module (``table1`` ... ``table4``, ``figure3``, ``figure4``) keeps only its own table logic and
+the paper's numbers; the generic claim rules are in ``claims``. Reports read the MLflow store
+(``experiments.tracking``), never the trainer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+from projectable import scale_name
+
+from experiments.config import project_root
+from experiments.reporting.claims import Cell, Verdict, combine_runs, summarise
+from experiments.tracking.store import git_commit, machine
+from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trials
+
+SCALES = (1.0, 0.5, 0.25, 0.125)  # s of Tables 1 and 2
+
+
+def scale_label(s: float) -> str:
+    """0.125 -> '1/8', 1.0 -> '1' (the core's ``scale_name``)."""
+    return scale_name(float(s))
+
+
+# ------------------------------------------------------------------------------------------------
+# Which sweep each artefact reads, and the command that makes it
+
+# artefact -> (experiment whose newest finished sweep it reads, nox session that makes that sweep)
+ARTEFACTS: dict[str, tuple[str, str]] = {
+    "table1": ("table1", "reproduce_table1"),
+    "table2": ("table2", "reproduce_table2"),
+    "table3": ("table3", "reproduce_table3"),
+    "table4": ("table4", "reproduce_table4"),
+    "figure3": ("table1", "reproduce_table1"),
+    "figure4": ("table1", "reproduce_table1"),
+}
+
+
+def make_command(artefact: str, scale: str) -> str:
+    """The command that makes the runs ``artefact`` reads, at ``scale``."""
+    return f"nox -s {ARTEFACTS[artefact][1]} -- scale={scale}"
+
+
+class MissingRuns(SystemExit):
+    """The runs a report reads are not in the store (its message names the command that makes them)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Notebook parameters: one prefix for every notebook
+
+ENV_PREFIX = "PROJECTABLE_REPORT_"
+
+
+class NotebookParams(NamedTuple):
+    scale: str  # which scale's sweep to report
+    tracking_uri: str
+    experiment: str  # MLflow experiment
+    out_dir: Path  # reports/<scale>
+    cache: Path  # downloaded models and data caches of reports that evaluate models
+    root: Path  # the repository
+
+
+def notebook_params(environ: Mapping[str, str] | None = None) -> NotebookParams:
+    """``PROJECTABLE_REPORT_{SCALE,TRACKING_URI,EXPERIMENT,REPORTS,CACHE}``, each with the repository's
+    default (cpu, its ``mlflow.db``, ``projectable``, ``reports/``, ``.cache/reports``)."""
+    env = os.environ if environ is None else environ
+    root = project_root()
+    get = lambda key, default: env.get(ENV_PREFIX + key) or default
+    scale = get("SCALE", "cpu")
+    params = NotebookParams(
+        scale=scale,
+        tracking_uri=get("TRACKING_URI", f"sqlite:///{root}/mlflow.db"),
+        experiment=get("EXPERIMENT", "projectable"),
+        out_dir=Path(get("REPORTS", root / "reports")) / scale,
+        cache=Path(get("CACHE", root / ".cache" / "reports")),
+        root=root,
+    )
+    print(f"scale={params.scale} store={params.tracking_uri} -> {params.out_dir}")
+    return params
+
+
+def newest_sweep(params: NotebookParams, artefact: str):
+    """The newest finished sweep ``artefact`` reads, or ``MissingRuns`` naming the command that makes it."""
+    name = ARTEFACTS[artefact][0]
+    found = find_sweep(params.tracking_uri, params.experiment, params.scale, name)
+    if found is None:
+        raise MissingRuns(f"{artefact}: no finished {name} sweep at scale {params.scale} in {params.tracking_uri}; "
+                          f"run `{make_command(artefact, params.scale)}` first")
+    return found
+
+
+def sweep_and_trials(params: NotebookParams, artefact: str, per_image: bool = False):
+    """(sweep run, trials) of the newest finished sweep ``artefact`` reads; with ``per_image`` each trial's
+    per-image validation losses too (paired standard errors)."""
+    sweep_run = newest_sweep(params, artefact)
+    trials = load_trials(params.tracking_uri, params.experiment, sweep_run.data.tags["sweep_id"])
+    return sweep_run, attach_per_image(trials, params.tracking_uri) if per_image else trials
+
+
+class SavedModels(NamedTuple):
+    runs: pd.DataFrame  # the finished trials loaded, in cell and seed order
+    models: list  # the GPT or ProjectableGPT of each run, in eval mode on ``device``
+    data: object  # the runs' dataset (they must share one data config)
+    device: str
+
+
+def load_saved_models(trials: pd.DataFrame, cells: Sequence[str], tracking_uri: str, cache_dir: str | Path,
+                      seed: int | None = None, device: str | None = None) -> SavedModels:
+    """The final weights of the finished runs of ``cells`` (every seed, or one), downloaded from MLflow into
+    ``cache_dir/models`` once, and the dataset they were trained on (built in ``cache_dir/data``)."""
+    from experiments.run.saved import data_of, load_model, pick_device
+    from experiments.tracking.sweeps import download_run, runs_frame
+
+    device = pick_device(device)
+    runs = runs_frame(trials, list(cells))
+    if seed is not None:
+        runs = runs[runs.seed == seed].reset_index(drop=True)
+    if runs.empty:
+        raise ValueError(f"no finished run of cells {list(cells)} among the trials")
+    saved = [download_run(tracking_uri, run_id, Path(cache_dir) / "models") for run_id in runs.run_id]
+    configs = {repr(s.config.data) for s in saved}
+    if len(configs) > 1:
+        raise ValueError(f"the runs were trained on different data configs: {sorted(configs)}")
+    data = data_of(saved[0].config, Path(cache_dir) / "data")
+    return SavedModels(runs, [load_model(s).to(device) for s in saved], data, device)
+
+
+# ------------------------------------------------------------------------------------------------
+# Cells from trials
+
+
+def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float, str]]],
+                 subset: str = "all") -> dict[tuple[str, float], Cell]:
+    """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s, model
+    metric) entries a trial contributes to. Per-image losses (``tracking.sweeps.attach_per_image``) make the
+    cells' standard errors of differences paired."""
+    pools: dict[tuple[str, float], tuple[list[float], list[float], list]] = {}
+    for row in trials.to_dict("records"):
+        if row["status"] != "FINISHED":
+            continue
+        for column, s, model in cell_sources.get(row["cell"], []):
+            mean, se = row.get(f"val/{subset}/{model}/nats"), row.get(f"val/{subset}/{model}/nats_se")
+            if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+                continue
+            means, ses, images = pools.setdefault((column, s), ([], [], []))
+            means.append(float(mean))
+            ses.append(float(se))
+            images.append((row.get("per_image") or {}).get(f"{subset}/{model}"))
+    return {
+        key: combine_runs(means, ses, images if all(i is not None for i in images) else None)
+        for key, (means, ses, images) in pools.items()
+    }
+
+
+def margin_of(sweep_run, default: float = 0.01) -> float:
+    """The non-inferiority margin the sweep was configured with (``experiment.margin``)."""
+    return float(sweep_run.data.params.get("experiment.margin", default))
+
+
+# ------------------------------------------------------------------------------------------------
+# The ImageNet track's data (Tables 2 and 4)
+
+
+def data_lines(summary: dict | None) -> list[str]:
+    """What the runs saw: the stand-in (said plainly) or ImageNet, the tokenizer's quality, the encoder."""
+    if summary is None:
+        return ["- data summary not found in the cache (run `python -m experiments.prepare_data` with the same "
+                "config to rebuild it)"]
+    side, tokens = summary["image_side"], summary["image_side"] // 2
+    lines = []
+    if summary.get("stand_in"):
+        lines.append(
+            f"- **These numbers are NOT ImageNet.** No ImageNet files were given, so the runs used the STAND-IN: "
+            f"{summary['train_images']} training and {summary['val_images']} validation SynthMNIST renders "
+            f"({side}x{side} RGB, digit labels) through the identical pipeline. They test the protocol and the "
+            "direction of the claims on image-embedding task vectors, not the paper's ImageNet numbers.")
+    else:
+        lines.append(f"- ImageNet 64x64: {summary['train_images']} training and {summary['val_images']} validation images.")
+    lines += [
+        f"- Tokens: a VQ-VAE (App. C.2 layout, {summary['vqvae_params']:,} parameters) with {summary['vqvae_codes']} "
+        f"codes, {side}x{side} images -> {tokens}x{tokens} = {tokens * tokens} tokens; validation reconstruction "
+        f"PSNR {summary['vqvae_val_psnr']:.1f} dB, codebook perplexity {summary['vqvae_val_perplexity']:.1f}, "
+        f"{summary['vqvae_val_dead_codes']} codes unused on validation images.",
+        f"- Task vectors: `{summary['encoder']}` embeddings ({summary['embedding_dim']}-d, standardised on the "
+        "training images; PCA-whitened when data.task_dim is smaller) of each image -- never the stand-in's "
+        "SynthMNIST t. The paper uses SimCLRv2 embeddings.",
+    ]
+    return lines
+
+
+def sweep_data_summary(tracking_uri: str, sweep_run, cache_dir: str | None = None) -> dict | None:
+    """The data summary of a sweep's (base) data config, read from the cache its config names."""
+    import mlflow
+    from omegaconf import OmegaConf
+    from projectable_data.imagenet_tokens import read_summary
+
+    from experiments.config import build_section
+    from experiments.run.datasets import data_config_class
+
+    mlflow.set_tracking_uri(tracking_uri)
+    text = mlflow.artifacts.load_text(f"runs:/{sweep_run.info.run_id}/config/config.yaml")
+    cfg = OmegaConf.create(text)
+    config = build_section(data_config_class(cfg.data), cfg.data, "data")
+    return read_summary(config, cache_dir or cfg.paths.cache)
+
+
+# ------------------------------------------------------------------------------------------------
+# Provenance
+
+
+class Provenance(NamedTuple):
+    sweep_id: str
+    commit: str
+    command: str
+    scale: str
+    stage_steps: dict[str, int]
+    wall_time_s: float
+    machine: str
+    finished: str
+    report_commit: str  # the checkout that wrote the report (the notebook may run after later commits)
+
+
+def provenance(sweep_run, trials: pd.DataFrame) -> Provenance:
+    """Where a sweep's numbers come from: its MLflow tags, params and wall time."""
+    tags, params = sweep_run.data.tags, sweep_run.data.params
+    steps = {}
+    for stage in sorted(trials["stage"].dropna().unique()):
+        key = f"experiment.stages.{stage}.steps"
+        steps[stage] = int(params[key]) if key in params else int(trials[trials.stage == stage].steps.max())
+    end = sweep_run.info.end_time or sweep_run.info.start_time
+    return Provenance(
+        sweep_id=tags.get("sweep_id", "?"), commit=tags.get("commit", "unknown"), command=tags.get("command", "?"),
+        scale=tags.get("scale", "?"), stage_steps=steps,
+        wall_time_s=float(sweep_run.data.metrics.get("wall_time_s", math.nan)), machine=tags.get("machine", "?"),
+        finished=datetime.fromtimestamp(end / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        report_commit=git_commit(project_root()),
+    )
+
+
+def evaluation_provenance(tick: float, **extra) -> dict:
+    """Who evaluated saved models for a report (commit, machine, wall time since ``tick``), plus ``extra``."""
+    return {"commit": git_commit(project_root()), "machine": machine(), "wall_time_s": time.time() - tick, **extra}
+
+
+def provenance_lines(prov: Provenance, sources: str | None = None, wall_time_note: str = "",
+                     evaluation: dict | None = None) -> list[str]:
+    """The report's ``## Provenance`` section: sweep, commits, command, scale and steps, wall time, machine;
+    the sweep it took sources from, and the evaluation of saved models, where there was one."""
+    steps = ", ".join(f"{stage} {n}" for stage, n in prov.stage_steps.items())
+    from_sources = f"; sources and reused runs from `{sources}`" if sources else ""
+    lines = [
+        "## Provenance",
+        "",
+        f"- sweep: `{prov.sweep_id}` (MLflow, finished {prov.finished}){from_sources}",
+        f"- commit: `{prov.commit}` (training); report written at `{prov.report_commit}`",
+        f"- command: `{prov.command}`",
+        f"- scale: `{prov.scale}`; steps: {steps}",
+        f"- wall time: {prov.wall_time_s / 60:.1f} min{wall_time_note}",
+        f"- machine: {prov.machine}",
+    ]
+    if evaluation is not None:
+        lines.append(f"- evaluation of the saved models: commit `{evaluation['commit']}`, "
+                     f"{evaluation['wall_time_s']:.0f} s on {evaluation['machine']}")
+    return [*lines, ""]
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence]) -> list[str]:
+    """A markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def section(title: str, *lines: str) -> list[str]:
+    """``## title``, a blank line, the lines, a blank line."""
+    return [f"## {title}", "", *lines, ""]
+
+
+def fmt_cell(cell: Cell | None) -> str:
+    """Ours: ``mean ± se (n=runs)``, or '-' for a missing cell."""
+    return "-" if cell is None else f"{cell.mean:.3f} ± {cell.se:.3f} (n={cell.seeds})"
+
+
+def fmt_mean_se(mean: float, se: float) -> str:
+    return "-" if mean is None or math.isnan(mean) else f"{mean:.3f} ± {se:.3f}"
+
+
+def verdict_lines(verdicts: Sequence[Verdict], unpaired: bool = False, rule: bool = True,
+                  paper: Mapping[str, bool] | None = None, suffix: str = "") -> list[str]:
+    """Each claim's summary, then one row per comparison: difference, 2 SE (paired; with ``unpaired`` the
+    unpaired value beside it), the rule, the verdict, and (with ``paper``) the verdict on the paper's
+    numbers."""
+    lines = [f"- **{claim}**: {verdict}{suffix}" for claim, verdict in summarise(verdicts).items()]
+    header = ["claim", "comparison", "difference", "2 SE (paired)" if unpaired else "2 SE"]
+    header += ["2 SE (unpaired)"] * unpaired + ["rule"] * rule + ["verdict"] + ["paper"] * (paper is not None)
+    rows = []
+    for v in verdicts:
+        row = [v.claim, v.comparison, f"{v.difference:+.4f}", f"{v.two_se:.4f}"]
+        row += [f"{v.two_se_unpaired:.4f}"] * unpaired + [v.rule] * rule + [v.verdict]
+        if paper is not None:
+            row.append("holds" if paper.get(v.comparison) else "does not hold")
+        rows.append(row)
+    return [*lines, "", *md_table(header, rows)]
+
+
+def verdicts_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "claim": v.claim, "comparison": v.comparison, "difference": v.difference, "2 SE": v.two_se,
+        "2 SE (unpaired)": v.two_se_unpaired, "rule": v.rule, "verdict": v.verdict,
+    } for v in verdicts])
+
+
+def runs_per_cell(trials: pd.DataFrame) -> list[str]:
+    """The ``## Runs per cell`` section: seeds that ran in each cell of the sweep."""
+    seeds = trials.groupby("cell").seed.nunique().to_dict()
+    return section("Runs per cell", ", ".join(f"{cell}: {n}" for cell, n in sorted(seeds.items())))
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures and files
+
+
+def save_figure(fig, title: str, path: str | Path) -> Path:
+    """Title, tight layout, PNG at 120 dpi; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_ours_beside_paper(cells: Mapping[tuple[str, float], Cell], paper: Mapping[tuple[str, float], float],
+                           columns: Mapping[str, tuple[str, str]], path: str | Path, title: str,
+                           control: Cell | None = None, paper_title: str = "paper") -> Path:
+    """Loss against s, ours with 2-SE bars (left) and the paper's (right), one line per column
+    (``columns[column] = (label, colour)``); the control as a black square at s = 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    x_of = {s: 1 / s for s in SCALES}
+    for column, (label, colour) in columns.items():
+        ours = [(x_of[s], c.mean, 2 * c.se) for s in SCALES if (c := cells.get((column, s))) is not None]
+        if ours:
+            x, y, e = zip(*ours)
+            axes[0].errorbar(x, y, yerr=e, marker="o", capsize=3, color=colour, label=label)
+        theirs = [(x_of[s], paper[(column, s)]) for s in SCALES if (column, s) in paper]
+        if theirs:
+            axes[1].plot(*zip(*theirs), "--o", color=colour, label=label)
+    if control is not None:
+        axes[0].errorbar([1], [control.mean], yerr=[2 * control.se], marker="s", color="black",
+                         linestyle="none", capsize=3, label="M_1 continued")
+    for ax, name in zip(axes, ("ours (±2 SE)", paper_title)):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(x_of.values()), [scale_label(s) for s in SCALES])
+        ax.set_xlabel("s (width / source width)")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    return save_figure(fig, title, path)
+
+
+class ReportFiles(NamedTuple):
+    markdown: Path
+    csv: Path | None = None
+    png: Path | None = None
+
+
+def write_report(out_dir: str | Path, name: str, markdown: str, frame: pd.DataFrame | None = None,
+                 figure: Callable[[Path], Path] | None = None) -> ReportFiles:
+    """``<out_dir>/<name>.md``, ``.csv`` (floats to 5 decimals) from ``frame`` and ``.png`` from
+    ``figure(path)``, each where given."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = figure(out_dir / f"{name}.png") if figure is not None else None
+    csv = None
+    if frame is not None:
+        csv = out_dir / f"{name}.csv"
+        frame.to_csv(csv, index=False, float_format="%.5f")
+    md = out_dir / f"{name}.md"
+    md.write_text(markdown)
+    return ReportFiles(md, csv, png)
