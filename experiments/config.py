@@ -9,6 +9,8 @@ resolved here, at the entry point; deep code receives the dataclass of its own s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import types
 import typing
@@ -184,7 +186,7 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
         threads=int(cfg.threads),
         device=str(cfg.device),
         init_from=None if cfg.init_from is None else str(cfg.init_from),
-        run_dir=str(Path(cfg.run_dir).resolve()),
+        run_dir=str(Path(cfg.run_dir if cfg.run_dir is not None else default_run_dir(cfg)).resolve()),
         data=build_section(data_config_class(cfg.data), cfg.data, "data"),
         model=build_section(GPTConfig, cfg.model, "model"),
         projector=build_section(ProjectorConfig, cfg.projector, "projector"),
@@ -193,6 +195,12 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
         paths=build_section(PathsConfig, cfg.paths, "paths"),
         tracking=build_section(TrackingConfig, cfg.tracking, "tracking"),
     )
+
+
+def default_run_dir(cfg: DictConfig) -> str:
+    """``<paths.runs>/<kind>-w<width>-seed<seed>-<config key>``: readable, and keyed by everything that
+    changes the run's results, so that another config never lands in the same directory."""
+    return f"{cfg.paths.runs}/{cfg.kind}-w{float(cfg.width):g}-seed{cfg.seed}-{config_key(cfg)}"
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
@@ -206,3 +214,93 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     else:
         out[prefix.rstrip(".")] = str(tree)
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# "The same config": one definition for the run directory's key, the refusal to resume a directory made
+# with another config, the sweep id, Table 3's reuse of Table 1 cells and the params logged to MLflow.
+
+# What does not change a run's results: where its files go, how it is tracked and scheduled, how often it
+# logs and checkpoints (a resumed run equals an uninterrupted one), and the MNIST folder (its files are
+# checked against their MD5 sums wherever they are).
+NOT_RESULTS = ("run_dir", "paths.", "tracking.", "sweep.", "cluster.", "data.mnist_root", "train.log_every",
+               "train.checkpoint_every")
+
+
+def _section_defaults() -> dict[str, Any]:
+    """Flattened dataclass defaults of every section ("train.lr" -> 2e-3): a key at its default counts as
+    absent, so a key that a newer version adds (at its default) leaves the key of older configs unchanged."""
+    from projectable import GPTConfig, ProjectorConfig
+    from projectable_data import SynthMNISTConfig
+    from projectable_data.imagenet_tokens import ImageNetTokensConfig
+
+    from experiments.run.evaluate import EvalConfig
+    from experiments.run.optim import TrainConfig
+
+    out: dict[str, Any] = {}
+    for section, classes in (("data", (SynthMNISTConfig, ImageNetTokensConfig)), ("model", (GPTConfig,)),
+                             ("projector", (ProjectorConfig,)), ("train", (TrainConfig,)), ("eval", (EvalConfig,))):
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                if f.default is not dataclasses.MISSING and not isinstance(f.default, (dict, list)):
+                    out.setdefault(f"{section}.{f.name}", f.default)
+    return out
+
+
+def _canonical(value: Any) -> str:
+    """One spelling per value: 1 and 1.0, (1, 2) and [1, 2], None and null compare equal."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "null"
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_canonical(v) for v in value) + "]"
+    if isinstance(value, str):
+        try:  # params read back from MLflow are strings
+            return _canonical(json.loads(value.replace("'", '"').replace("None", "null").replace("True", "true")
+                                         .replace("False", "false").replace("(", "[").replace(")", "]")))
+        except (ValueError, TypeError):
+            return value
+    return str(value)
+
+
+def effective_config(cfg: Any, sweep: bool = False) -> dict[str, str]:
+    """The flattened keys of a run's config (with ``sweep``, of a sweep's: its experiment and budget too)
+    that change its results (None values without a default left out). This is what "the same config" means
+    everywhere: the params logged to MLflow, and through ``config_key`` and ``config_differences`` the run
+    directory's key, the refusal to resume another config's directory, the sweep id and Table 3's reuse."""
+    flat = flatten(to_plain(cfg) if not isinstance(cfg, dict) else cfg)
+    skipped = NOT_RESULTS + (() if sweep else tuple(f"{s}." for s in SWEEP_SECTIONS))
+    defaults = _section_defaults()
+    return {key: value for key, value in flat.items()
+            if not key.startswith(skipped) and not (_canonical(value) == "null" and defaults.get(key) is None)}
+
+
+def _identity(cfg: Any, sweep: bool) -> dict[str, str]:
+    """``effective_config`` in canonical spelling without the keys at their default, so that a key a newer
+    version adds (at its default) leaves older configs the same."""
+    defaults = {k: _canonical(v) for k, v in _section_defaults().items()}
+    canonical = {k: _canonical(v) for k, v in effective_config(cfg, sweep).items()}
+    return {k: v for k, v in canonical.items() if defaults.get(k, "null") != v}
+
+
+def config_key(cfg: Any, sweep: bool = False) -> str:
+    """Short hash of the config's identity: names run directories and sweeps."""
+    text = json.dumps(_identity(cfg, sweep), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def config_differences(requested: Any, recorded: Any, sweep: bool = False) -> list[str]:
+    """``key: recorded -> requested`` for every key where the two configs' identities differ ([] = the same
+    config). Either side may be a config or flattened params read back from MLflow."""
+    mine, theirs = _identity(requested, sweep), _identity(recorded, sweep)
+    shown_theirs, shown_mine = effective_config(recorded, sweep), effective_config(requested, sweep)
+    defaults = _section_defaults()
+
+    def shown(values: dict, key: str) -> str:
+        if key in values:
+            return str(values[key])
+        return f"{defaults[key]} (default)" if key in defaults else "unset"
+
+    return [f"{k}: {shown(shown_theirs, k)} -> {shown(shown_mine, k)}"
+            for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]

@@ -2,7 +2,8 @@
 ``python -m experiments.prepare_data experiment=table2 scale=cpu``.
 
 For the ImageNet track (``data=imagenet``) that is the image set (or the stand-in's renders), the VQ-VAE,
-the token caches and the encoder embeddings; with them on disk every trial only loads them. Trials build
+the token caches and the encoder embeddings (``experiments.run.image_tokens``); with them on disk every
+trial only loads them. Trials build
 what is missing themselves too (a file lock makes concurrent ones wait), but one process with every core
 does it faster. Prints the data summary (stand-in or not, VQ-VAE PSNR and codebook use, embeddings).
 """

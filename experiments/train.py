@@ -23,13 +23,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments.config import CONF_DIR, RunConfig, flatten, parse_run, register_resolvers
+from experiments.config import (
+    CONF_DIR,
+    ConfigError,
+    RunConfig,
+    config_differences,
+    effective_config,
+    parse_run,
+    register_resolvers,
+)
 from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from experiments.run.datasets import TrainStream, build_data, validation_subsets
 from experiments.run.evaluate import as_metrics, evaluate
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
-from experiments.run.trainees import build_trainee, load_source_weights
+from experiments.run.trainees import build_trainee
 from experiments.tracking import store as tracking
 
 
@@ -47,11 +55,41 @@ class TrainHooks:
 # Named steps of the driver
 
 
-def resolve_init(init_from: str, run_dir: Path) -> Path:
+CONFIG_FILE = "config.json"  # in the run directory: the effective config it was made with
+
+
+def resolve_init(init_from: str, run_dir: Path, tracking_uri: str) -> Path:
     """A local path, or an MLflow artifact URI (runs:/<id>/model) downloaded into the run directory."""
     if "://" in init_from or init_from.startswith("runs:/"):
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=init_from, dst_path=str(run_dir / "init")))
+        folder = run_dir / "init"
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=init_from, dst_path=str(folder),
+                                                        tracking_uri=tracking_uri))
     return Path(init_from)
+
+
+def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """Record the effective config in a new run directory, or check that an existing one was made with the
+    same config; a directory made with another config is never resumed or overwritten."""
+    recorded = run_dir / CONFIG_FILE
+    requested = effective_config(cfg)
+    if recorded.is_file():
+        differences = config_differences(requested, json.loads(recorded.read_text()))
+        if differences:
+            raise ConfigError(
+                f"run directory {run_dir} was made with another config; it differs in "
+                f"{'; '.join(differences)}. Nothing was changed. Either start a fresh run with run_dir=<new folder> "
+                f"(or leave run_dir unset: its default is keyed by the config), or rerun with the old config "
+                f"(recorded in {recorded})"
+            )
+        return
+    if run_dir.is_dir() and any((run_dir / name).exists() for name in ("checkpoints", "final")):
+        raise ConfigError(
+            f"run directory {run_dir} holds a run without a recorded config (made by an older version), so it "
+            f"cannot be checked against this one; pass run_dir=<new folder>, or move it away to rerun"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(requested, indent=1, sort_keys=True))
 
 
 def train_step(trainee, loss_fn, optimizer: torch.optim.Optimizer, batch, step: int, cfg: TrainConfig,
@@ -107,7 +145,7 @@ def log_final(trainee, losses, run: RunConfig) -> None:
 
 
 def log_start(cfg: DictConfig, run: RunConfig, trainee, extra_artifacts: Mapping[str, Path]) -> None:
-    tracking.log_params(flatten(cfg))
+    tracking.log_params(effective_config(cfg))
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
     counts = {"num_params/trained": sum(p.numel() for p in trainee.module.parameters() if p.requires_grad)}
     if run.kind == "projected":
@@ -163,39 +201,42 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
     run = parse_run(cfg)
     hooks = hooks or TrainHooks()
     run_dir = Path(run.run_dir)
+    claim_run_dir(cfg, run_dir)
     torch.set_num_threads(run.threads)
     torch.manual_seed(run.seed)
 
     data = build_data(run.data, run.paths.cache, run.train.train_fraction)
     if (data.vocab_size, data.seq_len) != (run.model.vocab_size, run.model.block_size):
-        raise ValueError(
+        raise ConfigError(
             f"model.vocab_size={run.model.vocab_size}, model.block_size={run.model.block_size} but the data has "
             f"{data.vocab_size} colours and {data.seq_len} tokens per image; keep the model's interpolations "
             "${data.palette_size} and ${square:${data.resolution}}"
         )
-    trainee = build_trainee(run.kind, run.width, run.model, run.projector, data.task_dim, run.device)
-    optimizer = build_optimizer(trainee.module, run.train)
-
     checkpoint = latest_checkpoint(run_dir)
+    init = None
+    if checkpoint is None and run.init_from is not None:
+        init = resolve_init(run.init_from, run_dir, run.tracking.uri)
+    trainee = build_trainee(run.kind, run.width, run.model, run.projector, data.task_dim, run.device, init)
+    optimizer = build_optimizer(trainee.module, run.train)
     if checkpoint is not None:
         start, run_id = load_checkpoint(checkpoint, trainee.module, optimizer)
-        print(f"resuming {run_dir} from step {start}")
     else:
         start, run_id = 0, tracking.recorded_run_id(run_dir)
     tags = {"kind": run.kind, "width": str(run.width), "seed": str(run.seed), **run.tracking.tags}
     if run.kind == "projected":
         tags["scales"] = ",".join(str(s) for s in run.projector.scales)
     run_id = tracking.start_run(run.tracking, run_dir, run_id, run.tracking.run_name or run_dir.name, tags)
+    print(f"{'resuming' if start else 'starting'} {run_dir} at step {start}; {tracking.where(run.tracking, run_id)}")
     failed = True
     try:
         if start == 0:
             if run.init_from is not None:
-                load_source_weights(trainee, resolve_init(run.init_from, run_dir))
                 mlflow.set_tag("init_from", run.init_from)
             log_start(cfg, run, trainee, extra_artifacts or {})
         metrics = fit(trainee, optimizer, data, run, start, run_id, hooks)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         failed = False
+        print(f"finished {run_dir}; {tracking.where(run.tracking, run_id)}")
         return metrics
     finally:
         tracking.end_run(failed)

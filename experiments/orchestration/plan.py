@@ -10,14 +10,22 @@ per cell and seed, each with its full resolved run config.
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.config import SWEEP_SECTIONS, ConfigError, build_section, parse_run, to_container, to_plain
+from experiments.config import (
+    SWEEP_SECTIONS,
+    ConfigError,
+    build_section,
+    config_differences,
+    config_key,
+    parse_run,
+    to_container,
+    to_plain,
+)
 
 
 @dataclass(frozen=True)
@@ -78,11 +86,9 @@ def parse_stages(experiment: Any) -> dict[str, Stage]:
 
 
 def derive_sweep_id(cfg: DictConfig) -> str:
-    """<experiment>-<scale>-<hash>: the same command (same config) names the same sweep."""
-    plain = to_container(cfg)
-    plain["sweep"] = {k: v for k, v in plain["sweep"].items() if k != "id"}
-    digest = hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(plain)).encode()).hexdigest()[:8]
-    return f"{cfg.experiment.name}-{cfg.budget.name}-{digest}"
+    """<experiment>-<scale>-<config key>: the same command (same config) names the same sweep, and a config
+    that trains anything differently names another (``experiments.config.config_key``)."""
+    return f"{cfg.experiment.name}-{cfg.budget.name}-{config_key(cfg, sweep=True)}"
 
 
 def trial_name(cell: str, seed: int) -> str:
@@ -143,10 +149,6 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
 # ------------------------------------------------------------------------------------------------
 # Sources: cells of another sweep (``experiment.sources``)
 
-# Config keys that make two runs the same experiment (paths, names and tags may differ).
-IDENTITY_PREFIXES = ("kind", "width", "data.", "model.", "projector.", "train.")
-
-
 @dataclass(frozen=True)
 class Sources:
     """Cells of another experiment's newest finished sweep at the same scale that this one starts from
@@ -171,19 +173,6 @@ def parse_sources(experiment: Any) -> Sources | None:
     return sources
 
 
-def identity(config: Mapping) -> dict[str, str]:
-    """The flattened config keys that decide whether two runs train the same thing."""
-    from experiments.config import flatten
-
-    return {k: v for k, v in flatten(dict(config)).items() if k.startswith(IDENTITY_PREFIXES)}
-
-
-def config_differences(spec: TrialSpec, params: Mapping[str, str]) -> list[str]:
-    """Keys where a tracked run's params differ from what this trial would train ([] = identical)."""
-    mine, theirs = identity(spec["config"]), identity(params)
-    return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-
-
 class ReuseDecision(NamedTuple):
     reused: dict[str, str]  # this sweep's cell -> the source sweep's cell whose runs it reuses
     retrained: dict[str, list[str]]  # cell -> why it is trained here (keys that differ, seeds missing)
@@ -198,7 +187,7 @@ def decide_reuse(reuse: Mapping[str, str], specs: list[TrialSpec], runs_of_cell)
         diffs = []
         for spec in (s for s in specs if s["cell"] == cell):
             params = runs.get(spec["seed"])
-            diffs += [f"seed {spec['seed']} missing"] if params is None else config_differences(spec, params)
+            diffs += [f"seed {spec['seed']} missing"] if params is None else config_differences(spec["config"], params)
         if diffs:
             retrained[cell] = diffs
         else:

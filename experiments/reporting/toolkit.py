@@ -202,7 +202,7 @@ def sweep_data_summary(tracking_uri: str, sweep_run, cache_dir: str | None = Non
     """The data summary of a sweep's (base) data config, read from the cache its config names."""
     import mlflow
     from omegaconf import OmegaConf
-    from projectable_data.imagenet_tokens import read_summary
+    from experiments.run.image_tokens import read_summary
 
     from experiments.config import build_section
     from experiments.run.datasets import data_config_class

@@ -30,7 +30,10 @@ def build_data(config: SynthMNISTConfig | ImageNetTokensConfig, cache_dir: str |
                train_fraction: float = 1.0) -> SynthMNISTTokens | ImageNetTokens:
     """The dataset; a training fraction below 1 shrinks the finite pool (it requires one)."""
     if isinstance(config, ImageNetTokensConfig):  # the ImageNet track: its training set is always finite
-        return ImageNetTokens(config, cache_dir=str(cache_dir), train_fraction=train_fraction)
+        # imported here: the VQ-VAE stack (projectable_vqvae, vector-quantize-pytorch) loads for this track only
+        from experiments.run.image_tokens import build_image_tokens
+
+        return build_image_tokens(config, cache_dir, train_fraction=train_fraction)
     if train_fraction < 1.0:
         if config.train_pool_size is None:
             raise ValueError(

@@ -110,22 +110,25 @@ class ProjectedTrainee:
 
 
 def build_trainee(kind: str, width: float, model: GPTConfig, projector: ProjectorConfig, task_dim: int,
-                  device: str = "cpu") -> GPTTrainee | ProjectedTrainee:
-    """The models of one run. ``model`` is the width-1 config; ``width`` picks M_s (or a smaller source)."""
+                  device: str = "cpu", init_from: str | Path | None = None) -> GPTTrainee | ProjectedTrainee:
+    """The models of one run. ``model`` is the width-1 config; ``width`` picks M_s (or a smaller source).
+
+    ``init_from`` (a GPT file or a folder holding one) starts the run's GPT, or a projected run's source,
+    from saved weights. A projected run's projectors are built after the source is loaded, so that the small
+    model's own parts (``small_parts="own"``) start as the group averages of the *loaded* source, exactly as
+    they would of a fresh one: P_s then starts as the pretrained source with averaged units."""
     base = model.scaled(width) if width != 1.0 else model
-    if kind == "unconditional":
-        trainee = GPTTrainee(GPT(dataclasses.replace(base, task_dim=0)))
-    elif kind == "conditional":
-        trainee = GPTTrainee(GPT(dataclasses.replace(base, task_dim=task_dim)))
-    elif kind == "projected":
-        if projector.task_dim != task_dim:
-            raise ValueError(
-                f"projector.task_dim={projector.task_dim} but the data's task vectors have {task_dim} "
-                f"coordinates; set projector.task_dim={task_dim}"
-            )
-        trainee = ProjectedTrainee(ProjectableGPT(GPT(dataclasses.replace(base, task_dim=0)), projector))
-    else:
+    if kind not in ("unconditional", "conditional", "projected"):
         raise ValueError(f"kind={kind!r} is not one of unconditional, conditional, projected")
+    if kind == "projected" and projector.task_dim != task_dim:
+        raise ValueError(
+            f"projector.task_dim={projector.task_dim} but the data's task vectors have {task_dim} "
+            f"coordinates; set projector.task_dim={task_dim}"
+        )
+    gpt = GPT(dataclasses.replace(base, task_dim=task_dim if kind == "conditional" else 0))
+    if init_from is not None:
+        load_weights(gpt, init_from)
+    trainee = ProjectedTrainee(ProjectableGPT(gpt, projector)) if kind == "projected" else GPTTrainee(gpt)
     trainee.module.to(device)
     return trainee
 
@@ -142,10 +145,9 @@ def resolve_weights_file(path: str | Path) -> Path:
 
 
 @torch.no_grad()
-def load_source_weights(trainee: GPTTrainee | ProjectedTrainee, path: str | Path) -> None:
-    """Start the run's GPT (or the projected run's source) from saved weights; configs must agree."""
+def load_weights(target: GPT, path: str | Path) -> None:
+    """Load saved GPT weights into ``target``; their configs must agree."""
     loaded = GPT.load(resolve_weights_file(path))
-    target = trainee.source()
     if loaded.config != target.config:
         diff = {
             f.name: (getattr(loaded.config, f.name), getattr(target.config, f.name))

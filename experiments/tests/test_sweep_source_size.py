@@ -13,7 +13,7 @@ from projectable import GPT, GPTConfig, ProjectorConfig
 
 from experiments.config import ConfigError, build_section, compose, flatten, parse_run
 from experiments.orchestration.plan import decide_reuse, parse_sources, parse_stages, plan_stage
-from experiments.run.trainees import build_trainee, load_source_weights
+from experiments.run.trainees import build_trainee
 from experiments.sweep import run_sweep
 from experiments.train import train
 
@@ -85,7 +85,7 @@ def test_reuse_only_when_table1_ran_the_same_config(table3):
 
     longer = {**as_params["P8_M1_r8"], "train.steps": "999"}
     decision = decide_reuse(reuse, specs, lambda cell: {"P4": same["P4"], "P8": {0: longer}}[cell])
-    assert decision.reused == {"P4_M1_r8": "P4"} and decision.retrained == {"P8_M1_r8": ["train.steps"]}
+    assert decision.reused == {"P4_M1_r8": "P4"} and decision.retrained == {"P8_M1_r8": ["train.steps: 999 -> 10"]}
     decision = decide_reuse(reuse, specs, lambda cell: {})
     assert not decision.reused and set(decision.retrained) == {"P4_M1_r8", "P8_M1_r8"}
 
@@ -101,8 +101,7 @@ def test_projected_trainee_accepts_a_narrower_source(tmp_path):
     base = build_section(GPTConfig, compose(["scale=smoke"]).model, "model")
     source = GPT(dataclasses.replace(base.scaled(0.5), task_dim=0))  # M_1/2
     source.save(tmp_path / "model.safetensors")
-    trainee = build_trainee("projected", 0.5, base, ProjectorConfig(task_dim=18, scales=(0.5,)), 18)
-    load_source_weights(trainee, tmp_path)
+    trainee = build_trainee("projected", 0.5, base, ProjectorConfig(task_dim=18, scales=(0.5,)), 18, init_from=tmp_path)
     small = trainee.model.generate(torch.rand(18), 0.5)
     assert small.config.n_embd == base.n_embd // 4  # P_1/4 of the width-1 model, from M_1/2
     assert torch.equal(trainee.source().parts.wte, source.parts.wte)

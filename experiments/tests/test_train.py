@@ -3,6 +3,7 @@ run leaves in MLflow."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from projectable import GPT, ProjectableGPT
 
+from experiments.config import ConfigError, compose
 from experiments.run.checkpoint import STATE_FILE, latest_checkpoint
 from experiments.tracking.store import git_commit, recorded_run_id
 from experiments.train import TrainHooks, train
@@ -166,3 +168,97 @@ def test_commit_tag_is_dirty_for_code_changes_but_not_for_report_outputs(tmp_pat
     (tmp_path / "train.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == head + "-dirty"
     assert git_commit(tmp_path / "no-repo-here") == "unknown"
+
+
+def test_training_lowers_the_loss_below_its_start(smoke, store, tmp_path):
+    metrics = train(smoke("kind=conditional", "width=0.5", "eval.samples=0", f"run_dir={tmp_path / 'mc'}"))
+    run = run_of(store, tmp_path / "mc")
+    first = MlflowClient(store.uri).get_metric_history(run.info.run_id, "train/loss")[0]
+    assert first.step == 1
+    assert metrics["val/all/model/nats"] < first.value - 0.02  # 20 steps at smoke scale learn (~0.08 nats)
+
+
+def test_projected_model_starts_from_the_loaded_source_not_from_noise(smoke, tmp_path):
+    """init_from: the small model's own parts are the group averages of the *loaded* source, so P_s before
+    any step is the pretrained source with averaged units (its loss equals the derived-parts model's)."""
+    from projectable.projected import DerivedParts
+
+    from experiments.config import parse_run
+    from experiments.run.datasets import build_data
+    from experiments.run.trainees import build_trainee
+
+    train(smoke("kind=unconditional", "eval.samples=0", f"run_dir={tmp_path / 'm1'}"))
+    run = parse_run(smoke("kind=projected", "projector.scales=[0.25]", f"run_dir={tmp_path / 'p'}"))
+    data = build_data(run.data, run.paths.cache)
+    torch.manual_seed(0)
+    own = build_trainee("projected", 1.0, run.model, run.projector, data.task_dim, init_from=tmp_path / "m1")
+    loaded = GPT.load(tmp_path / "m1" / "final" / "model.safetensors")
+    assert torch.equal(own.model.source.parts.wte, loaded.parts.wte)
+    small = own.model.parts(0.25)
+    averaged = DerivedParts(loaded.parts, small.config, 4)
+    for name in ("wte", "wpe", "ln1_w", "ln1_b", "ln2_w", "ln2_b", "lnf_w", "lnf_b", "head"):
+        torch.testing.assert_close(getattr(small, name), getattr(averaged, name), rtol=0, atol=0, msg=name)
+
+    torch.manual_seed(0)
+    derived_run = dataclasses.replace(run.projector, small_parts="derived")
+    derived = build_trainee("projected", 1.0, run.model, derived_run, data.task_dim, init_from=tmp_path / "m1")
+    derived.model.generators.load_state_dict(own.model.generators.state_dict())
+    batch = data.validation()
+    with torch.no_grad():
+        a = own.model.sequence_nll(batch.tokens, batch.task, scale=0.25)
+        b = derived.model.sequence_nll(batch.tokens, batch.task, scale=0.25)
+        fresh = build_trainee("projected", 1.0, run.model, run.projector, data.task_dim)  # the old defect's start
+        fresh.model.load_state_dict({**fresh.model.state_dict(),
+                                     **{f"source.{k}": v for k, v in loaded.state_dict().items()}})
+        noise = fresh.model.sequence_nll(batch.tokens, batch.task, scale=0.25)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert noise.mean() > a.mean() + 0.05  # own parts averaged from a fresh source start far worse
+
+
+def test_a_run_directory_is_keyed_by_its_config(smoke, tmp_path):
+    from experiments.config import parse_run
+
+    runs = tmp_path / "runs"
+    smoke_dir = Path(parse_run(smoke("kind=unconditional", f"paths.runs={runs}")).run_dir)
+    other = Path(parse_run(smoke("kind=unconditional", "train.lr=0.01", f"paths.runs={runs}")).run_dir)
+    assert smoke_dir.parent == other.parent == runs and smoke_dir != other
+    assert smoke_dir.name.startswith("unconditional-w1-seed0-")
+    cpu = compose(["scale=cpu", f"paths.runs={runs}"])
+    assert Path(parse_run(cpu).run_dir) not in (smoke_dir, other)  # the smoke run is never resumed at cpu scale
+
+
+def test_a_directory_made_with_another_config_is_never_resumed(smoke, tmp_path):
+    run_dir = tmp_path / "run"
+    train(smoke("kind=unconditional", "eval.samples=0", f"run_dir={run_dir}"))
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.002 -> 0\.01.*run_dir=<new folder>"):
+        train(smoke("kind=unconditional", "eval.samples=0", "train.lr=0.01", f"run_dir={run_dir}"))
+    with pytest.raises(ConfigError, match=r"seed: 0 -> 1"):
+        train(smoke("kind=unconditional", "eval.samples=0", "seed=1", f"run_dir={run_dir}"))
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
+    # where it goes and how often it logs are not the config of its results: the same run resumes
+    train(smoke("kind=unconditional", "eval.samples=0", "train.log_every=2", f"run_dir={run_dir}"))
+
+
+def test_a_key_added_later_at_its_default_still_resumes(smoke, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = smoke("kind=unconditional", "eval.samples=0", "train.steps=4", f"run_dir={run_dir}")
+    train(cfg)
+    recorded = json.loads((run_dir / "config.json").read_text())
+    recorded.pop("train.min_lr_ratio")  # as if written before the key existed (it is at its default)
+    recorded.pop("model.dropout")
+    (run_dir / "config.json").write_text(json.dumps(recorded))
+    train(cfg)  # resumes (nothing left to train)
+    recorded["train.steps"] = "3"
+    (run_dir / "config.json").write_text(json.dumps(recorded))
+    with pytest.raises(ConfigError, match=r"train\.steps: 3 -> 4"):
+        train(cfg)
+
+
+def test_params_are_the_effective_config_only(smoke, store, tmp_path):
+    train(smoke("kind=unconditional", "eval.samples=0", "train.steps=2", "+tracking.tags.note=x",
+                f"run_dir={tmp_path / 'r'}"))
+    params = run_of(store, tmp_path / "r").data.params
+    assert params["train.lr"] == "0.002" and params["kind"] == "unconditional"
+    assert not [k for k in params if k.startswith(("tracking.", "paths.", "run_dir", "budget."))]
+    assert "None" not in params.values()

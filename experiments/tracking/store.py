@@ -84,6 +84,18 @@ def start_run(config: TrackingConfig, run_dir: str | Path, run_id: str | None, r
     return run.info.run_id
 
 
+def ui_url(config: TrackingConfig) -> str:
+    """Where the run pages of this store are served: the server itself, or for a sqlite store the address
+    ``nox -s mlflow_ui`` serves it at."""
+    return config.uri.rstrip("/") if config.uri.startswith("http") else "http://127.0.0.1:5000"
+
+
+def where(config: TrackingConfig, run_id: str) -> str:
+    """One line naming a run's MLflow id and its page in the UI."""
+    exp_id = experiment_id(config)
+    return f"MLflow run {run_id} in {config.uri}: {ui_url(config)}/#/experiments/{exp_id}/runs/{run_id}"
+
+
 def end_run(failed: bool) -> None:
     mlflow.end_run(status="FAILED" if failed else "FINISHED")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import flatten, parse_run, project_root
+from experiments.config import ConfigError, config_differences, effective_config, parse_run, project_root
 from experiments.run.saved import SavedRun
 from experiments.tracking import store as tracking
 from experiments.tracking.store import MlflowClient
@@ -25,6 +25,14 @@ def start_sweep_run(tracking_cfg, sweep_id: str, cfg: DictConfig) -> str:
     found = client.search_runs([exp_id], f"tags.sweep_id = '{sweep_id}' and tags.role = 'sweep'")
     if found:
         run_id = found[0].info.run_id
+        differences = config_differences(cfg, found[0].data.params, sweep=True)
+        if differences:
+            raise ConfigError(
+                f"sweep {sweep_id} (MLflow run {run_id}) was started with another config; it differs in "
+                f"{'; '.join(differences[:10])}. Nothing was changed. Either drop sweep.id (a sweep's default id "
+                f"is keyed by its config) or pass a new one, or rerun with the sweep's own config "
+                f"(its config/config.yaml artifact)"
+            )
         client.update_run(run_id, status="RUNNING")
         return run_id
     tags = {
@@ -46,7 +54,8 @@ def start_sweep_run(tracking_cfg, sweep_id: str, cfg: DictConfig) -> str:
 
 
 def tracking_params(cfg: DictConfig) -> dict[str, str]:
-    return {k: (v if len(v) <= 6000 else v[:5997] + "...") for k, v in flatten(cfg).items()}
+    """The sweep's effective config (what changes its results, ``experiments.config.effective_config``)."""
+    return {k: (v if len(v) <= 6000 else v[:5997] + "...") for k, v in effective_config(cfg, sweep=True).items()}
 
 
 def _param(key: str, value: str):

@@ -1,20 +1,111 @@
-"""The ImageNet track on its stand-in at smoke scale: Table 2 and Table 4 grids plan the right cells, the
-Table 4 subsets hold the right labels, ``train(cfg)`` trains M~_s and P_s on encoder task vectors."""
+"""The ImageNet track on its stand-in at smoke scale: its data composes the VQ-VAE with the data package
+(tokens are the VQ-VAE's codes, every cache is built once and found again under the same keys), Table 2 and
+Table 4 grids plan the right cells, the Table 4 subsets hold the right labels, ``train(cfg)`` trains M~_s and
+P_s on encoder task vectors."""
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 import pytest
 import torch
+from projectable_data import write_batch_file
+from projectable_data.imagenet_tokens import ImageNetTokensConfig, dataset_directory, images_key
 
 from experiments.config import compose, parse_run, to_container
 from experiments.orchestration.plan import parse_stages, plan_stage
 from experiments.prepare_data import data_configs
+from experiments.run import image_tokens
 from experiments.run.datasets import build_data, validation_subsets
 from experiments.train import train
 
 # Tiny tokenizer and the random conv encoder (smoke tests only): seconds instead of minutes.
 TINY = ["data.tokenizer=tiny", "data.tokenizer_steps=10", "data.encoder=random_conv_for_tests", "data.task_dim=16"]
+
+
+def tiny_config(**changes) -> ImageNetTokensConfig:
+    return ImageNetTokensConfig(resolution=8, palette_size=16, train_size=160, val_size=32, palette_fit_images=160,
+                                tokenizer="tiny", tokenizer_steps=5, encoder="random_conv_for_tests", task_dim=12,
+                                **changes)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("imagenet_track_cache")
+
+
+@pytest.fixture(scope="module")
+def tiny(cache):
+    torch.set_num_threads(1)
+    return build_data(tiny_config(), cache)
+
+
+def test_tokens_are_the_vqvae_codes_of_the_images(tiny):
+    index = tiny.train_positions(2, 8)
+    codes = tiny.tokenizer.encode(tiny.images("train", index))  # (8, 8, 8)
+    assert torch.equal(tiny.train_batch(2, 8).tokens, codes.reshape(8, 64))
+    val = tiny.validation()
+    assert torch.equal(val.tokens, tiny.tokenizer.encode(tiny.images("val", np.arange(32))).reshape(32, 64))
+    assert tiny.decode(val.tokens[:4]).shape == (4, 3, 16, 16)
+
+
+def test_the_summary_reports_the_vqvae_and_the_embeddings(tiny, cache):
+    summary = tiny.summary
+    assert summary["stand_in"] is True and (summary["train_images"], summary["val_images"]) == (160, 32)
+    assert summary["vqvae_codes"] == 16 and summary["vqvae_params"] == tiny.tokenizer.num_params()
+    assert math.isfinite(summary["vqvae_val_psnr"]) and 1.0 <= summary["vqvae_val_perplexity"] <= 16.0
+    assert 0 <= summary["vqvae_val_dead_codes"] < 16 and summary["vqvae_train"]["steps"] == 5
+    assert summary["encoder"] == "random_conv_for_tests" and summary["embedding_dim"] == 32
+    assert image_tokens.read_summary(tiny.config, cache) == summary
+
+
+def test_a_second_build_finds_every_cache_and_trains_nothing(tiny, cache, monkeypatch):
+    directory = dataset_directory(tiny.config, cache)
+    key = image_tokens.vqvae_key(tiny.config)
+    built = [directory / "images.npz", directory / f"vqvae-{key}.safetensors", directory / f"summary-{key}.json",
+             *directory.glob(f"tokens-{key}/*/tokens.npy"), *directory.glob("embeddings-*/*/embeddings.npy")]
+    assert len(built) == 7 and all(p.is_file() for p in built)
+    stamps = [p.stat().st_mtime_ns for p in built]
+    calls = []
+    monkeypatch.setattr(image_tokens, "train_vqvae", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(image_tokens, "evaluate_reconstruction", lambda *args, **kwargs: calls.append(args))
+    again = build_data(tiny.config, cache)
+    assert calls == [] and [p.stat().st_mtime_ns for p in built] == stamps
+    for step in (0, 30):  # 30 * 8 > 160: past the first epoch
+        assert all(torch.equal(x, y) for x, y in zip(tiny.train_batch(step, 8), again.train_batch(step, 8)))
+    assert again.summary == tiny.summary
+    # a split of the same images reuses the VQ-VAE and its tokens; only its training pool differs
+    split = build_data(dataclasses.replace(tiny.config, split="half", c1_fraction=0.125), cache)
+    assert calls == [] and [p.stat().st_mtime_ns for p in built] == stamps
+    assert len(split.pool) < len(tiny.pool)
+    # another tokenizer setting trains its own VQ-VAE beside the first
+    monkeypatch.undo()
+    build_data(dataclasses.replace(tiny.config, tokenizer_steps=3), cache)
+    assert len(list(directory.glob("vqvae-*.safetensors"))) == 2 and [p.stat().st_mtime_ns for p in built] == stamps
+
+
+def test_cache_keys_are_those_existing_caches_were_built_under():
+    """Caches under paths.cache are found only while these keys stay: the smoke config's, as built before."""
+    run = parse_run(compose(["scale=smoke", "data=imagenet"]))
+    assert (images_key(run.data), image_tokens.vqvae_key(run.data)) == ("c4c4c5bb027e3168", "13f857d347ddb9f5")
+
+
+def test_imagenet64_files_go_through_the_same_composition(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imagenet64"
+    root.mkdir()
+    for name, n in [(f"train_data_batch_{i}.npz", 24) for i in range(1, 11)] + [("val_data.npz", 16)]:
+        write_batch_file(root / name, rng.integers(0, 256, (n, 3, 64, 64), dtype=np.uint8), rng.integers(0, 1000, n))
+    cfg = ImageNetTokensConfig(images="imagenet64", imagenet_root=str(root), resolution=32, palette_size=8,
+                               train_size=None, val_size=16, palette_fit_images=32, tokenizer="tiny",
+                               tokenizer_steps=2, encoder="random_conv_for_tests", task_dim=4, split="mod2")
+    data = build_data(cfg, tmp_path / "cache")
+    batch = data.train_batch(0, 4)
+    assert batch.tokens.shape == (4, 1024) and batch.task.shape == (4, 4)
+    assert len(data.train_labels) == 240 and data.summary["stand_in"] is False
+    assert data.summary["image_side"] == 64 and data.summary["vqvae_codes"] == 8
 
 
 def plan(cfg) -> dict[str, list[dict]]:

@@ -1,5 +1,6 @@
-"""The ImageNet-track token dataset: deterministic, resumable batches; task vectors are the encoder's
-embeddings of the images (never the stand-in's true t); label splits; caches reused; ImageNet64 files."""
+"""The ImageNet-track token dataset: deterministic, resumable batches of the tokens a tokenizer passed in made;
+task vectors are the encoder's embeddings of the images (never the stand-in's true t); label splits; caches
+reused; ImageNet64 files."""
 
 from __future__ import annotations
 
@@ -14,11 +15,50 @@ from projectable_data.imagenet_tokens import (
     ImageNetTokens,
     ImageNetTokensConfig,
     RandomConvEncoderForTests,
+    TokenizedSplit,
+    dataset_directory,
+    embed,
+    file_lock,
     fit_task_transform,
     label_group,
+    load_image_sets,
     render_standin,
     split_positions,
 )
+
+
+class GreyTokenizer:
+    """A stand-in tokenizer: the grey level of each 2x2 patch in `codes` levels, decoded as flat grey."""
+
+    def __init__(self, codes: int):
+        self.codes = codes
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        grey = images.float().mean(1, keepdim=True)  # (B, 1, H, W) in [0, 255]
+        patches = torch.nn.functional.avg_pool2d(grey, 2)[:, 0]  # (B, h, w)
+        return (patches * self.codes / 256).long().clamp(0, self.codes - 1)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        grey = (tokens.float() + 0.5) * 2 / self.codes - 1  # (B, h, w) in [-1, 1]
+        return grey.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, None].expand(-1, 3, -1, -1)
+
+
+def encode_all(tokenizer: GreyTokenizer, images) -> np.ndarray:
+    return tokenizer.encode(torch.from_numpy(np.ascontiguousarray(images[:]))).numpy()  # (N, h, w)
+
+
+def build(cfg: ImageNetTokensConfig, cache, tokens_as=None, **kwargs) -> ImageNetTokens:
+    """Images and embeddings from the package's caches, tokens from the grey tokenizer."""
+    tokenizer = GreyTokenizer(cfg.palette_size)
+    directory = dataset_directory(cfg, cache)
+    with file_lock(directory / ".lock"):
+        sets = load_image_sets(cfg, directory)
+        splits = [
+            TokenizedSplit(images, (tokens_as or encode_all)(tokenizer, images.images),
+                           embed(cfg, images.images, split, directory))
+            for split, images in zip(("train", "val"), sets)
+        ]
+    return ImageNetTokens(cfg, *splits, tokenizer, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +77,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(tiny, cache):
     torch.set_num_threads(1)
-    return ImageNetTokens(tiny, cache)
+    return build(tiny, cache)
 
 
 def test_shapes_follow_the_config(data, tiny):
@@ -47,11 +87,36 @@ def test_shapes_follow_the_config(data, tiny):
     assert batch.task.shape == (8, 12) and batch.task.dtype == torch.float32
     assert (data.task_dim, data.vocab_size, data.seq_len, data.image_shape) == (12, 16, 64, (3, 16, 16))
     assert data.decode(batch.tokens).shape == (8, 3, 16, 16)
-    assert data.summary["stand_in"] is True and data.summary["train_images"] == 192
+    assert data.summary is None  # provenance is the tokenizer builder's to give
+
+
+def test_tokens_are_the_tokenizers_codes_of_the_same_images(data, tiny):
+    index = data.train_positions(3, 8)
+    images = data.images("train", index)
+    assert torch.equal(data.train_batch(3, 8).tokens, GreyTokenizer(16).encode(images).reshape(8, 64))
+    val = data.validation()
+    assert torch.equal(val.tokens, GreyTokenizer(16).encode(data.images("val", np.arange(48))).reshape(48, 64))
+
+
+def test_memory_mapped_tokens_give_the_same_batches(data, tiny, cache, tmp_path):
+    def memory_map(tokenizer, images):  # a read-only uint16 cache on disk, as token caches are
+        path = tmp_path / f"tokens-{len(images)}.npy"
+        np.save(path, encode_all(tokenizer, images).astype(np.uint16))
+        return np.load(path, mmap_mode="r")
+
+    mapped = build(tiny, cache, tokens_as=memory_map)
+    for step in (0, 7):
+        assert all(torch.equal(x, y) for x, y in zip(data.train_batch(step, 8), mapped.train_batch(step, 8)))
+    assert torch.equal(data.validation().tokens, mapped.validation().tokens)
 
 
 def test_batches_are_a_function_of_the_step_and_survive_a_restart(data, tiny, cache):
-    again = ImageNetTokens(tiny, cache)  # a resumed run: everything from the cache
+    directory = dataset_directory(tiny, cache)
+    cached = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != ".lock")
+    assert {p.name for p in cached} >= {"images.npz", "embeddings.npy"}
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    again = build(tiny, cache)  # a resumed run: renders and embeddings from the cache
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
     for step in (0, 5, 40):  # 40 * 8 > 192: past the first epoch
         a, b = data.train_batch(step, 8), again.train_batch(step, 8)
         assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -79,16 +144,22 @@ def test_validation_overrides_set_task_coordinates(data):
         data.validation(overrides={99: 0.0})
 
 
-def test_the_vqvae_is_trained_once_and_reused(data, tiny, cache):
-    files = sorted(data.directory.glob("vqvae-*.safetensors"))
-    assert len(files) == 1
-    stamp = files[0].stat().st_mtime_ns
-    other = ImageNetTokens(dataclasses.replace(tiny, split="half", c1_fraction=0.125), cache)
-    assert files[0].stat().st_mtime_ns == stamp and other.vqvae_key == data.vqvae_key
+def test_tokens_and_embeddings_must_cover_every_image(data, tiny, cache):
+    directory = dataset_directory(tiny, cache)
+    train, val = load_image_sets(tiny, directory)
+    tokens = encode_all(GreyTokenizer(16), train.images)
+    embeddings = embed(tiny, train.images, "train", directory)
+    good_val = TokenizedSplit(val, encode_all(GreyTokenizer(16), val.images), embed(tiny, val.images, "val", directory))
+    with pytest.raises(ValueError, match="tokenise every image"):
+        ImageNetTokens(tiny, TokenizedSplit(train, tokens[:-1], embeddings), good_val, GreyTokenizer(16))
+    with pytest.raises(ValueError, match="tokenise every image"):  # a 4x4 grid where the config says 8x8
+        ImageNetTokens(tiny, TokenizedSplit(train, tokens[:, ::2, ::2], embeddings), good_val, GreyTokenizer(16))
+    with pytest.raises(ValueError, match="embed every image"):
+        ImageNetTokens(tiny, good_val, TokenizedSplit(val, good_val.tokens, embeddings), GreyTokenizer(16))
 
 
 def test_split_pool_keeps_each_side_at_its_fraction(tiny, cache):
-    data = ImageNetTokens(dataclasses.replace(tiny, split="half", c1_fraction=0.125), cache)
+    data = build(dataclasses.replace(tiny, split="half", c1_fraction=0.125), cache)
     labels = data.train_labels[data.pool]
     full = np.bincount(data.train_labels, minlength=10)
     kept = np.bincount(labels, minlength=10)
@@ -135,8 +206,8 @@ def test_imagenet64_files_go_through_the_same_pipeline(tmp_path):
     cfg = ImageNetTokensConfig(images="imagenet64", imagenet_root=str(root), resolution=32, palette_size=8,
                                train_size=None, val_size=16, palette_fit_images=32, tokenizer="tiny",
                                tokenizer_steps=2, encoder="random_conv_for_tests", task_dim=4, split="mod2")
-    data = ImageNetTokens(cfg, tmp_path / "cache")
+    data = build(cfg, tmp_path / "cache")
     batch = data.train_batch(0, 4)
     assert batch.tokens.shape == (4, 1024) and batch.task.shape == (4, 4)
-    assert len(data.train_labels) == 240 and data.summary["stand_in"] is False
+    assert len(data.train_labels) == 240 and not (dataset_directory(cfg, tmp_path / "cache") / "images.npz").exists()
     assert label_group("half", 1, 1000) == list(range(500))

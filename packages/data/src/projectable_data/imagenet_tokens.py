@@ -3,8 +3,10 @@
 What a model of the ImageNet track sees, built once and cached on disk:
   images   ImageNet 64x64 (``images="imagenet64"``, the official npz release) or, where ImageNet is absent,
            a STAND-IN: SynthMNIST renders (``images="standin"``), 32x32 RGB for 16x16 tokens, digit labels.
-  tokens   a VQ-VAE (App. C.2, ``projectable_vqvae``) trained on the training images, then every image
-           tokenised into a resumable memory-mapped token cache; image side = 2 * token side.
+  tokens   the codes of an image tokenizer passed in (``ImageTokenizer``: images -> an h x w grid of codes,
+           and back), image side = 2 * token side. The caller fits the tokenizer and hands over every
+           split's tokens, e.g. the memory-mapped token caches of the App. C.2 VQ-VAE (``projectable_vqvae``);
+           the dataset only reads them and decodes samples with the tokenizer.
   task t   the embedding of that very image (the paper: SimCLRv2) by a pluggable encoder: EfficientNet-Lite0
            (offline default), a precomputed embeddings file, or a random conv net for smoke tests only.
            Embeddings are standardised with training-set statistics (and optionally PCA-whitened to
@@ -14,17 +16,19 @@ What a model of the ImageNet track sees, built once and cached on disk:
 
 The interface is that of ``SynthMNISTTokens``: ``train_batch(step, batch_size)`` is a pure function of
 (seed, step, batch_size) (epochs of seeded permutations of the training pool), ``validation()`` is fixed,
-``decode`` maps tokens back to images.
+``decode`` maps tokens back to images (the tokenizer's decoder).
 
 Config keys shared with ``SynthMNISTConfig`` keep its names so that the same compute-scale files drive
 both tracks: ``resolution`` is the token grid side, ``palette_size`` the tokenizer's vocabulary (VQ-VAE
-codes), ``palette_fit_images`` the training images the tokenizer is fit on.
+codes), ``palette_fit_images`` the training images the tokenizer is fit on. The ``tokenizer*`` keys
+configure whoever fits the tokenizer; this module only carries them.
 
-Cache layout under ``cache_dir/imagenet-tokens/<images key>/`` (a file lock serialises concurrent builders):
-  images.npz                       stand-in renders (uint8) and labels
-  vqvae-<key>.safetensors          the trained VQ-VAE; summary-<key>.json its metrics and the data's provenance
-  tokens-<key>/{train,val}/        projectable_vqvae token caches (resume if interrupted)
-  embeddings-{train,val}/          projectable_data.encoders caches (fingerprinted by encoder and images)
+Cache layout under ``dataset_directory(cfg, cache_dir)`` = ``cache_dir/imagenet-tokens/<images key>/`` (hold
+``file_lock(directory / ".lock")`` while building, so that concurrent builders wait):
+  images.npz                       stand-in renders (uint8) and labels (``load_image_sets``)
+  embeddings-{train,val}/          projectable_data.encoders caches (fingerprinted by encoder and images,
+                                   resumed if interrupted; ``embed``)
+  the tokenizer and its token caches, under names the tokenizer's builder derives from its own key
 
 Letters in shape comments: N images, B batch, C=3 channels, H=W image side, h=w token side, T=h*w, E raw
 embedding size, D task_dim.
@@ -32,7 +36,6 @@ embedding size, D task_dim.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -42,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -180,7 +183,8 @@ class ImageSet(NamedTuple):
     labels: np.ndarray  # (N,) int64, 0-based class or digit
 
 
-def _digest(**fields) -> str:
+def digest(**fields) -> str:
+    """16 hex digits of sha256 over the fields as sorted JSON: the cache keys of the ImageNet track."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -189,10 +193,10 @@ def images_key(cfg: ImageNetTokensConfig) -> str:
     common = dict(version=CACHE_VERSION, images=cfg.images, side=cfg.image_side, seed=cfg.seed,
                   train_size=cfg.train_size, val_size=cfg.val_size)
     if cfg.images == "standin":
-        return _digest(**common, renderer=RENDERER_VERSION, mnist=sorted(MNIST_MD5.values()))
+        return digest(**common, renderer=RENDERER_VERSION, mnist=sorted(MNIST_MD5.values()))
     root = resolve_root(cfg.imagenet_root)
     sizes = sorted((p.name, p.stat().st_size) for p in root.glob("*.npz"))
-    return _digest(**common, files=sizes, class_mapping=cfg.class_mapping)
+    return digest(**common, files=sizes, class_mapping=cfg.class_mapping)
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -229,6 +233,26 @@ def load_imagenet64(cfg: ImageNetTokensConfig) -> tuple[ImageSet, ImageSet]:
             raise ValueError(f"{split} holds {len(data)} images, fewer than the {size} asked; lower the size")
         sets.append(ImageSet(data, data.labels))
     return sets[0], sets[1]
+
+
+def dataset_directory(cfg: ImageNetTokensConfig, cache_dir: str | os.PathLike) -> Path:
+    """Where the dataset's caches live: ``cache_dir/imagenet-tokens/<images key>``."""
+    return Path(cache_dir) / "imagenet-tokens" / images_key(cfg)
+
+
+def load_image_sets(cfg: ImageNetTokensConfig, directory: str | os.PathLike) -> tuple[ImageSet, ImageSet]:
+    """(train, validation) images and labels: ImageNet 64x64 views, or the stand-in's renders (made once
+    into ``directory/images.npz``)."""
+    if cfg.images == "imagenet64":
+        return load_imagenet64(cfg)
+    path = Path(directory) / "images.npz"
+    if not path.is_file():
+        with one_thread():
+            train, val = render_standin(cfg)
+        _atomic_savez(path, train_images=train.images, train_labels=train.labels, val_images=val.images,
+                      val_labels=val.labels)
+    with np.load(path) as f:
+        return ImageSet(f["train_images"], f["train_labels"]), ImageSet(f["val_images"], f["val_labels"])
 
 
 # ---- encoders and task vectors ---------------------------------------------------------------------------
@@ -316,8 +340,9 @@ def fit_task_transform(train: np.ndarray, task_dim: int, chunk: int = 65536) -> 
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
     """Exclusive lock: concurrent trials wait while one of them builds the caches."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -327,44 +352,42 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _vqvae_config(cfg: ImageNetTokensConfig):
-    from projectable_vqvae import VQVAEConfig
+class ImageTokenizer(Protocol):
+    """An image tokenizer such as the App. C.2 VQ-VAE: (B, 3, H, W) images <-> (B, h, w) int64 codes,
+    h = H / 2, codes in [0, palette_size)."""
 
-    base = VQVAEConfig.paper() if cfg.tokenizer == "paper" else VQVAEConfig.tiny()
-    return dataclasses.replace(base, codebook_size=cfg.palette_size)
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...  # (B, 3, H, W) uint8 -> (B, h, w) int64
 
-
-def vqvae_key(cfg: ImageNetTokensConfig) -> str:
-    """What the tokenizer depends on besides the images: its layout and training settings."""
-    return _digest(model=_vqvae_config(cfg).to_dict(), steps=cfg.tokenizer_steps, batch=cfg.tokenizer_batch_size,
-                   lr=cfg.tokenizer_lr, seed=cfg.seed, fit_images=cfg.palette_fit_images)
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor: ...  # (B, h, w) int64 -> (B, 3, H, W) in [-1, 1]
 
 
-def read_summary(cfg: ImageNetTokensConfig, cache_dir: str | os.PathLike) -> dict | None:
-    """The summary a built dataset left in the cache (stand-in or not, VQ-VAE metrics, encoder), or None."""
-    path = Path(cache_dir) / "imagenet-tokens" / images_key(cfg) / f"summary-{vqvae_key(cfg)}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+class TokenizedSplit(NamedTuple):
+    """One split, row for row: the images, their tokens and their raw encoder embeddings."""
+
+    images: ImageSet
+    tokens: Any  # (N, h, w) integer array: in memory, or a read-only memory map of a token cache
+    embeddings: EmbeddingTable  # (N, E) raw embeddings, ids = positions 0..N-1 (``embed``)
 
 
 class ImageNetTokens:
-    """Token dataset of the ImageNet track (or its stand-in) with the interface of ``SynthMNISTTokens``."""
+    """Token dataset of the ImageNet track (or its stand-in) with the interface of ``SynthMNISTTokens``.
 
-    def __init__(self, config: ImageNetTokensConfig, cache_dir: str | os.PathLike, train_fraction: float = 1.0):
+    Takes each split's images, tokens (by ``tokenizer``) and embeddings; ``load_image_sets`` and ``embed``
+    make the images and embeddings, the caller the tokens."""
+
+    def __init__(self, config: ImageNetTokensConfig, train: TokenizedSplit, val: TokenizedSplit,
+                 tokenizer: ImageTokenizer, *, train_fraction: float = 1.0, summary: Mapping | None = None):
         if not 0.0 < train_fraction <= 1.0:
             raise ValueError(f"train_fraction={train_fraction} must lie in (0, 1]")
+        for name, split in (("train", train), ("val", val)):
+            _check_split(config, name, split)
         self.config = config
-        self.directory = Path(cache_dir) / "imagenet-tokens" / images_key(config)
-        with _file_lock(self.directory / ".lock"):
-            self._train_set, self._val_set = self._image_sets()
-            self.vqvae, self.vqvae_key = self._load_or_train_vqvae()
-            tokens_dir = self.directory / f"tokens-{self.vqvae_key}"
-            self._train_tokens = self._tokenize(self._train_set, tokens_dir / "train", "train")
-            self._val_tokens = self._tokenize(self._val_set, tokens_dir / "val", "val")
-            raw_train = embed(config, self._train_set.images, "train", self.directory)
-            raw_val = embed(config, self._val_set.images, "val", self.directory)
-            self.summary = self._load_or_write_summary(raw_train, raw_val)
-        self._raw_train, self._raw_val = raw_train, raw_val
-        self.transform = fit_task_transform(raw_train.embeddings, config.task_dim)
+        self.tokenizer = tokenizer
+        self.summary = dict(summary) if summary is not None else None  # provenance of tokens and embeddings
+        self._train_set, self._val_set = train.images, val.images
+        self._train_tokens, self._val_tokens = train.tokens, val.tokens
+        self._raw_train, self._raw_val = train.embeddings, val.embeddings
+        self.transform = fit_task_transform(train.embeddings.embeddings, config.task_dim)
         self.pool = self._training_pool(train_fraction)  # (P,) training positions this run draws from
         self._validation: Batch | None = None
 
@@ -390,76 +413,6 @@ class ImageNetTokens:
         return self._train_set.labels  # (N,) labels of every training image (before split and fraction)
 
     # --- building ------------------------------------------------------------------------------------------
-    def _image_sets(self) -> tuple[ImageSet, ImageSet]:
-        if self.config.images == "imagenet64":
-            return load_imagenet64(self.config)
-        path = self.directory / "images.npz"
-        if not path.is_file():
-            with one_thread():
-                train, val = render_standin(self.config)
-            _atomic_savez(path, train_images=train.images, train_labels=train.labels, val_images=val.images,
-                          val_labels=val.labels)
-        with np.load(path) as f:
-            return ImageSet(f["train_images"], f["train_labels"]), ImageSet(f["val_images"], f["val_labels"])
-
-    def _load_or_train_vqvae(self):
-        from projectable_vqvae import VQVAE, VQVAETrainConfig, train_vqvae
-
-        c = self.config
-        vq_cfg = _vqvae_config(c)
-        train_cfg = VQVAETrainConfig(steps=c.tokenizer_steps, batch_size=c.tokenizer_batch_size, lr=c.tokenizer_lr,
-                                     seed=c.seed, progress=True)
-        key = vqvae_key(c)
-        path = self.directory / f"vqvae-{key}.safetensors"
-        if path.is_file():
-            return VQVAE.load(path), key
-        fit = torch.from_numpy(np.ascontiguousarray(self._train_set.images[: c.palette_fit_images]))  # (n, 3, H, W)
-        torch.manual_seed(c.seed)
-        model = VQVAE(vq_cfg)
-        metrics = train_vqvae(model, fit, train_cfg)
-        model.save(path)
-        (self.directory / f"vqvae-{key}-train.json").write_text(json.dumps(
-            {"steps": metrics.steps, "final_psnr": metrics.final_psnr, "first_loss": metrics.losses[0],
-             "last_loss": metrics.losses[-1]}, indent=1))
-        return model.eval(), key
-
-    def _tokenize(self, images: ImageSet, directory: Path, split: str):
-        from projectable_vqvae import tokenize_dataset
-
-        return tokenize_dataset(self.vqvae, images.images, directory, dataset_id=f"{self.config.images}/{split}",
-                                chunk_size=4096, batch_size=256, progress=False)
-
-    def _load_or_write_summary(self, raw_train: EmbeddingTable, raw_val: EmbeddingTable) -> dict:
-        path = self.directory / f"summary-{self.vqvae_key}.json"
-        if path.is_file():
-            summary = json.loads(path.read_text())
-            if summary.get("encoder") == self.config.encoder and summary.get("embeddings_val") == raw_val.fingerprint:
-                return summary
-        from projectable_vqvae import evaluate_reconstruction
-
-        val_images = torch.from_numpy(np.ascontiguousarray(self._val_set.images[:]))
-        recon = evaluate_reconstruction(self.vqvae, val_images, batch_size=256)
-        train_log = self.directory / f"vqvae-{self.vqvae_key}-train.json"
-        summary = {
-            "images": self.config.images,
-            "stand_in": self.config.images == "standin",
-            "image_side": self.config.image_side,
-            "train_images": len(self._train_set.labels),
-            "val_images": len(self._val_set.labels),
-            "vqvae_codes": self.config.palette_size,
-            "vqvae_params": self.vqvae.num_params(),
-            "vqvae_val_psnr": recon.psnr,
-            "vqvae_val_perplexity": recon.usage.perplexity,
-            "vqvae_val_dead_codes": recon.usage.dead_codes,
-            "vqvae_train": json.loads(train_log.read_text()) if train_log.is_file() else None,
-            "encoder": self.config.encoder,
-            "embedding_dim": raw_train.dim,
-            "embeddings_train": raw_train.fingerprint,
-            "embeddings_val": raw_val.fingerprint,
-        }
-        path.write_text(json.dumps(summary, indent=1))
-        return summary
-
     def _training_pool(self, train_fraction: float) -> np.ndarray:
         c = self.config
         labels = self._train_set.labels
@@ -482,7 +435,7 @@ class ImageNetTokens:
             if not 0 <= key < self.task_dim:
                 raise ValueError(f"override key {key} is not a task coordinate; use 0..{self.task_dim - 1}")
             task[:, key] = value
-        grid = tokens.get(index)  # (B, h, w)
+        grid = torch.from_numpy(np.asarray(tokens[index], dtype=np.int64))  # (B, h, w)
         return Batch(grid.reshape(len(index), -1), torch.from_numpy(task), torch.from_numpy(labels[index]))
 
     def train_positions(self, step: int, batch_size: int) -> np.ndarray:
@@ -514,14 +467,24 @@ class ImageNetTokens:
         return self._validation
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) tokens -> (B, 3, H, W) images in [-1, 1] (the VQ-VAE decoder)."""
+        """(B, T) tokens -> (B, 3, H, W) images in [-1, 1] (the tokenizer's decoder)."""
         side = self.config.resolution
-        return self.vqvae.decode(tokens.reshape(tokens.shape[0], side, side)).cpu()
+        return self.tokenizer.decode(tokens.reshape(tokens.shape[0], side, side)).cpu()
 
     def images(self, split: str, index: np.ndarray) -> torch.Tensor:
         """(B, 3, H, W) uint8 source images (train or val), e.g. beside their decoded tokens."""
         source = self._train_set if split == "train" else self._val_set
         return torch.from_numpy(np.ascontiguousarray(source.images[np.asarray(index)]))
+
+
+def _check_split(cfg: ImageNetTokensConfig, name: str, split: TokenizedSplit) -> None:
+    n = len(split.images.labels)
+    grid = (cfg.resolution, cfg.resolution)
+    if tuple(split.tokens.shape) != (n, *grid):
+        raise ValueError(f"{name} tokens have shape {tuple(split.tokens.shape)}, expected {(n, *grid)}: one "
+                         f"{grid[0]}x{grid[1]} grid per image (data.resolution); tokenise every image of the split")
+    if len(split.embeddings) != n:
+        raise ValueError(f"{name} has {len(split.embeddings)} embeddings for {n} images; embed every image")
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,169 @@
+"""Every report's files rendered from made-up runs (no MLflow): the shared toolkit's sections, the paper's
+numbers beside ours, and Table 3's logic on synthetic rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.reporting import figure3, figure4, table1, table2, table3, table4, toolkit
+from experiments.reporting.claims import Cell
+
+PROV = toolkit.Provenance(sweep_id="table1-smoke-abcd1234", commit="c0ffee", command="sweep.py experiment=table1",
+                          scale="smoke", stage_steps={"stage1": 20, "stage2": 10}, wall_time_s=90.0,
+                          machine="test machine", finished="2026-12-01 20:00 UTC", report_commit="beef")
+EVALUATION = {"commit": "beef", "machine": "test machine", "wall_time_s": 3.0, "images": 64, "seed": 0}
+IMAGES = 64
+
+
+def per_image(mean: float, seed: int) -> list[float]:
+    return list(mean + 0.01 * np.random.default_rng(seed).standard_normal(IMAGES))
+
+
+def trial(cell: str, stage: str, seed: int = 0, **models: float) -> dict:
+    row = {"cell": cell, "stage": stage, "seed": seed, "status": "FINISHED", "trial": f"{cell}-seed{seed}",
+           "run_id": f"{cell}{seed}", "steps": 20, "per_image": {}}
+    for model, mean in models.items():
+        row[f"val/all/{model}/nats"], row[f"val/all/{model}/nats_se"] = mean, 0.002
+        row["per_image"][f"all/{model}"] = per_image(mean, hash((cell, model, seed)) % 1000)
+    return row
+
+
+@pytest.fixture
+def table1_trials() -> pd.DataFrame:
+    rows = [trial(f"{c}{k}", "stage1", seed, model=base + 0.1 * i)
+            for c, base in (("M", 0.6), ("Mc", 0.55)) for i, k in enumerate((1, 2, 4, 8)) for seed in (0, 1)]
+    rows += [trial(f"P{k}", "stage2", **{f"P1_{k}": 0.5 + 0.05 * i, "source": 0.52}) for i, k in enumerate((2, 4, 8))]
+    rows.append(trial("Pall", "stage2", P1_2=0.5, P1_4=0.55, P1_8=0.6, source=0.53))
+    rows.append(trial("control", "stage2", model=0.52))
+    return pd.DataFrame(rows)
+
+
+def test_table1_files_from_synthetic_runs(table1_trials, tmp_path):
+    table = table1.table1_cells(table1_trials)
+    assert table.cells[("M", 0.5)].seeds == 2 and table.cells[("P", 1.0)].seeds == 3
+    verdicts = table1.verdicts_for(table, margin=0.01)
+    files = table1.write_report(tmp_path, table, verdicts, PROV, 0.01, table1_trials)
+    md = files.markdown.read_text()
+    assert md.startswith("# Table 1 at scale `smoke`")
+    assert "| 1/8 | 0.900 ± 0.002 (n=2) | 0.82 |" in md  # ours beside the paper's
+    assert "## Claims" in md and "| claim | comparison | difference | 2 SE (paired) | 2 SE (unpaired) |" in md
+    assert "- **P_s < M~_s for s <= 1/2**: holds" in md
+    assert "## Runs per cell\n\nM1: 2, M2: 2" in md
+    assert "- sweep: `table1-smoke-abcd1234`" in md and "report written at `beef`" in md
+    assert "- scale: `smoke`; steps: stage1 20, stage2 10" in md
+    frame = pd.read_csv(files.csv)
+    assert len(frame) == 17 and frame.loc[(frame.model == "P_s") & (frame.s == "1/4"), "paper_nats"].item() == 0.47
+    assert files.png.stat().st_size > 10_000
+
+
+def test_table2_and_table4_files_from_synthetic_runs(tmp_path):
+    rows = [trial(f"Mc{k}", "stage1", model=2.0 + 0.1 * i) for i, k in enumerate((1, 2, 4, 8))]
+    rows += [trial("M1", "stage1", model=2.1), trial("control", "stage2", model=2.0)]
+    rows += [trial(f"P{k}", "stage2", **{f"P1_{k}": 1.9 + 0.05 * i, "source": 2.0}) for i, k in enumerate((2, 4, 8))]
+    trials = pd.DataFrame(rows)
+    summary = {"stand_in": True, "image_side": 32, "train_images": 100, "val_images": 64, "vqvae_params": 1000,
+               "vqvae_codes": 64, "vqvae_val_psnr": 15.0, "vqvae_val_perplexity": 20.0, "vqvae_val_dead_codes": 3,
+               "encoder": "simclr", "embedding_dim": 128}
+    table = table2.table2_cells(trials)
+    files = table2.write_report(tmp_path, table, table2.table2_verdicts(table, 0.01), PROV, 0.01, summary, trials)
+    md = files.markdown.read_text()
+    assert "ImageNet STAND-IN" in md and "**These numbers are NOT ImageNet.**" in md
+    assert "| 1/2 | 2.100 ± 0.002 (n=1) | 2.211 | 1.900 ± 0.002 (n=1) | 2.210 |" in md
+    assert "`simclr` embeddings" in md and "## Running on ImageNet" in md and "## Provenance" in md
+    assert files.png is not None and files.csv is not None
+
+    rows4 = [{"cell": f"{split}_{regime}", "stage": "stage2", "seed": 0, "status": "FINISHED",
+              f"val/{split}_C1/P1_2/nats": c1, f"val/{split}_C1/P1_2/nats_se": 0.01,
+              f"val/{split}_C2/P1_2/nats": 2.0, f"val/{split}_C2/P1_2/nats_se": 0.01}
+             for split in ("half", "mod2") for regime, c1 in (("all", 2.3), ("eighth", 2.4), ("c1_eighth", 2.35))]
+    trials4 = pd.DataFrame(rows4)
+    table = table4.table4_cells(trials4)
+    files = table4.write_report(tmp_path, table, table4.table4_verdicts(table), PROV, summary, trials4)
+    md = files.markdown.read_text()
+    assert '| "1/2-1/2" | 1/8 / all | 2.350 ± 0.010 (n=1) | 2.392 |' in md
+    assert "## What the stand-in can and cannot show" in md and files.png is None
+
+
+def table3_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One finished run per paper cell: a larger source projects better by 0.05 at equal rank."""
+    rows, train = [], []
+    for target, source, rank in table3.PAPER_TABLE3:
+        scale = target / source
+        loss = 0.5 + 0.3 * (1 - source) + (0.2 if target == 0.125 else 0.0) - 0.001 * rank
+        name = table3.projected_name(scale)
+        run_id = f"{target}-{source}-{rank}"
+        rows.append({"cell": run_id, "trial": run_id, "seed": 0, "status": "FINISHED", "run_id": run_id,
+                     "target": target, "source": source, "scale": scale, "rank": rank, "reused_from": "",
+                     f"val/all/{name}/nats": loss + 0.01, f"val/all/{name}/nats_se": 0.002,
+                     f"num_params/projector_{scale}": 1000 * rank,
+                     "per_image": {f"all/{name}": per_image(loss + 0.01, rank)}})
+        train.append({"run_id": run_id, "train_nats": loss, "train_se": 0.002, "train_per_image": per_image(loss, rank)})
+    return pd.DataFrame(rows), pd.DataFrame(train)
+
+
+def test_table3_cells_verdicts_and_files_from_synthetic_rows(tmp_path):
+    trials, train = table3_rows()
+    table = table3.table3_cells(trials, train)
+    assert len(table.frame) == 9 and set(table.frame.seeds) == {1}
+    assert table.train[(0.125, 0.25, 32)].mean == pytest.approx(0.5 + 0.225 + 0.2 - 0.032)
+    verdicts = table3.source_size_verdicts(table.train, "training")
+    assert len(verdicts) == len(table3.equal_rank_pairs()) == 4 and all(v.held for v in verdicts)
+    matched = table3.matched_size_frame(table)
+    assert set(matched.loss) == {"train", "validation"} and len(matched) == 4
+    row = matched[(matched.loss == "train") & matched.comparison.str.contains("M_1/4")].iloc[0]
+    assert row.difference == pytest.approx(0.225 - 0.024) and row.paper == pytest.approx(0.10)
+
+    class SweepRun:
+        class data:
+            tags = {"source_sweep": "table1-smoke-abcd1234", "reused": '{"P4_M1_r8": "P4"}'}
+
+    files = table3.write_report(tmp_path, table, verdicts, matched, PROV, SweepRun, EVALUATION)
+    md = files.markdown.read_text()
+    assert "| P_1/8 | M_1/4 | 32 | 32,000 |" in md and "P4_M1_r8 is Table 1's cell P4" in md
+    assert "sources and reused runs from `table1-smoke-abcd1234`" in md
+    assert "evaluation of the saved models: commit `beef`" in md
+    assert pd.read_csv(files.csv).paper_train_nats.notna().all()
+
+
+def test_figure4_files_from_synthetic_losses(tmp_path):
+    frames = []
+    for model, family, s, slope in (("P_1/2", "P", 0.5, 0.1), ("M~_1/2", "M~", 0.5, 0.3)):
+        for t1 in figure4.T1_GRID:
+            frames.append(pd.DataFrame({"model": model, "family": family, "s": s, "seed": 0, "run_id": model,
+                                        "t1": t1, "image": np.arange(IMAGES),
+                                        "nats": np.array(per_image(0.5 + slope * max(0.0, t1 - 1), int(t1 * 10)))}))
+    frame = pd.concat(frames, ignore_index=True)
+    verdicts = figure4.zero_shot_verdicts(frame, s=0.5)
+    assert verdicts[0].held and verdicts[1].held
+    summary, ranges = figure4.zero_shot_summary(frame), figure4.range_frame(frame)
+    files = figure4.write_report(tmp_path, frame, summary, verdicts, ranges, PROV, EVALUATION)
+    md = files.markdown.read_text()
+    assert "| 2 (past training) |" in md and "- **P_1/2 generalises past the training range better than M~_1/2**: " \
+        "holds at this scale" in md
+    assert files.png.stat().st_size > 10_000 and len(pd.read_csv(files.csv)) == 2 * len(figure4.T1_GRID)
+
+
+def test_figure3_markdown_and_toolkit_pieces(tmp_path):
+    rows = [figure3.SampleRow("P_1/2(t)", None), figure3.SampleRow("M~_1/2 | t", None)]
+    md = figure3.write_markdown(tmp_path, PROV, rows, EVALUATION).read_text()
+    assert "![figure 3](figure3.png)" in md and "P_1/2(t), M~_1/2 | t" in md and "## Provenance" in md
+    assert toolkit.scale_label(0.125) == "1/8" and toolkit.scale_label(1.0) == "1"
+    assert toolkit.fmt_cell(None) == "-" and toolkit.fmt_cell(Cell(0.5, 0.01, 2)) == "0.500 ± 0.010 (n=2)"
+    assert toolkit.fmt_mean_se(math.nan, 0.1) == "-"
+    assert toolkit.md_table(["a", "b"], [[1, 2]]) == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_notebook_params_share_one_prefix(monkeypatch, tmp_path):
+    env = {"PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_TRACKING_URI": "sqlite:////x/mlflow.db",
+           "PROJECTABLE_REPORT_REPORTS": str(tmp_path), "PROJECTABLE_REPORT_CACHE": str(tmp_path / "c")}
+    params = toolkit.notebook_params(env)
+    assert params.scale == "smoke" and params.out_dir == tmp_path / "smoke" and params.experiment == "projectable"
+    assert params.tracking_uri == "sqlite:////x/mlflow.db" and params.cache == tmp_path / "c"
+    assert toolkit.make_command("figure4", "smoke") == "nox -s reproduce_table1 -- scale=smoke"
+    empty = params._replace(tracking_uri=f"sqlite:///{tmp_path}/empty.db")
+    with pytest.raises(toolkit.MissingRuns, match="run `nox -s reproduce_table3 -- scale=smoke` first"):
+        toolkit.newest_sweep(empty, "table3")
