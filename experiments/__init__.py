@@ -1,2 +1,12 @@
-"""Orchestration of the Projectable Models experiments: Hydra configs, one ``train(cfg)``, Ray Tune sweeps,
-MLflow tracking and the Table 1 report. Depends on the library packages, never the reverse."""
+"""Orchestration of the Projectable Models experiments, in layers that import one way:
+
+* entry points: ``train`` (one run), ``sweep`` (an experiment's grid on Ray Tune), ``sweep_source_size``
+  (Table 3), ``prepare_data`` (data caches before a sweep); ``config`` (the Hydra tree -> typed configs, and
+  what "the same config" means); ``telemetry`` (the environment every process runs with);
+* ``run``: what one run trains and evaluates (trainees, datasets, optimisation, evaluation, checkpoints);
+* ``orchestration``: planning sweeps and running them on Ray Tune;
+* ``tracking``: the MLflow store, sweeps and runs in it, the UI server;
+* ``reporting``: one module per paper artefact on a shared toolkit; reads tracking, never the trainer.
+
+Depends on the library packages (``projectable``, ``projectable_data``, ``projectable_vqvae``), never the
+reverse."""

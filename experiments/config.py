@@ -30,6 +30,12 @@ class ConfigError(ValueError):
     """A config that names an unknown key or group, or holds a value the code cannot use."""
 
 
+def code_root() -> Path:
+    """The checkout this package's code comes from (its commit is the provenance of every run and report),
+    wherever ``PROJECTABLE_ROOT`` puts the runs."""
+    return Path(__file__).resolve().parent.parent
+
+
 def project_root() -> Path:
     """The repository: $PROJECTABLE_ROOT, else the folder holding this package (an editable install)."""
     env = os.environ.get("PROJECTABLE_ROOT")

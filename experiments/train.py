@@ -222,7 +222,8 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
         start, run_id = load_checkpoint(checkpoint, trainee.module, optimizer)
     else:
         start, run_id = 0, tracking.recorded_run_id(run_dir)
-    tags = {"kind": run.kind, "width": str(run.width), "seed": str(run.seed), **run.tracking.tags}
+    tags = {**tracking.source_tags("experiments/train.py"), "kind": run.kind, "width": str(run.width),
+            "seed": str(run.seed), **run.tracking.tags}
     if run.kind == "projected":
         tags["scales"] = ",".join(str(s) for s in run.projector.scales)
     run_id = tracking.start_run(run.tracking, run_dir, run_id, run.tracking.run_name or run_dir.name, tags)

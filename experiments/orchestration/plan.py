@@ -136,6 +136,7 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
                 tags["init_cell"] = source
             if parent_run_id is not None:
                 tags["mlflow.parentRunId"] = parent_run_id
+                tags["mlflow.source.name"] = "experiments/sweep.py"  # the trial's entry point, not Ray's worker
             with open_dict(run_cfg):
                 OmegaConf.update(run_cfg, "tracking.tags", tags, merge=True)
             plain = to_container(run_cfg)

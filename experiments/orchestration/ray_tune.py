@@ -104,14 +104,14 @@ class InjectedFailure(RuntimeError):
 
 
 def run_trial(config: dict, specs: Mapping[str, TrialSpec], fail_once: Mapping[str, int]) -> None:
-    """Ray Tune trainable: one cell and seed (``config["trial"]`` names it), trained by ``train`` in its
+    """Ray Tune trainable: one cell and seed (``config["trial"]["name"]`` names it), trained by ``train`` in its
     own run directory."""
     import ray
     from ray import tune
 
     from experiments.train import TrainHooks, train
 
-    name = config["trial"]
+    name = config["trial"]["name"]
     cfg = OmegaConf.create(specs[name]["config"])
     cfg.tracking.tags["ray_node"] = ray.get_runtime_context().get_node_id()
     marker = Path(cfg.run_dir) / ".failed_once"
@@ -130,12 +130,23 @@ def run_trial(config: dict, specs: Mapping[str, TrialSpec], fail_once: Mapping[s
     tune.report({"step": int(cfg.train.steps), **metrics, "done": 1})
 
 
+def hyperparameters(spec: TrialSpec) -> dict[str, Any]:
+    """What Tune's readers group a trial by (``ExperimentAnalysis(...).dataframe()``'s ``config/trial/*``):
+    its name, stage and cell, and the hyperparameters that tell its runs apart."""
+    cfg = spec["config"]
+    scales = cfg["projector"]["scales"] if cfg["kind"] == "projected" else None
+    return {"name": spec["name"], "stage": spec["stage"], "cell": spec["cell"], "kind": cfg["kind"],
+            "width": float(cfg["width"]), "scales": ",".join(str(s) for s in scales) if scales else "",
+            "rank": int(cfg["projector"]["rank"]) if scales else 0, "seed": int(cfg["seed"]),
+            "steps": int(cfg["train"]["steps"])}
+
+
 def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str):
     """Run (or resume) one stage as a Tune experiment; raise if a trial failed for good."""
     from ray import tune
 
-    # The param space holds only trial names (Tune's tables stay readable); the configs travel once
-    # through the object store.
+    # The param space holds each trial's name and hyperparameters (Tune's tables group by them); the full
+    # configs travel once through the object store.
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, specs={spec["name"]: spec for spec in specs}, fail_once=dict(sweep.fail_once)),
         dict(sweep.resources),
@@ -147,10 +158,10 @@ def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str):
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([spec["name"] for spec in specs])},
+            param_space={"trial": tune.grid_search([hyperparameters(spec) for spec in specs])},
             tune_config=tune.TuneConfig(
-                trial_name_creator=lambda trial: trial.config["trial"],
-                trial_dirname_creator=lambda trial: trial.config["trial"],
+                trial_name_creator=lambda trial: trial.config["trial"]["name"],
+                trial_dirname_creator=lambda trial: trial.config["trial"]["name"],
                 reuse_actors=sweep.reuse_actors,
             ),
             run_config=tune.RunConfig(

@@ -12,15 +12,7 @@ import pandas as pd
 
 from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows, less_than, no_worse
-from experiments.reporting.toolkit import (
-    SCALES,
-    Provenance,
-    ReportFiles,
-    fmt_cell,
-    md_table,
-    scale_label,
-    section,
-)
+from experiments.reporting.toolkit import SCALES, Provenance, ReportFiles, fmt_cell, md_table, section
 
 COLUMN_LABELS = {"M": "M_s", "Mc": "M~_s", "P": "P_s", "Pall": "P~", "control": "M_1 continued (control)"}
 COLOURS = {"M": "tab:gray", "Mc": "tab:blue", "P": "tab:orange", "Pall": "tab:green"}
@@ -64,7 +56,7 @@ def table1_cells(trials: pd.DataFrame, subset: str = "all") -> Table1Cells:
 def table1_verdicts(cells: Mapping[tuple[str, float], Cell], control: Cell | None, margin: float) -> list[Verdict]:
     """Every claim of Table 1 against ``cells[(column, s)]`` and the control (M_1 continued alone)."""
     get = cells.get
-    name = {s: scale_label(s) for s in SCALES}
+    name = {s: toolkit.scale_label(s) for s in SCALES}
     out: list[Verdict] = []
     claim = "P_s < M~_s for s <= 1/2"
     for s in SCALES[1:]:
@@ -99,7 +91,7 @@ def results_frame(table: Table1Cells) -> pd.DataFrame:
             if column == "control" and s != 1.0:
                 continue
             rows.append({
-                "model": COLUMN_LABELS[column], "s": scale_label(s), "ours_nats": getattr(cell, "mean", math.nan),
+                "model": COLUMN_LABELS[column], "s": toolkit.scale_label(s), "ours_nats": getattr(cell, "mean", math.nan),
                 "ours_se": getattr(cell, "se", math.nan), "seeds": getattr(cell, "seeds", 0),
                 "paper_nats": PAPER_TABLE1.get((column, s), math.nan),
             })
@@ -112,7 +104,7 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
     steps1, steps2 = prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")
     rows = []
     for s in SCALES:
-        row = [scale_label(s)]
+        row = [toolkit.scale_label(s)]
         for column in ("M", "Mc", "P", "Pall"):
             paper = PAPER_TABLE1[(column, s)]
             row += [fmt_cell(table.cells.get((column, s))),

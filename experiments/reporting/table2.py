@@ -12,15 +12,7 @@ import pandas as pd
 
 from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows, less_than, no_worse
-from experiments.reporting.toolkit import (
-    SCALES,
-    Provenance,
-    ReportFiles,
-    fmt_cell,
-    md_table,
-    scale_label,
-    section,
-)
+from experiments.reporting.toolkit import SCALES, Provenance, ReportFiles, fmt_cell, md_table, section
 
 # Table 2 of the paper, ImageNet validation loss (nats/token; statistical error ~0.001 for M~_s, ~0.002 for P_s).
 PAPER_TABLE2: dict[tuple[str, float], float] = {
@@ -71,7 +63,7 @@ def table2_cells(trials: pd.DataFrame, subset: str = "all") -> Table2Cells:
 def table2_verdicts(table: Table2Cells, margin: float) -> list[Verdict]:
     """The paper's claims that Table 2 bears on: P_s < M~_s for s <= 1/2, the gap grows as s shrinks, and the
     co-trained source loses nothing against M_1 continued alone."""
-    get, name = table.cells.get, {s: scale_label(s) for s in SCALES}
+    get, name = table.cells.get, {s: toolkit.scale_label(s) for s in SCALES}
     out = [less_than("P_s < M~_s for s <= 1/2", f"P_{name[s]} < M~_{name[s]}", get(("P", s)), get(("Mc", s)))
            for s in SCALES[1:]]
     gaps = {s: (get(("Mc", s)), get(("P", s))) for s in SCALES[1:]}
@@ -92,7 +84,7 @@ def results_frame(table: Table2Cells) -> pd.DataFrame:
             cell = table.control if column == "control" else table.cells.get((column, s))
             if column in ("M", "control") and s != 1.0:
                 continue
-            rows.append({"model": label, "s": scale_label(s), "ours_nats": getattr(cell, "mean", math.nan),
+            rows.append({"model": label, "s": toolkit.scale_label(s), "ours_nats": getattr(cell, "mean", math.nan),
                          "ours_se": getattr(cell, "se", math.nan), "runs": getattr(cell, "seeds", 0),
                          "paper_nats": PAPER_TABLE2.get((column, s), math.nan)})
     return pd.DataFrame(rows)
@@ -105,7 +97,7 @@ def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, marg
     rows = []
     for s in SCALES:
         paper_p = PAPER_TABLE2.get(("P", s))
-        rows.append([scale_label(s), fmt_cell(table.cells.get(("Mc", s))), f"{PAPER_TABLE2[('Mc', s)]:.3f}",
+        rows.append([toolkit.scale_label(s), fmt_cell(table.cells.get(("Mc", s))), f"{PAPER_TABLE2[('Mc', s)]:.3f}",
                      fmt_cell(table.cells.get(("P", s))), "-" if paper_p is None else f"{paper_p:.3f}"])
     lines = [
         f"# Table 2 at scale `{prov.scale}`: validation loss (nats/token), {title}",

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pandas as pd
 from projectable import scale_name
 
-from experiments.config import project_root
+from experiments.config import code_root, project_root
 from experiments.reporting.claims import Cell, Verdict, combine_runs, summarise
 from experiments.tracking.store import git_commit, machine
 from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trials
@@ -70,7 +70,7 @@ class NotebookParams(NamedTuple):
     root: Path  # the repository
 
 
-def notebook_params(environ: Mapping[str, str] | None = None) -> NotebookParams:
+def notebook_params(environ: Mapping[str, str] | None = None, quiet: bool = False) -> NotebookParams:
     """``PROJECTABLE_REPORT_{SCALE,TRACKING_URI,EXPERIMENT,REPORTS,CACHE}``, each with the repository's
     default (cpu, its ``mlflow.db``, ``projectable``, ``reports/``, ``.cache/reports``)."""
     env = os.environ if environ is None else environ
@@ -85,7 +85,8 @@ def notebook_params(environ: Mapping[str, str] | None = None) -> NotebookParams:
         cache=Path(get("CACHE", root / ".cache" / "reports")),
         root=root,
     )
-    print(f"scale={params.scale} store={params.tracking_uri} -> {params.out_dir}")
+    if not quiet:
+        print(f"scale={params.scale} store={params.tracking_uri} -> {params.out_dir}")
     return params
 
 
@@ -202,10 +203,10 @@ def sweep_data_summary(tracking_uri: str, sweep_run, cache_dir: str | None = Non
     """The data summary of a sweep's (base) data config, read from the cache its config names."""
     import mlflow
     from omegaconf import OmegaConf
-    from experiments.run.image_tokens import read_summary
 
     from experiments.config import build_section
     from experiments.run.datasets import data_config_class
+    from experiments.run.image_tokens import read_summary
 
     mlflow.set_tracking_uri(tracking_uri)
     text = mlflow.artifacts.load_text(f"runs:/{sweep_run.info.run_id}/config/config.yaml")
@@ -243,13 +244,13 @@ def provenance(sweep_run, trials: pd.DataFrame) -> Provenance:
         scale=tags.get("scale", "?"), stage_steps=steps,
         wall_time_s=float(sweep_run.data.metrics.get("wall_time_s", math.nan)), machine=tags.get("machine", "?"),
         finished=datetime.fromtimestamp(end / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        report_commit=git_commit(project_root()),
+        report_commit=git_commit(code_root()),
     )
 
 
 def evaluation_provenance(tick: float, **extra) -> dict:
     """Who evaluated saved models for a report (commit, machine, wall time since ``tick``), plus ``extra``."""
-    return {"commit": git_commit(project_root()), "machine": machine(), "wall_time_s": time.time() - tick, **extra}
+    return {"commit": git_commit(code_root()), "machine": machine(), "wall_time_s": time.time() - tick, **extra}
 
 
 def provenance_lines(prov: Provenance, sources: str | None = None, wall_time_note: str = "",

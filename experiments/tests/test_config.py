@@ -161,3 +161,27 @@ def test_cluster_refuses_a_sqlite_store_and_says_why():
         check_cluster(ClusterConfig(address="127.0.0.1:6379"), tracking.uri)
     check_cluster(ClusterConfig(address=None), tracking.uri)  # local Ray: fine
     check_cluster(ClusterConfig(address="127.0.0.1:6379"), "http://127.0.0.1:5000")
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+@pytest.mark.parametrize("scale", options("scale"))
+def test_every_experiment_at_every_scale_plans_every_stage(experiment, scale):
+    """Each experiment option composes with each scale and every stage plans runs that parse (sources of an
+    earlier stage, or of the sweep ``experiment.sources`` names, stand in as fake URIs)."""
+    from experiments.orchestration.plan import parse_sources
+
+    # the stand-in renders go up to 16x16 tokens: at 32x32 the ImageNet track needs its files (README)
+    imagenet = ["data.images=imagenet64", "data.imagenet_root=/data/imagenet64"] if (
+        experiment in ("table2", "table4") and scale in ("gpu", "paper")) else []
+    cfg = compose([f"experiment={experiment}", f"scale={scale}", *imagenet])
+    stages = parse_stages(cfg.experiment)
+    sources = parse_sources(cfg.experiment)
+    cells = {cell for stage in stages.values() for cell in stage.cells}
+    starts = {c.init_from or s.init_from for s in stages.values() for c in s.cells.values()} - {None}
+    uris = {cell: ["runs:/fake/model"] * 3 for cell in starts - cells} if sources else {}
+    sweep_id = derive_sweep_id(cfg)
+    assert sweep_id.startswith(f"{experiment}-{scale}-")
+    for name, stage in stages.items():
+        specs = plan_stage(cfg, name, stage, sweep_id, None, uris)
+        assert specs and all(parse_run(spec["config"]).train.steps == stage.steps for spec in specs)
+        uris.update({cell: ["runs:/fake/model"] * 3 for cell in stage.cells})

@@ -117,3 +117,31 @@ def test_mlflow_ui_answers_runs_search_with_the_sweep(smoke_sweep, store):
     finally:
         ui.stop_server(server)
     assert server.poll() is not None
+
+
+def test_tune_results_carry_each_trials_hyperparameters(smoke_sweep, store):
+    from ray.tune import ExperimentAnalysis
+
+    _, result = smoke_sweep
+    frame = ExperimentAnalysis(str(store.root / "ray_results" / f"{result.sweep_id}-stage2")).dataframe()
+    by_name = frame.set_index("config/trial/name")
+    assert by_name.loc["P4-seed0", "config/trial/kind"] == "projected"
+    assert by_name.loc["P4-seed0", "config/trial/scales"] == "0.25" and by_name.loc["P4-seed0", "config/trial/rank"] == 8
+    assert set(frame["config/trial/stage"]) == {"stage2"} and (frame["config/trial/steps"] == 10).all()
+
+
+def test_runs_name_their_source_and_commit_as_mlflow_does(smoke_sweep, store):
+    trials, sweeps = trial_runs(store.uri, smoke_sweep[1].sweep_id)
+    for run in [*trials, *sweeps]:
+        assert run.data.tags["mlflow.source.name"] == "experiments/sweep.py"
+        assert len(run.data.tags["mlflow.source.git.commit"]) in (40, len("unknown"))
+
+
+def test_a_pinned_sweep_id_with_another_config_is_refused(smoke_sweep, store):
+    from experiments.config import ConfigError
+
+    cfg, result = smoke_sweep
+    changed = compose(["experiment=table1", "scale=smoke", f"sweep.id={result.sweep_id}", "train.lr=0.01",
+                       *store.overrides(runs="sweep_runs")])
+    with pytest.raises(ConfigError, match=r"was started with another config.*train\.lr"):
+        run_sweep(changed)

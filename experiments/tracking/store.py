@@ -107,6 +107,16 @@ def log_params(params: Mapping[str, str]) -> None:
         mlflow.log_params(dict(items[start : start + 100]))
 
 
+def source_tags(entry_point: str) -> dict[str, str]:
+    """MLflow's own provenance tags: the commit of the code's checkout and the entry point that ran (not
+    Ray's worker), so the UI's Source and Version columns name them."""
+    from experiments.config import code_root
+
+    commit = git_commit(code_root())
+    return {"mlflow.source.git.commit": commit.removesuffix("-dirty"), "mlflow.source.name": entry_point,
+            "mlflow.source.type": "LOCAL", "git_dirty": str(commit.endswith("-dirty")).lower()}
+
+
 def git_commit(root: str | Path) -> str:
     """HEAD of the repository, with '-dirty' when tracked files changed; 'unknown' outside git. Changes
     under reports/ do not count: they are this code's outputs (a notebook run rewrites them one by one)."""

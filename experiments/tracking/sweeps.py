@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import ConfigError, config_differences, effective_config, parse_run, project_root
+from experiments.config import ConfigError, code_root, config_differences, effective_config, parse_run
 from experiments.run.saved import SavedRun
 from experiments.tracking import store as tracking
 from experiments.tracking.store import MlflowClient
@@ -36,11 +36,12 @@ def start_sweep_run(tracking_cfg, sweep_id: str, cfg: DictConfig) -> str:
         client.update_run(run_id, status="RUNNING")
         return run_id
     tags = {
+        **tracking.source_tags("experiments/sweep.py"),
         "role": "sweep",
         "sweep_id": sweep_id,
         "scale": str(cfg.budget.name),
         "experiment": str(cfg.experiment.name),
-        "commit": tracking.git_commit(project_root()),  # the code's repository, wherever paths.root points
+        "commit": tracking.git_commit(code_root()),  # the code's repository, wherever paths.root points
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine": tracking.machine(),
     }
@@ -64,27 +65,25 @@ def _param(key: str, value: str):
     return Param(key, value)
 
 
-def stage_run_uris(tracking_cfg, sweep_id: str, cell: str) -> list[str]:
-    """runs:/<id>/model of every seed of a finished cell of this sweep, in seed order."""
+def finished_runs(tracking_cfg, sweep_id: str, cell: str) -> dict[int, object]:
+    """seed -> the FINISHED MLflow run of one cell of a sweep."""
     client = MlflowClient(tracking_cfg.uri)
     runs = client.search_runs(
         [tracking.experiment_id(tracking_cfg)],
         f"tags.sweep_id = '{sweep_id}' and tags.cell = '{cell}' and attributes.status = 'FINISHED'",
     )
-    by_seed = {int(r.data.tags["seed"]): r.info.run_id for r in runs}
-    return [f"runs:/{by_seed[s]}/model" for s in sorted(by_seed)]
+    return {int(r.data.tags["seed"]): r for r in runs}
 
 
+def stage_run_uris(tracking_cfg, sweep_id: str, cell: str) -> list[str]:
+    """runs:/<id>/model of every seed of a finished cell of this sweep, in seed order."""
+    by_seed = finished_runs(tracking_cfg, sweep_id, cell)
+    return [f"runs:/{by_seed[s].info.run_id}/model" for s in sorted(by_seed)]
 
 
 def finished_runs_of_cell(tracking_cfg, sweep_id: str, cell: str) -> dict[int, dict[str, str]]:
     """seed -> params of the FINISHED runs of one cell of a sweep."""
-    client = MlflowClient(tracking_cfg.uri)
-    runs = client.search_runs(
-        [tracking.experiment_id(tracking_cfg)],
-        f"tags.sweep_id = '{sweep_id}' and tags.cell = '{cell}' and attributes.status = 'FINISHED'",
-    )
-    return {int(r.data.tags["seed"]): dict(r.data.params) for r in runs}
+    return {seed: dict(run.data.params) for seed, run in finished_runs(tracking_cfg, sweep_id, cell).items()}
 
 
 def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "table1"):

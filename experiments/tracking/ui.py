@@ -91,12 +91,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the MLflow UI of this repository on 127.0.0.1")
     parser.add_argument("--backend-store-uri", default=f"sqlite:///{root}/mlflow.db")
     parser.add_argument("--artifacts", default=str(root / "mlartifacts"))
+    parser.add_argument("--experiment", default="projectable")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
     process = start_server(args.backend_store_uri, args.artifacts, args.port)
-    print(f"MLflow UI: http://127.0.0.1:{args.port}/#/experiments  (runs table: /#/experiments/<id>/runs); "
-          "Ctrl-C stops it")
+
+    def stop(signum, frame):  # SIGTERM (e.g. `kill` of the session) stops the server as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    url = f"http://127.0.0.1:{args.port}"
     try:
+        from mlflow.tracking import MlflowClient
+
+        found = MlflowClient(args.backend_store_uri).get_experiment_by_name(args.experiment)
+        runs = f"{url}/#/experiments/{found.experiment_id}/runs" if found else f"{url}/#/experiments"
+        print(f"MLflow UI: {runs} (experiment {args.experiment}); Ctrl-C or SIGTERM stops it", flush=True)
         process.wait()
     except KeyboardInterrupt:
         pass
