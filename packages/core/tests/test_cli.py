@@ -47,7 +47,7 @@ def test_generate_from_task_file(checkpoint, tmp_path, suffix):
     if suffix == ".txt":
         task_file.write_text("0.5, -1.0, 2.0\n")
     elif suffix == ".npy":
-        np = pytest.importorskip("numpy")
+        import numpy as np
         np.save(task_file, np.array(TASK, dtype=np.float32))
     else:
         torch.save(torch.tensor(TASK), task_file)
@@ -101,7 +101,7 @@ def test_sample_is_reproducible_and_matches_library(tmp_path, capsys):
 
 
 def test_sample_npy_and_conditional(tmp_path, capsys):
-    np = pytest.importorskip("numpy")
+    import numpy as np
     model = GPT(GPTConfig.tiny(task_dim=3))
     path = tmp_path / "conditional.safetensors"
     model.save(path)
@@ -124,7 +124,7 @@ def test_sample_refuses_task_for_unconditional_and_checkpoints(checkpoint, tmp_p
 
 
 def test_export_gpt2(checkpoint, tmp_path, capsys):
-    pytest.importorskip("transformers")
+    pytest.importorskip("transformers", reason="export-gpt2 needs the optional extra projectable-core[hf]")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from projectable.hf import from_gpt2
 
@@ -169,3 +169,28 @@ def test_console_script_is_declared():
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("projectable") == "projectable.cli:main"
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    import projectable
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"projectable {projectable.__version__}\n"
+    assert version("projectable-core") == projectable.__version__  # the package metadata reads the same
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    import projectable
+
+    run = lambda *argv: subprocess.run([sys.executable, "-m", "projectable", *argv], capture_output=True, text=True)
+    shown = run("--version")
+    assert shown.returncode == 0 and shown.stdout == f"projectable {projectable.__version__}\n", shown.stderr
+    failed = run("info", str(tmp_path / "missing"))
+    assert failed.returncode == 2 and failed.stderr.startswith("projectable: error: no file"), failed.stderr

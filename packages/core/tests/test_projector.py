@@ -100,15 +100,30 @@ def test_generated_model_round_trips_through_file(tmp_path, tiny_source, make_pr
     torch.testing.assert_close(loaded(x), small(x))
 
 
-def test_cotraining_gradients_reach_source_and_projectors(tiny_source, make_projectable):
-    model = make_projectable(tiny_source)
+@pytest.mark.parametrize("mlp", ["per_operator", "shared"])
+@pytest.mark.parametrize("small_parts", ["own", "derived"])
+def test_cotraining_gradients_reach_source_and_projectors(tiny_source, make_projectable, mlp, small_parts):
+    """One backward of Eq. 2 gives a nonzero gradient to every source parameter and to every parameter of
+    every diagonal MLP (each dense operator's, at each scale) and of the small models' own parts."""
+    model = make_projectable(tiny_source, mlp=mlp, small_parts=small_parts)
     x = torch.randint(0, 16, (4, 12))
     out = model.loss(x, torch.rand(4, 3))
     assert set(out.projected) == {0.5, 0.25}
     torch.testing.assert_close(out.total, sum(out.projected.values()) + out.source)
     out.total.backward()
-    for name, param in model.named_parameters():
+    params = dict(model.named_parameters())
+    for name, param in params.items():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+    # The loop above covers what it must: the whole source and each operator's MLP at every scale.
+    assert {f"source.{name}" for name, _ in tiny_source.named_parameters()} <= set(params)
+    per_kind = ("w2", "b2") if mlp == "shared" else ("w1", "b1", "w2", "b2")
+    for key in ("1_2", "1_4"):
+        for kind in DENSE_KINDS:
+            for suffix in per_kind:
+                assert f"generators.{key}.{kind}_{suffix}" in params
+        if mlp == "shared":
+            assert {f"generators.{key}.w1", f"generators.{key}.b1"} <= set(params)
+        assert any(name.startswith(f"small_parts.{key}.") for name in params) == (small_parts == "own")
 
 
 def test_projected_loss_alone_trains_source(tiny_source, make_projectable):
@@ -202,7 +217,7 @@ def test_scale_must_divide_width():
 def test_checkpoint_of_another_shape_is_rejected(tmp_path, tiny_source, make_projectable):
     make_projectable(tiny_source).save(tmp_path / "p.safetensors")
     other = make_projectable(GPT(GPTConfig.tiny(n_embd=64)))
-    from projectable.projectable import load_state_strict
+    from projectable.projected import load_state_strict
     from safetensors.torch import load_file
 
     with pytest.raises(ValueError, match="shape mismatches"):

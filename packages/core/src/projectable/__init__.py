@@ -2,7 +2,7 @@
 
 from projectable.gpt import GPT, GPTConfig, KVCache
 from projectable.metrics import bits_per_dim, mean_and_stderr
-from projectable.projectable import CoTrainLoss, ProjectableGPT
+from projectable.projected import CoTrainLoss, ProjectableGPT
 from projectable.projector import ProjectorConfig, scale_name
 from projectable.sampling import sample
 

@@ -4,6 +4,7 @@
     projectable export-gpt2 small.safetensors gpt2_dir/
     projectable sample small.safetensors --n 16 --temperature 1 --top-k 40 --seed 0 --out tokens.npy
     projectable info small.safetensors
+    projectable --version                  (also: python -m projectable ...)
 
 ``generate`` is the one-shot generation of Sec. 2.2 (a standalone GPT for one task vector), ``export-gpt2``
 writes it as a ``transformers`` GPT-2 (optional extra ``hf``), ``sample`` draws token sequences (App. B).
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from projectable import __version__, gpt, projected
 from projectable.gpt import GPT, GPTConfig
-from projectable.projectable import ProjectableGPT
+from projectable.projected import ProjectableGPT
 from projectable.projector import ProjectorConfig, scale_name
 from projectable.sampling import sample
 from projectable.validation import group_size
@@ -175,13 +177,13 @@ def cmd_sample(args) -> None:
 def cmd_info(args) -> None:
     meta, sizes = _read_header(args.file)
     fmt = meta.get("format")
-    if fmt == "projectable.gpt":
+    if fmt == gpt.FILE_FORMAT:
         config = GPTConfig(**json.loads(meta["config"]))
         dense = sum(n for name, n in sizes.items() if ".attn." in name or ".mlp." in name)
         print(f"projectable GPT ({'conditional' if config.conditional else 'unconditional'})")
         print(f"config: {json.dumps(json.loads(meta['config']))}")
         print(f"parameters: {sum(sizes.values()):,} (dense operators {dense:,}, other {sum(sizes.values()) - dense:,})")
-    elif fmt == "projectable.projectable_gpt":
+    elif fmt == projected.FILE_FORMAT:
         source = GPTConfig(**json.loads(meta["source_config"]))
         pcfg = json.loads(meta["projector_config"])
         projector = ProjectorConfig(**{**pcfg, "scales": tuple(pcfg["scales"])})
@@ -206,6 +208,7 @@ def cmd_info(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="projectable", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_task(p):

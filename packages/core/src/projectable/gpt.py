@@ -31,7 +31,42 @@ import torch.nn.functional as F
 from projectable.io import read_tensors, write_tensors
 from projectable.validation import check_task, check_tokens
 
-DENSE_KINDS = ("qkv", "attn", "fc", "proj")  # the four dense operators of a block, in forward order
+# The four dense operators of a block, in forward order: fused query/key/value, attention output, MLP
+# up-projection (GPT-2's c_fc), MLP down-projection.
+DENSE_KINDS = ("qkv", "attn_out", "fc", "mlp_down")
+# Legacy kind names, still accepted when loading files and state dicts that use them.
+LEGACY_KINDS = {"attn": "attn_out", "proj": "mlp_down"}
+# Per-layer tensor names in GPT.save files, GPT-2-like: blocks.{layer}.<name>.weight / .bias.
+FILE_NAMES = {"qkv": "attn.qkv", "attn_out": "attn.out", "fc": "mlp.fc", "mlp_down": "mlp.down"}
+LEGACY_FILE_NAMES = {"mlp.proj": "mlp.down"}
+FILE_FORMAT = "projectable.gpt"  # the metadata format tag of GPT.save files
+
+
+def rename_legacy_kinds(state: dict, prefix: str, suffixes: tuple[str, ...]) -> dict:
+    """Rename, in place, parameters ``{prefix}{old}_{suffix}`` of a legacy kind to today's kind names.
+
+    Used by the modules that name parameters after a kind (``DenseStack``, ``DiagonalGenerator``), so that
+    ``load_state_dict`` and the strict file loaders accept state that uses the legacy names.
+    """
+    for old, new in LEGACY_KINDS.items():
+        for suffix in suffixes:
+            key = f"{prefix}{old}_{suffix}"
+            if key in state:
+                renamed = f"{prefix}{new}_{suffix}"
+                if renamed in state:
+                    raise ValueError(f"state holds both {key} (legacy name) and {renamed}; keep one of them")
+                state[renamed] = state.pop(key)
+    return state
+
+
+def upgrade_legacy_names(module: nn.Module, state: dict) -> dict:
+    """``state`` (a copy) with every legacy kind name of ``module``'s kind-named submodules renamed."""
+    state = dict(state)
+    for name, sub in module.named_modules():
+        suffixes = getattr(sub, "KIND_PARAM_SUFFIXES", None)
+        if suffixes:
+            rename_legacy_kinds(state, f"{name}." if name else "", suffixes)
+    return state
 
 
 @dataclass(frozen=True)
@@ -75,7 +110,7 @@ class GPTConfig:
     def dense_shapes(self) -> dict[str, tuple[int, int]]:
         """(out, in) of each dense operator kind."""
         C, M = self.n_embd, self.mlp_width
-        return {"qkv": (3 * C, C), "attn": (C, C), "fc": (M, C), "proj": (C, M)}
+        return {"qkv": (3 * C, C), "attn_out": (C, C), "fc": (M, C), "mlp_down": (C, M)}
 
     def scaled(self, scale: float) -> GPTConfig:
         """The same architecture at width ``scale * n_embd`` (M_s, Sec. 2); heads and depth unchanged."""
@@ -141,16 +176,26 @@ class GPTParts(nn.Module):
 class DenseStack(nn.Module):
     """All dense operators, stacked per kind: weight (L, out, in), bias (L, out)."""
 
+    KIND_PARAM_SUFFIXES = ("w", "b")  # parameters are named {kind}_w, {kind}_b
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         L = config.n_layer
         for kind, (out_dim, in_dim) in config.dense_shapes().items():
-            std = 0.02 / math.sqrt(2 * L) if kind in ("attn", "proj") else 0.02  # GPT-2 residual scaling
+            # GPT-2 residual scaling: the two operators that write into the residual stream start smaller.
+            std = 0.02 / math.sqrt(2 * L) if kind in ("attn_out", "mlp_down") else 0.02
             setattr(self, f"{kind}_w", nn.Parameter(torch.randn(L, out_dim, in_dim) * std))
             setattr(self, f"{kind}_b", nn.Parameter(torch.zeros(L, out_dim)))
 
     def weights(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if kind not in DENSE_KINDS:
+            hint = f" (renamed to {LEGACY_KINDS[kind]!r})" if kind in LEGACY_KINDS else ""
+            raise ValueError(f"no dense operator kind {kind!r}{hint}; the kinds are {DENSE_KINDS}")
         return getattr(self, f"{kind}_w"), getattr(self, f"{kind}_b")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        rename_legacy_kinds(state_dict, prefix, self.KIND_PARAM_SUFFIXES)  # state dicts with legacy names
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 # A ``Linear`` maps (kind, layer, x) -> y; x (B, T, in) -> (B, T, out).
@@ -212,10 +257,10 @@ def transformer_forward(
             raise ValueError("a KV cache with a non-empty past accepts one new position at a time")
         y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and T > 1, dropout_p=drop)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        x = x + F.dropout(linear("attn", layer, y), drop, parts.training)
+        x = x + F.dropout(linear("attn_out", layer, y), drop, parts.training)
         h = F.layer_norm(x, (C,), parts.ln2_w[layer], parts.ln2_b[layer])
         h = F.gelu(linear("fc", layer, h))  # (B, T, mlp)
-        x = x + F.dropout(linear("proj", layer, h), drop, parts.training)
+        x = x + F.dropout(linear("mlp_down", layer, h), drop, parts.training)
     if cache is not None:
         cache.length += T
     x = F.layer_norm(x, (C,), parts.lnf_w, parts.lnf_b)
@@ -300,26 +345,25 @@ class GPT(nn.Module):
             out["task_proj.weight"], out["task_proj.bias"] = p.task_proj.weight, p.task_proj.bias
         else:
             out["start"] = p.start
-        names = {"qkv": "attn.qkv", "attn": "attn.out", "fc": "mlp.fc", "proj": "mlp.proj"}
         for layer in range(c.n_layer):
             out[f"blocks.{layer}.ln_1.weight"] = p.ln1_w[layer]
             out[f"blocks.{layer}.ln_1.bias"] = p.ln1_b[layer]
             out[f"blocks.{layer}.ln_2.weight"] = p.ln2_w[layer]
             out[f"blocks.{layer}.ln_2.bias"] = p.ln2_b[layer]
-            for kind, name in names.items():
+            for kind, name in FILE_NAMES.items():
                 w, b = self.dense.weights(kind)
                 out[f"blocks.{layer}.{name}.weight"] = w[layer]
                 out[f"blocks.{layer}.{name}.bias"] = b[layer]
         return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
     def save(self, path: str | Path) -> None:
-        write_tensors(path, self.named_tensors(), "projectable.gpt", config=json.dumps(asdict(self.config)))
+        write_tensors(path, self.named_tensors(), FILE_FORMAT, config=json.dumps(asdict(self.config)))
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> GPT:
         """Strict load: every tensor present, no extra tensor, every shape equal to the config's."""
         meta, tensors = read_tensors(
-            path, "projectable.gpt", "write it with GPT.save, or import GPT-2 weights with projectable.hf.from_gpt2",
+            path, FILE_FORMAT, "write it with GPT.save, or import GPT-2 weights with projectable.hf.from_gpt2",
             map_location,
         )
         model = cls(GPTConfig(**json.loads(meta["config"])))
@@ -328,6 +372,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def load_named_tensors(self, tensors: dict[str, torch.Tensor], source: str = "tensors") -> None:
+        tensors = upgrade_legacy_file_names(tensors)
         expected = self.named_tensors()
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if missing or extra:
@@ -352,13 +397,25 @@ class GPT(nn.Module):
             p.task_proj.bias.copy_(tensors["task_proj.bias"])
         else:
             p.start.copy_(tensors["start"])
-        names = {"qkv": "attn.qkv", "attn": "attn.out", "fc": "mlp.fc", "proj": "mlp.proj"}
         for layer in range(self.config.n_layer):
             p.ln1_w[layer].copy_(tensors[f"blocks.{layer}.ln_1.weight"])
             p.ln1_b[layer].copy_(tensors[f"blocks.{layer}.ln_1.bias"])
             p.ln2_w[layer].copy_(tensors[f"blocks.{layer}.ln_2.weight"])
             p.ln2_b[layer].copy_(tensors[f"blocks.{layer}.ln_2.bias"])
-            for kind, name in names.items():
+            for kind, name in FILE_NAMES.items():
                 w, b = self.dense.weights(kind)
                 w[layer].copy_(tensors[f"blocks.{layer}.{name}.weight"])
                 b[layer].copy_(tensors[f"blocks.{layer}.{name}.bias"])
+
+
+def upgrade_legacy_file_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """GPT.save tensors with legacy names (``blocks.{l}.mlp.proj.*``) under today's names."""
+    out = {}
+    for name, tensor in tensors.items():
+        parts = name.split(".")
+        if len(parts) == 5 and parts[0] == "blocks" and ".".join(parts[2:4]) in LEGACY_FILE_NAMES:
+            name = ".".join([*parts[:2], LEGACY_FILE_NAMES[".".join(parts[2:4])], parts[4]])
+            if name in tensors:
+                raise ValueError(f"tensors hold both {name} and its legacy name; keep one of them")
+        out[name] = tensor
+    return out

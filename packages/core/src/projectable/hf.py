@@ -6,9 +6,10 @@ differences are bridged here:
 
 * **Start of sequence.** Our position 0 receives a learned start embedding (plus ``wpe[0]``) and predicts
   ``x_0``. GPT-2 has no such vector, so the export appends one token: vocabulary ``V + 1``, token id ``V`` is
-  the start token, its ``wte`` row is our start embedding (GPT-2 adds ``wpe[0]`` itself, as we do) and its
-  ``lm_head`` row is zero. Then ``hf(cat([V], x[:, :-1])).logits[..., :V] == our_gpt(x)``. The generation
-  config suppresses token ``V``, so ``hf.generate`` never emits it.
+  the start token, its ``wte`` row is our start embedding (GPT-2 adds ``wpe[0]`` itself, as we do). Then
+  ``hf(cat([V], x[:, :-1])).logits[..., :V] == our_gpt(x)``, and the start token's logit is ``START_LOGIT``
+  (-2e4) for every input, so transformers' own softmax over all ``V + 1`` tokens is ours: the exported model
+  stands alone, whatever sampler runs it (``exclude_start_token`` shows how the final norm and head do it).
 * **Weights layout.** GPT-2 stores its dense weights as ``Conv1D`` ``(in, out)``; ours are ``(out, in)``.
 
 The head is exported untied (``tie_word_embeddings=False``), as ours is. The activation is exported as
@@ -21,22 +22,32 @@ differ by that approximation (about 1e-3 relative), since our GPT always uses th
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from projectable.gpt import GPT, GPTConfig
+from projectable.gpt import FILE_NAMES, GPT, GPTConfig
 
 if TYPE_CHECKING:
     from transformers import GPT2LMHeadModel
 
 # GPT-2's names for our dense operators (all Conv1D, weight (in, out)).
-_HF_DENSE = {"qkv": "attn.c_attn", "attn": "attn.c_proj", "fc": "mlp.c_fc", "proj": "mlp.c_proj"}
+_HF_DENSE = {"qkv": "attn.c_attn", "attn_out": "attn.c_proj", "fc": "mlp.c_fc", "mlp_down": "mlp.c_proj"}
 _EXACT_GELU = ("gelu",)
 _APPROX_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 # Written into the exported config so that ``from_gpt2`` restores our vocabulary (drops the start token row).
 VOCAB_KEY = "projectable_vocab_size"
+# The start token's logit in every exported forward: exp(-2e4) is 0 in every float format, and -2e4 (unlike
+# -inf) is finite in float16 and survives temperature scaling without NaNs.
+START_LOGIT = -2e4
+# Files save_pretrained and the model card write; extra_files may not replace them.
+_EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "README.md")
 
 
 def _transformers():
@@ -54,7 +65,8 @@ def _transformers():
 def to_gpt2(model: GPT) -> GPT2LMHeadModel:
     """A ``GPT2LMHeadModel`` computing the same distribution as ``model`` (unconditional M_s or a generated P_s).
 
-    Vocabulary ``V + 1``: feed token ``V`` first, i.e. ``hf(cat([V], x[:, :-1])).logits[..., :V] == model(x)``.
+    Vocabulary ``V + 1``: feed token ``V`` first, i.e. ``hf(cat([V], x[:, :-1])).logits[..., :V] == model(x)``;
+    the logit of token ``V`` is ``START_LOGIT`` for every input.
     """
     transformers = _transformers()
     config = model.config
@@ -88,12 +100,13 @@ def to_gpt2(model: GPT) -> GPT2LMHeadModel:
     ref = model.parts.wte
     hf = transformers.GPT2LMHeadModel(hf_config).to(device=ref.device, dtype=ref.dtype)
     parts = model.parts
+    final = exclude_start_token(parts.lnf_w, parts.lnf_b, parts.head)
     state = {
         "transformer.wte.weight": torch.cat([parts.wte, parts.start.unsqueeze(0)]),  # (V + 1, C)
         "transformer.wpe.weight": parts.wpe,
-        "transformer.ln_f.weight": parts.lnf_w,
-        "transformer.ln_f.bias": parts.lnf_b,
-        "lm_head.weight": torch.cat([parts.head, parts.head.new_zeros(1, C)]),  # (V + 1, C), start row 0
+        "transformer.ln_f.weight": final.norm_weight,
+        "transformer.ln_f.bias": final.norm_bias,
+        "lm_head.weight": torch.cat([final.head, final.start_row.unsqueeze(0)]),  # (V + 1, C)
     }
     for layer in range(L):
         prefix = f"transformer.h.{layer}"
@@ -104,15 +117,176 @@ def to_gpt2(model: GPT) -> GPT2LMHeadModel:
             state[f"{prefix}.{name}.weight"] = w[layer].t()  # (out, in) -> Conv1D (in, out)
             state[f"{prefix}.{name}.bias"] = b[layer]
     _copy_into(hf, state, "the exported GPT-2")
-    hf.generation_config.bos_token_id = V
-    hf.generation_config.suppress_tokens = [V]  # the start token is an input only
+    generation = hf.generation_config
+    generation.bos_token_id = generation.decoder_start_token_id = V  # generate() with no input starts here
+    # One whole image: the start token and block_size image tokens. Sampling as ``projectable.sample`` does
+    # by default (temperature 1, no top-k); a caller's arguments override these.
+    generation.max_length = config.block_size + 1
+    generation.do_sample, generation.top_k = True, 0
+    generation.suppress_tokens = [V]  # redundant with START_LOGIT; kept for samplers that read the config
     return hf.train(model.training)
 
 
-def save_gpt2(model: GPT, directory: str | Path) -> Path:
-    """Export ``model`` (see ``to_gpt2``) and write it with ``save_pretrained`` (config.json, safetensors)."""
+class FinalNormAndHead(NamedTuple):
+    """The export's final LayerNorm (weight, bias: (C,)), image-token head rows (V, C) and start row (C,)."""
+
+    norm_weight: torch.Tensor
+    norm_bias: torch.Tensor
+    head: torch.Tensor
+    start_row: torch.Tensor
+
+
+@torch.no_grad()
+def exclude_start_token(weight: torch.Tensor, bias: torch.Tensor, head: torch.Tensor) -> FinalNormAndHead:
+    """A final norm and head whose image-token logits equal ``head @ LN(x)`` and whose start row gives
+    ``START_LOGIT`` for every x, in exact arithmetic, for any trained weights.
+
+    The final norm's output is ``h = g * z + b`` where ``z = (x - mean) / sqrt(var + eps)`` sums to zero for
+    every x. A head row ``r = c / g`` therefore gives ``c * sum(z) + c * S = c * S`` with ``S = sum(b / g)``,
+    whatever x is: the start row is ``(START_LOGIT / S) / g``.
+
+    * A channel with ``g_i = 0`` is constant (``h_i = b_i``): its bias becomes 1 with ``b_i`` folded into the
+      head column, and the start row reads only such channels.
+    * ``|S| >= 1`` (the usual trained model): norm and image rows stay as they are, so the export's image
+      logits are bit-identical to ours.
+    * ``|S| < 1`` (e.g. an untrained ``b = 0``) would need a huge start row, so the bias is shifted to
+      ``b + e g`` with ``e = (±1 - S) / C``, making ``S = ±1``. The shift adds ``e (H_v . g)`` to image
+      logit v; subtracting ``e (H_v . g) / S`` times ``1 / g`` from head row v removes it (``1/g * g = 1``
+      meets z in ``sum(z) = 0``, and the shifted bias in exactly ``S``). Float32 rounding then costs
+      1e-6..1e-5 in a logit.
+    """
+    dtype = head.dtype
+    g, b, H = weight.double(), bias.double(), head.double()  # (C,), (C,), (V, C)
+    zero = g == 0
+    if zero.any():
+        b = torch.where(zero, torch.ones_like(b), b)
+        H = torch.where(zero, head.double() * bias.double(), H)  # column i reads the constant channel b_i = 1
+        start = zero.double() * (START_LOGIT / int(zero.sum()))
+        return FinalNormAndHead(*(t.to(dtype) for t in (g, b, H, start)))
+    inverse = 1.0 / g
+    total = float(inverse @ b)  # S
+    if abs(total) < 1.0:
+        target = 1.0 if total >= 0 else -1.0
+        shift = (target - total) / g.numel()
+        H = H - shift * (H @ g)[:, None] / target * inverse[None, :]
+        b, total = b + shift * g, target
+    start = START_LOGIT / total * inverse
+    return FinalNormAndHead(*(t.to(dtype) for t in (g, b, H, start)))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Optional provenance written into the export's README.md; every field may be left out."""
+
+    task_vector: Sequence[float] | None = None  # t of a generated P_s(t)
+    scale: float | None = None  # s of a generated P_s (width relative to its source)
+    source_run: str | None = None  # e.g. an MLflow run id or run directory of the source / projector
+    commit: str | None = None  # the code's git commit
+    title: str | None = None  # the card's heading; by default it names the kind of model
+
+    def render(self, config: GPTConfig, num_params: int, extra_files: Sequence[str] = ()) -> str:
+        """The README.md of an export of a model with ``config``."""
+        V, T = config.vocab_size, config.block_size
+        side = math.isqrt(T)
+        grid = f"{side} x {side} tokens in raster order" if side * side == T else f"{T} tokens"
+        reshape = f"Reshape each sequence to a {side} x {side} grid" if side * side == T else "Lay out the tokens"
+        if self.title:
+            title = self.title
+        elif self.task_vector is not None:
+            scale = "" if self.scale is None else f" at scale {_fraction(self.scale)}"
+            title = f"Projectable Models: a generated small GPT P_s(t){scale}"
+        else:
+            title = "Projectable Models: an image-token GPT"
+        provenance = [("task vector t", json.dumps([float(v) for v in self.task_vector]))
+                      if self.task_vector is not None else None,
+                      ("scale s", _fraction(self.scale)) if self.scale is not None else None,
+                      ("source run", self.source_run) if self.source_run else None,
+                      ("commit", self.commit) if self.commit else None]
+        provenance = [row for row in provenance if row]
+        lines = [
+            "---", "library_name: transformers", "tags:", "- gpt2", "- projectable-models", "---", "",
+            f"# {title}", "",
+            "An autoregressive image-token Transformer from *Projectable Models: One-Shot Generation of Small "
+            "Specialized Transformers from Large Ones* (Zhmoginov, Lee, Sandler, 2024), exported from the "
+            "`projectable` package as a plain `transformers` GPT-2 (`GPT2LMHeadModel`). "
+            + ("It was generated in one shot from a large source model for the task vector below (Sec. 2.2): "
+               "it needs neither the source nor the task vector to run."
+               if self.task_vector is not None else ""),
+            "",
+            "| | |", "|---|---|",
+            f"| image | {grid} (`block_size` = {T}) |",
+            f"| vocabulary | {V} image tokens (0..{V - 1}) + start token {V} |",
+            f"| size | width {config.n_embd}, {config.n_layer} layers, {config.n_head} heads, "
+            f"{num_params:,} parameters |",
+            *[f"| {name} | {value} |" for name, value in provenance],
+            "",
+            "## Sample",
+            "",
+            "```python",
+            "from transformers import GPT2LMHeadModel",
+            "",
+            'model = GPT2LMHeadModel.from_pretrained("path/to/this/folder")',
+            f"tokens = model.generate(num_return_sequences=16)[:, 1:]   # (16, {T}): drop the start token",
+            "```",
+            "",
+            f"`generation_config.json` starts every sequence with token {V} and stops after one whole image "
+            f"({T} tokens), sampling at temperature 1 without top-k; `generate`'s arguments (temperature, top_k, "
+            f"a prompt of the start token and the first image tokens) override these. The start token's logit "
+            f"is {START_LOGIT:g} for every input, so no sampler draws it. GPT-2's positions end at {T}: asking "
+            f"for more tokens than complete the image (`max_new_tokens` beyond {T} minus the prompt's image "
+            "tokens) runs past them and fails with an IndexError.",
+            "",
+            "## Render",
+            "",
+            f"{reshape} and map each token to its colour (a SynthMNIST palette, "
+            "`projectable_data.Palette.load(...).decode(tokens)`) or decode the grid with the VQ-VAE the "
+            "model was trained on (`projectable_vqvae`).",
+        ]
+        if extra_files:
+            shipped = ", ".join(f"`{name}`" for name in extra_files)
+            lines += ["", f"Files shipped with the model for this: {shipped}."]
+        lines += [
+            "",
+            "## Exactness",
+            "",
+            f"For tokens `x` of one image, `model(cat([{V}], x[:-1])).logits[..., :{V}]` equals the `projectable` "
+            "model's logits (float rounding aside); the final LayerNorm and head are built so that the start "
+            "token's logit is constant without changing any image token's (`projectable.hf.exclude_start_token`). "
+            "`projectable.hf.from_gpt2` reads the folder back into a `projectable.GPT`.",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _fraction(scale: float) -> str:
+    return f"1/{round(1 / scale)}" if scale < 1 and abs(1 / scale - round(1 / scale)) < 1e-9 else f"{scale:g}"
+
+
+def save_gpt2(
+    model: GPT,
+    directory: str | Path,
+    card: ModelCard | None = None,
+    extra_files: Mapping[str, bytes | Path] | None = None,
+) -> Path:
+    """Export ``model`` (see ``to_gpt2``) into a folder: ``save_pretrained``'s config.json,
+    generation_config.json and model.safetensors, a model card README.md (provenance from ``card``), and
+    ``extra_files``: file name -> bytes or a file to copy, e.g. the palette or VQ-VAE decoder that renders
+    the tokens (the data packages write those)."""
+    extra_files = dict(extra_files or {})
+    for name in extra_files:
+        if Path(name).name != name or name in ("", ".", "..") or name in _EXPORT_FILES:
+            raise ValueError(
+                f"extra_files name {name!r} must be a plain file name other than {', '.join(_EXPORT_FILES)}"
+            )
     directory = Path(directory)
     to_gpt2(model).save_pretrained(str(directory))
+    for name, content in extra_files.items():
+        if isinstance(content, (bytes, bytearray)):
+            (directory / name).write_bytes(content)
+        else:
+            shutil.copyfile(content, directory / name)
+    card = card or ModelCard()
+    (directory / "README.md").write_text(card.render(model.config, model.num_params(), sorted(extra_files)))
     return directory
 
 
@@ -208,15 +382,14 @@ def from_gpt2(
         "ln_f.bias": tensors["transformer.ln_f.bias"],
         "head.weight": tensors["lm_head.weight"][:vocab_size],
     }
-    names = {"qkv": "attn.qkv", "attn": "attn.out", "fc": "mlp.fc", "proj": "mlp.proj"}
     for layer in range(config.n_layer):
         prefix = f"transformer.h.{layer}"
         for norm in ("ln_1", "ln_2"):
             for what in ("weight", "bias"):
                 ours[f"blocks.{layer}.{norm}.{what}"] = tensors[f"{prefix}.{norm}.{what}"]
         for kind, hf_name in _HF_DENSE.items():
-            ours[f"blocks.{layer}.{names[kind]}.weight"] = tensors[f"{prefix}.{hf_name}.weight"].t()  # -> (out, in)
-            ours[f"blocks.{layer}.{names[kind]}.bias"] = tensors[f"{prefix}.{hf_name}.bias"]
+            ours[f"blocks.{layer}.{FILE_NAMES[kind]}.weight"] = tensors[f"{prefix}.{hf_name}.weight"].t()  # -> (out, in)
+            ours[f"blocks.{layer}.{FILE_NAMES[kind]}.bias"] = tensors[f"{prefix}.{hf_name}.bias"]
     model.load_named_tensors(ours, source="the GPT-2 model")
     return model.train(hf_model.training)
 
@@ -287,4 +460,14 @@ def _copy_into(hf_model, state: dict[str, torch.Tensor], what: str) -> None:
         params[name].copy_(tensor)
 
 
-__all__ = ["VOCAB_KEY", "from_gpt2", "load_gpt2", "save_gpt2", "to_gpt2"]
+__all__ = [
+    "START_LOGIT",
+    "VOCAB_KEY",
+    "FinalNormAndHead",
+    "ModelCard",
+    "exclude_start_token",
+    "from_gpt2",
+    "load_gpt2",
+    "save_gpt2",
+    "to_gpt2",
+]

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from projectable.gpt import DENSE_KINDS, GPTConfig
+from projectable.gpt import DENSE_KINDS, GPTConfig, rename_legacy_kinds
 from projectable.validation import check_scale, group_size
 
 
@@ -81,6 +81,8 @@ class Diagonals(NamedTuple):
 class DiagonalGenerator(nn.Module):
     """The MLPs t -> (p, q) for every dense operator of one target scale (Sec. 2.2)."""
 
+    KIND_PARAM_SUFFIXES = ("w1", "b1", "w2", "b2")  # per-operator parameters are named {kind}_w1, ...
+
     def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
         super().__init__()
         self.shapes = source.dense_shapes()
@@ -117,6 +119,10 @@ class DiagonalGenerator(nn.Module):
             diag = torch.einsum("blr,ldr->bld", hidden.expand(-1, w2.shape[0], -1), w2) + b2  # (B, L, O + I)
             p[kind], q[kind] = diag[..., :out_dim], diag[..., out_dim:]
         return Diagonals(p, q)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        rename_legacy_kinds(state_dict, prefix, self.KIND_PARAM_SUFFIXES)  # state dicts with legacy names
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def project_weight(weight: torch.Tensor, p: torch.Tensor, q: torch.Tensor, k: int) -> torch.Tensor:

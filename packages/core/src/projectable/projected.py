@@ -26,6 +26,7 @@ from projectable.gpt import (
     embed,
     sequence_nll_from_logits,
     transformer_forward,
+    upgrade_legacy_names,
 )
 from projectable.io import read_tensors, write_tensors
 from projectable.projector import (
@@ -38,6 +39,8 @@ from projectable.projector import (
     scale_key,
 )
 from projectable.validation import check_scale, check_task, check_tokens
+
+FILE_FORMAT = "projectable.projectable_gpt"  # the metadata format tag of ProjectableGPT.save files
 
 
 class CoTrainLoss(NamedTuple):
@@ -209,14 +212,14 @@ class ProjectableGPT(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Everything (source and projectors) in one safetensors file with both configs as metadata."""
-        write_tensors(path, self.state_dict(), "projectable.projectable_gpt",
+        write_tensors(path, self.state_dict(), FILE_FORMAT,
                       source_config=json.dumps(asdict(self.source.config)),
                       projector_config=json.dumps(asdict(self.config)))
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> ProjectableGPT:
         meta, tensors = read_tensors(
-            path, "projectable.projectable_gpt",
+            path, FILE_FORMAT,
             "pass a file written by ProjectableGPT.save (a plain model file loads with GPT.load)", map_location,
         )
         pcfg = json.loads(meta["projector_config"])
@@ -227,7 +230,9 @@ class ProjectableGPT(nn.Module):
 
 
 def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` that names every missing/unexpected key and every shape mismatch."""
+    """``load_state_dict`` that names every missing/unexpected key and every shape mismatch; legacy kind
+    names (``source.dense.attn_w``, ``generators.1_2.proj_w1``...) load under today's names."""
+    tensors = upgrade_legacy_names(module, tensors)
     expected = module.state_dict()
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     bad = [f"{k}: {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
