@@ -34,10 +34,10 @@ from experiments.config import (
 )
 from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from experiments.run.datasets import TrainStream, build_data, validation_subsets
-from experiments.run.evaluate import as_metrics, evaluate
+from experiments.run.evaluate import TRAIN_TOTAL_KEY, as_metrics, evaluate
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
-from experiments.run.trainees import build_trainee
+from experiments.run.trainees import ProjectedTrainee, build_trainee
 from experiments.tracking import store as tracking
 
 
@@ -107,11 +107,14 @@ def train_step(trainee, loss_fn, optimizer: torch.optim.Optimizer, batch, step: 
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = loss_fn(tokens, tasks)
         (out.total / cfg.grad_accum).backward()
-        for name, value in {"loss": out.total, **out.parts}.items():
+        for name, value in {"total": out.total, **out.parts}.items():
             totals[name] = totals.get(name, 0.0) + value.detach() / cfg.grad_accum
     norm = torch.nn.utils.clip_grad_norm_(trainee.module.parameters(), cfg.grad_clip or float("inf"))
     optimizer.step()
-    return {**{f"train/{k}": v for k, v in totals.items()}, "train/lr": lr, "train/grad_norm": norm}
+    stats = {f"train/{k}/nats_per_token": v for k, v in totals.items() if k != "total"}
+    if isinstance(trainee, ProjectedTrainee):
+        stats[TRAIN_TOTAL_KEY] = totals["total"]
+    return {**stats, "train/lr": lr, "train/grad_norm": norm}
 
 
 def run_evaluation(trainee, subsets, run: RunConfig, data) -> tuple[dict[str, float], dict]:
@@ -223,7 +226,8 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
     else:
         start, run_id = 0, tracking.recorded_run_id(run_dir)
     tags = {**tracking.source_tags("experiments/train.py"), "kind": run.kind, "width": str(run.width),
-            "seed": str(run.seed), **run.tracking.tags}
+            "seed": str(run.seed), **{f"model/{key}": role for key, role in trainee.roles().items()},
+            **run.tracking.tags}
     if run.kind == "projected":
         tags["scales"] = ",".join(str(s) for s in run.projector.scales)
     run_id = tracking.start_run(run.tracking, run_dir, run_id, run.tracking.run_name or run_dir.name, tags)

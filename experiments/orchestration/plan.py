@@ -91,6 +91,14 @@ def derive_sweep_id(cfg: DictConfig) -> str:
     return f"{cfg.experiment.name}-{cfg.budget.name}-{config_key(cfg, sweep=True)}"
 
 
+def cell_role(cell: Cell) -> str:
+    """What a cell's runs are, as a tag MLflow can filter by: 'projected' (a source co-trained with P_s),
+    'control' (a model continued alone from an earlier cell), or 'baseline' (M_s, M~_s from scratch)."""
+    if cell.kind == "projected":
+        return "projected"
+    return "control" if cell.init_from is not None else "baseline"
+
+
 def trial_name(cell: str, seed: int) -> str:
     return f"{cell}-seed{seed}"
 
@@ -125,6 +133,7 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
                 except Exception as err:
                     raise ConfigError(f"cell {cell_name}: cannot set {key}={value!r}: {err}") from err
             tags = {
+                "role": cell_role(cell),
                 "sweep_id": sweep_id,
                 "scale": str(cfg.budget.name),
                 "experiment": str(cfg.experiment.name),

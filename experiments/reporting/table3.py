@@ -101,14 +101,17 @@ def table3_cells(trials: pd.DataFrame, train: pd.DataFrame) -> Table3:
     merged = trials.merge(train, on="run_id", how="left")
     rows, train_cells, val_cells = [], {}, {}
     for (target, source, rank), group in merged.groupby(["target", "source", "rank"], sort=False):
-        metric = f"val/all/{projected_name(group.scale.iloc[0])}"
+        legacy = projected_name(group.scale.iloc[0])
         done = group[group.status == "FINISHED"]
         key = (target, source, int(rank))
         if len(done):
+            runs = done.to_dict("records")
+            losses = [toolkit.loss_of(run, "all", target, legacy) for run in runs]
             # Per-image losses on the same images make the SE of a difference between cells paired (claims.py).
-            val_images = [(p or {}).get(metric.removeprefix("val/")) for p in done.get("per_image", [None] * len(done))]
-            val_cells[key] = combine_runs(done[f"{metric}/nats"].tolist(), done[f"{metric}/nats_se"].tolist(),
-                                          val_images if all(v is not None for v in val_images) else None)
+            val_images = [toolkit.per_image_of(run, "all", target, legacy) for run in runs]
+            if all(loss is not None for loss in losses):
+                val_cells[key] = combine_runs([m for m, _ in losses], [se for _, se in losses],
+                                              val_images if all(v is not None for v in val_images) else None)
             if done.train_nats.notna().all():
                 train_images = done.get("train_per_image")
                 train_images = None if train_images is None or train_images.isna().any() else train_images.tolist()

@@ -64,18 +64,21 @@ def _finished_cells(trials: pd.DataFrame):
             yield row, split, parsed[1]
 
 
-def table4_cells(trials: pd.DataFrame, model: str = "P1_2") -> Table4Cells:
+PROJECTED_WIDTH, LEGACY_NAME = 0.5, "P1_2"  # Table 4 reads P_1/2
+
+
+def table4_cells(trials: pd.DataFrame) -> Table4Cells:
     """Each finished cell read on its split's C1 and C2 subsets (a ``both_`` cell on both splits'), seeds
     combined."""
     pools: dict[tuple[str, str, str], tuple[list[float], list[float]]] = {}
     for row, split, regime in _finished_cells(trials):
         for group in ("C1", "C2"):
-            mean, se = row.get(f"val/{split}_{group}/{model}/nats"), row.get(f"val/{split}_{group}/{model}/nats_se")
-            if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            loss = toolkit.loss_of(row, f"{split}_{group}", PROJECTED_WIDTH, LEGACY_NAME)
+            if loss is None:
                 continue
             means, ses = pools.setdefault((split, regime, group), ([], []))
-            means.append(float(mean))
-            ses.append(float(se))
+            means.append(loss[0])
+            ses.append(loss[1])
     return Table4Cells({key: combine_runs(*values) for key, values in pools.items()})
 
 
@@ -93,7 +96,7 @@ def table4_verdicts(table: Table4Cells) -> list[Verdict]:
     return out
 
 
-def per_image_losses(tracking_uri: str, trials: pd.DataFrame, model: str = "P1_2") -> dict:
+def per_image_losses(tracking_uri: str, trials: pd.DataFrame) -> dict:
     """(split, regime, group) -> (N,) per-image nats of P_1/2 on that group's validation images, averaged over
     the cell's runs (each run's ``eval/per_image_nats.json``, read by ``report.attach_per_image``; a run
     without it is left out)."""
@@ -106,7 +109,7 @@ def per_image_losses(tracking_uri: str, trials: pd.DataFrame, model: str = "P1_2
         if row.get("per_image") is None:
             continue
         for group in ("C1", "C2"):
-            losses = np.asarray(row["per_image"][f"{split}_{group}/{model}"])
+            losses = np.asarray(toolkit.per_image_of(row, f"{split}_{group}", PROJECTED_WIDTH, LEGACY_NAME))
             pools.setdefault((split, regime, group), []).append(losses)
     return {key: np.mean(values, axis=0) for key, values in pools.items()}
 

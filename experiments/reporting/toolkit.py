@@ -21,6 +21,7 @@ from projectable import scale_name
 
 from experiments.config import code_root, project_root
 from experiments.reporting.claims import Cell, Verdict, combine_runs, summarise
+from experiments.run.evaluate import val_key, width_key
 from experiments.tracking.store import git_commit, machine
 from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trials
 
@@ -140,23 +141,43 @@ def load_saved_models(trials: pd.DataFrame, cells: Sequence[str], tracking_uri: 
 # Cells from trials
 
 
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def loss_of(row: Mapping, subset: str, width: float, legacy: str) -> tuple[float, float] | None:
+    """(nats/token, its standard error) of the model of ``width`` in a trial row: the metric schema's key
+    (``val/<subset>/s1_4/nats_per_token``), or the name ``legacy`` ('model', 'source', 'P1_4') that runs
+    logged before it, so that older stores still report."""
+    mean, se = row.get(val_key(subset, width)), row.get(val_key(subset, width, "nats_se"))
+    if not _present(mean):
+        mean, se = row.get(f"val/{subset}/{legacy}/nats"), row.get(f"val/{subset}/{legacy}/nats_se")
+    return (float(mean), float(se)) if _present(mean) else None
+
+
+def per_image_of(row: Mapping, subset: str, width: float, legacy: str) -> list[float] | None:
+    """The per-image losses of that model (``eval/per_image_nats.json``), by schema key or legacy name."""
+    losses = row.get("per_image") or {}
+    return losses.get(f"{subset}/{width_key(width)}", losses.get(f"{subset}/{legacy}"))
+
+
 def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float, str]]],
                  subset: str = "all") -> dict[tuple[str, float], Cell]:
-    """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s, model
-    metric) entries a trial contributes to. Per-image losses (``tracking.sweeps.attach_per_image``) make the
-    cells' standard errors of differences paired."""
+    """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s, legacy
+    model name) entries a trial contributes to, s being the model's width. Per-image losses
+    (``tracking.sweeps.attach_per_image``) make the cells' standard errors of differences paired."""
     pools: dict[tuple[str, float], tuple[list[float], list[float], list]] = {}
     for row in trials.to_dict("records"):
         if row["status"] != "FINISHED":
             continue
         for column, s, model in cell_sources.get(row["cell"], []):
-            mean, se = row.get(f"val/{subset}/{model}/nats"), row.get(f"val/{subset}/{model}/nats_se")
-            if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            loss = loss_of(row, subset, s, model)
+            if loss is None:
                 continue
             means, ses, images = pools.setdefault((column, s), ([], [], []))
-            means.append(float(mean))
-            ses.append(float(se))
-            images.append((row.get("per_image") or {}).get(f"{subset}/{model}"))
+            means.append(loss[0])
+            ses.append(loss[1])
+            images.append(per_image_of(row, subset, s, model))
     return {
         key: combine_runs(means, ses, images if all(i is not None for i in images) else None)
         for key, (means, ses, images) in pools.items()

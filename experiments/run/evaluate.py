@@ -81,10 +81,41 @@ def evaluate(models: Mapping[str, NLLFn], subsets: Mapping[str, Batch], batch_si
     }
 
 
+# ------------------------------------------------------------------------------------------------
+# The metric schema: one key per model width, whatever the kind, each with its unit (README, "Metrics").
+
+STAT_KEYS = {"nats": "nats_per_token", "nats_se": "nats_per_token_se", "bpd": "bits_per_dim",
+             "bpd_se": "bits_per_dim_se"}
+
+
+def width_key(width: float) -> str:
+    """A model's name in metric keys: its width relative to the width-1 model, 1.0 -> 's1', 0.25 -> 's1_4'.
+    M_1/4, M~_1/4 and P_1/4 share it, so MLflow charts them on one axis; a projected run's co-trained
+    source shares 's1' with M_1, M~_1 and the control."""
+    k = round(1 / float(width))
+    if k < 1 or abs(k * float(width) - 1) > 1e-6:
+        raise ValueError(f"width={width} is not 1/k for a whole k")
+    return "s1" if k == 1 else f"s1_{k}"
+
+
+def val_key(subset: str, width: float, stat: str = "nats") -> str:
+    """``val/<subset>/<width key>/<stat with unit>``, e.g. val/all/s1_4/nats_per_token."""
+    return f"val/{subset}/{width_key(width)}/{STAT_KEYS[stat]}"
+
+
+def train_key(width: float) -> str:
+    """The per-token training loss of the model of this width: train/s1_4/nats_per_token."""
+    return f"train/{width_key(width)}/nats_per_token"
+
+
+TRAIN_TOTAL_KEY = "train/eq2_total_nats_per_token"  # a projected run's Eq. 2 objective: sum over its models
+
+
 def as_metrics(losses: Mapping[str, Loss]) -> dict[str, float]:
-    """{"val/<subset>/<model>/nats": ..., ".../nats_se", ".../bpd", ".../bpd_se"}."""
+    """{"val/<subset>/<width key>/nats_per_token": ..., "..._se", ".../bits_per_dim", "..._se"} for losses
+    keyed "<subset>/<width key>" (``evaluate`` of a trainee's ``nll_fns``)."""
     out = {}
     for key, loss in losses.items():
-        for stat in ("nats", "nats_se", "bpd", "bpd_se"):
-            out[f"val/{key}/{stat}"] = getattr(loss, stat)
+        for stat, name in STAT_KEYS.items():
+            out[f"val/{key}/{name}"] = getattr(loss, stat)
     return out

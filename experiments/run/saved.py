@@ -21,7 +21,6 @@ from experiments.run.trainees import (
     PROJECTABLE_FILE,
     GPTTrainee,
     ProjectedTrainee,
-    projected_name,
 )
 
 
@@ -51,8 +50,10 @@ def nll_fn(model: GPT | ProjectableGPT, scale: float | None = None) -> NLLFn:
     if isinstance(model, ProjectableGPT):
         if scale is None:
             raise ValueError("a projected model holds one P_s per scale; pass scale= (e.g. 0.5)")
-        return ProjectedTrainee(model).nll_fns()[projected_name(scale)]
-    return GPTTrainee(model).nll_fns()["model"]
+        trainee = ProjectedTrainee(model)  # width 1: P_scale is keyed by the scale itself
+        return trainee.nll_fns()[trainee.projected_key(scale)]
+    trainee = GPTTrainee(model)
+    return trainee.nll_fns()[trainee.name]
 
 
 def data_of(config: RunConfig, cache_dir: str | Path | None = None):

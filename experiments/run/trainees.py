@@ -16,43 +16,50 @@ from typing import NamedTuple
 import torch
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, sample
 
-from experiments.run.evaluate import NLLFn
+from experiments.run.evaluate import NLLFn, width_key
 
 MODEL_FILE = "model.safetensors"  # the GPT (M_s, M~_s, or the source of a projected run)
 PROJECTABLE_FILE = "projectable.safetensors"  # source and projectors together
 
 
 def projected_name(scale: float) -> str:
-    """Metric name of P_s: 0.25 -> 'P1_4'."""
+    """The metric name P_s of a projected run had before the metric schema keyed models by width
+    (0.25 -> 'P1_4'); reports read it from older stores."""
     return f"P1_{round(1 / scale)}"
 
 
 class StepLoss(NamedTuple):
-    total: torch.Tensor  # scalar that is back-propagated
-    parts: dict[str, torch.Tensor]  # named scalar losses (logged as train/<name>)
+    total: torch.Tensor  # scalar that is back-propagated (Eq. 2's sum for a projected run)
+    parts: dict[str, torch.Tensor]  # per-token loss of each model, keyed by its width key ('s1_4')
 
 
 class GPTTrainee:
-    """M_s or M~_s: one GPT."""
+    """M_s or M~_s: one GPT of width ``width`` (of the width-1 model), named by it in metrics."""
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT, width: float = 1.0):
         self.model = model
+        self.width = width
+        self.name = width_key(width)
         self.module: torch.nn.Module = model  # what the optimizer updates and the checkpoint saves
+
+    def roles(self) -> dict[str, str]:
+        """Width key -> what the model is (tags ``model/<key>``)."""
+        return {self.name: "M~_s" if self.model.config.conditional else "M_s"}
 
     def _task(self, tasks: torch.Tensor) -> torch.Tensor | None:
         return tasks if self.model.config.conditional else None
 
     def loss(self, tokens: torch.Tensor, tasks: torch.Tensor) -> StepLoss:
         loss = self.model.loss(tokens, self._task(tasks))
-        return StepLoss(loss, {"model": loss})
+        return StepLoss(loss, {self.name: loss})
 
     def nll_fns(self) -> dict[str, NLLFn]:
-        return {"model": lambda tokens, tasks: self.model.sequence_nll(tokens, self._task(tasks))}
+        return {self.name: lambda tokens, tasks: self.model.sequence_nll(tokens, self._task(tasks))}
 
     def samples(self, n: int, tasks: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """(n, T) tokens; a conditional model draws sample i for task i."""
         task = self._task(tasks[:n])
-        return {"model": sample(self.model, n, task=task, generator=generator)}
+        return {self.name: sample(self.model, n, task=task, generator=generator)}
 
     def source(self) -> GPT:
         return self.model
@@ -64,23 +71,32 @@ class GPTTrainee:
 
 
 class ProjectedTrainee:
-    """The source M_1 and its projectors P_s (Eq. 2: sum of projected losses + w_src * source loss)."""
+    """The source (width ``width`` of the width-1 model; M_1 in Table 1) and its projectors P_s (Eq. 2: sum
+    of projected losses + w_src * source loss). P_s is named by its own width, ``width * s``."""
 
-    def __init__(self, model: ProjectableGPT):
+    def __init__(self, model: ProjectableGPT, width: float = 1.0):
         self.model = model
+        self.width = width
+        self.name = width_key(width)  # the source's
         self.module: torch.nn.Module = model
+
+    def projected_key(self, scale: float) -> str:
+        return width_key(self.width * scale)
+
+    def roles(self) -> dict[str, str]:
+        return {self.name: "source", **{self.projected_key(s): "P_s" for s in self.model.config.scales}}
 
     def loss(self, tokens: torch.Tensor, tasks: torch.Tensor) -> StepLoss:
         out = self.model.loss(tokens, tasks)
-        parts = {"source": out.source, **{projected_name(s): v for s, v in out.projected.items()}}
+        parts = {self.name: out.source, **{self.projected_key(s): v for s, v in out.projected.items()}}
         return StepLoss(out.total, parts)
 
     def nll_fns(self) -> dict[str, NLLFn]:
         source = self.model.source
         source_task = (lambda t: t) if source.config.conditional else (lambda t: None)
-        fns: dict[str, NLLFn] = {"source": lambda tokens, tasks: source.sequence_nll(tokens, source_task(tasks))}
+        fns: dict[str, NLLFn] = {self.name: lambda tokens, tasks: source.sequence_nll(tokens, source_task(tasks))}
         for scale in self.model.config.scales:
-            fns[projected_name(scale)] = (
+            fns[self.projected_key(scale)] = (
                 lambda tokens, tasks, s=scale: self.model.sequence_nll(tokens, tasks, scale=s)
             )
         return fns
@@ -88,15 +104,15 @@ class ProjectedTrainee:
     def samples(self, n: int, tasks: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Source samples, and for each P_s a few generated models (one per task) sampled in turn."""
         source = self.model.source
-        out = {"source": sample(source, n, task=tasks[:n] if source.config.conditional else None,
-                                generator=generator)}
+        out = {self.name: sample(source, n, task=tasks[:n] if source.config.conditional else None,
+                                 generator=generator)}
         rows = max(1, int(n**0.5))
         for scale in self.model.config.scales:
             per_task = []
             for i in range(rows):
                 small = self.model.generate(tasks[i], scale)  # standalone GPT of width s*d for task i
                 per_task.append(sample(small, max(1, n // rows), generator=generator))
-            out[projected_name(scale)] = torch.cat(per_task)
+            out[self.projected_key(scale)] = torch.cat(per_task)
         return out
 
     def source(self) -> GPT:
@@ -128,7 +144,10 @@ def build_trainee(kind: str, width: float, model: GPTConfig, projector: Projecto
     gpt = GPT(dataclasses.replace(base, task_dim=task_dim if kind == "conditional" else 0))
     if init_from is not None:
         load_weights(gpt, init_from)
-    trainee = ProjectedTrainee(ProjectableGPT(gpt, projector)) if kind == "projected" else GPTTrainee(gpt)
+    if kind == "projected":
+        trainee = ProjectedTrainee(ProjectableGPT(gpt, projector), width)
+    else:
+        trainee = GPTTrainee(gpt, width)
     trainee.module.to(device)
     return trainee
 

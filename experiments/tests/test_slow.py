@@ -139,6 +139,6 @@ def test_one_training_step_of_the_paper_scale(tmp_path):
     before = trainee.model.source.dense.weights("fc")[0].detach().clone()
     stats = train_step(trainee, trainee.loss, optimizer, data.train_batch(0, 1), run.train.warmup_steps, run.train,
                        "cpu")
-    assert torch.isfinite(torch.as_tensor(stats["train/loss"]))
-    assert {"train/source", "train/P1_8"} <= set(stats)
+    assert torch.isfinite(torch.as_tensor(stats["train/eq2_total_nats_per_token"]))
+    assert {"train/s1/nats_per_token", "train/s1_8/nats_per_token", "train/eq2_total_nats_per_token"} <= set(stats)
     assert not torch.equal(before, trainee.model.source.dense.weights("fc")[0])

@@ -53,7 +53,7 @@ def test_smoke_sweep_lands_finished_runs_with_metrics(smoke_sweep, store):
         assert run.info.run_name == run.data.tags["trial"]
         assert run.data.tags["sweep_id"] == result.sweep_id and run.data.tags["scale"] == "smoke"
         assert run.data.tags["mlflow.parentRunId"] == result.run_id
-        assert any(k.startswith("val/all/") and k.endswith("/nats") for k in run.data.metrics)
+        assert any(k.startswith("val/all/") and k.endswith("/nats_per_token") for k in run.data.metrics)
         if run.data.tags["stage"] == "stage2":
             assert run.data.tags["init_from"].startswith("runs:/")
             assert run.data.params["train.steps"] == str(cfg.budget.stage2_steps)
@@ -66,7 +66,7 @@ def test_a_failed_trial_is_retried_from_its_checkpoint(smoke_sweep, store):
     trials, _ = trial_runs(store.uri, result.sweep_id)
     (run,) = [r for r in trials if r.info.run_name == "M2-seed0"]  # and the retry continued the same run
     assert run.info.status == "FINISHED"
-    history = MlflowClient(store.uri).get_metric_history(run.info.run_id, "train/loss")
+    history = MlflowClient(store.uri).get_metric_history(run.info.run_id, "train/s1_2/nats_per_token")
     assert max(m.step for m in history) == 20
 
 

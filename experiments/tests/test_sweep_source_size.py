@@ -112,7 +112,7 @@ def test_train_runs_p_1_4_from_m_1_2(smoke, tmp_path):
     train(smoke("kind=unconditional", "width=0.5", "train.steps=5", "eval.samples=0", f"run_dir={source_dir}"))
     metrics = train(smoke("kind=projected", "width=0.5", "projector.scales=[0.5]", "train.steps=5",
                           "eval.samples=0", f"init_from={source_dir}", f"run_dir={tmp_path / 'P4_from_M2'}"))
-    assert {"val/all/source/nats", "val/all/P1_2/nats"} <= set(metrics)  # P_1/2 of M_1/2 is P_1/4
+    assert {"val/all/s1_2/nats_per_token", "val/all/s1_4/nats_per_token"} <= set(metrics)  # source M_1/2, P_1/4
 
 
 def test_without_a_table1_sweep_it_says_to_run_table1_first(tmp_path):

@@ -34,21 +34,26 @@ def run_of(store, run_dir):
 def test_each_kind_trains_evaluates_and_logs(name, smoke, store, tmp_path):
     cfg = smoke(*KINDS[name], f"run_dir={tmp_path / name}")
     metrics = train(cfg)
-    models = {"M_s": ["model"], "Mc_s": ["model"], "P_s": ["source", "P1_2"],
-              "Pall": ["source", "P1_2", "P1_4", "P1_8"]}[name]
+    models = {"M_s": ["s1_2"], "Mc_s": ["s1_4"], "P_s": ["s1", "s1_2"],
+              "Pall": ["s1", "s1_2", "s1_4", "s1_8"]}[name]
     for model in models:
-        nats = metrics[f"val/all/{model}/nats"]
+        nats = metrics[f"val/all/{model}/nats_per_token"]
         assert 0 < nats < torch.log(torch.tensor(16.0)).item() + 0.5  # palette of 16 at smoke scale
-        assert 0 < metrics[f"val/all/{model}/nats_se"] < 0.1
-        assert metrics[f"val/all/{model}/bpd"] > 0
+        assert 0 < metrics[f"val/all/{model}/nats_per_token_se"] < 0.1
+        assert metrics[f"val/all/{model}/bits_per_dim"] > 0
 
     run = run_of(store, tmp_path / name)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == name
     assert run.data.params["kind"] == cfg.kind and run.data.params["train.steps"] == "20"
-    assert run.data.metrics[f"val/all/{models[0]}/nats"] == pytest.approx(metrics[f"val/all/{models[0]}/nats"])
-    history = MlflowClient(store.uri).get_metric_history(run.info.run_id, "train/loss")
+    key = f"val/all/{models[0]}/nats_per_token"
+    assert run.data.metrics[key] == pytest.approx(metrics[key])
+    history = MlflowClient(store.uri).get_metric_history(run.info.run_id, f"train/{models[-1]}/nats_per_token")
     assert [m.step for m in history] == [1, 5, 10, 15, 20]
+    roles = {"M_s": {"s1_2": "M_s"}, "Mc_s": {"s1_4": "M~_s"}, "P_s": {"s1": "source", "s1_2": "P_s"},
+             "Pall": {"s1": "source", "s1_2": "P_s", "s1_4": "P_s", "s1_8": "P_s"}}[name]
+    assert {k.removeprefix("model/"): v for k, v in run.data.tags.items() if k.startswith("model/")} == roles
+    assert ("train/eq2_total_nats_per_token" in run.data.metrics) == name.startswith("P")
     artifacts = {a.path for a in MlflowClient(store.uri).list_artifacts(run.info.run_id)}
     assert {"config", "model", "samples", "eval"} <= artifacts
     samples = {Path(a.path).name for a in MlflowClient(store.uri).list_artifacts(run.info.run_id, "samples")}
@@ -115,7 +120,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(smoke, store, tmp
     assert recorded_run_id(tmp_path / "resumed") == run_id == b["run_id"]
     run = MlflowClient(store.uri).get_run(run_id)
     assert run.info.status == "FINISHED"
-    steps = {m.step for m in MlflowClient(store.uri).get_metric_history(run_id, "train/loss")}
+    steps = {m.step for m in MlflowClient(store.uri).get_metric_history(run_id, "train/eq2_total_nats_per_token")}
     assert steps == {1, 5, 10, 15, 20}
     straight_metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     resumed_metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
@@ -146,7 +151,7 @@ def test_training_subsets_and_named_validation_subsets(smoke, tmp_path):
                 "+eval.subsets.big_scale={overrides: {1: 1.5}, labels: null}",
                 f"run_dir={tmp_path / 'sub'}")
     metrics = train(cfg)
-    assert {"val/all/model/nats", "val/odd/model/nats", "val/big_scale/model/nats"} <= set(metrics)
+    assert {"val/all/s1/nats_per_token", "val/odd/s1/nats_per_token", "val/big_scale/s1/nats_per_token"} <= set(metrics)
     with pytest.raises(ValueError, match="train_pool_size"):
         train(smoke("train.train_fraction=0.5", f"run_dir={tmp_path / 'frac'}"))
 
@@ -173,9 +178,9 @@ def test_commit_tag_is_dirty_for_code_changes_but_not_for_report_outputs(tmp_pat
 def test_training_lowers_the_loss_below_its_start(smoke, store, tmp_path):
     metrics = train(smoke("kind=conditional", "width=0.5", "eval.samples=0", f"run_dir={tmp_path / 'mc'}"))
     run = run_of(store, tmp_path / "mc")
-    first = MlflowClient(store.uri).get_metric_history(run.info.run_id, "train/loss")[0]
+    first = MlflowClient(store.uri).get_metric_history(run.info.run_id, "train/s1_2/nats_per_token")[0]
     assert first.step == 1
-    assert metrics["val/all/model/nats"] < first.value - 0.02  # 20 steps at smoke scale learn (~0.08 nats)
+    assert metrics["val/all/s1_2/nats_per_token"] < first.value - 0.02  # 20 steps at smoke scale learn (~0.08 nats)
 
 
 def test_projected_model_starts_from_the_loaded_source_not_from_noise(smoke, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from experiments.reporting import figure3, figure4, table1, table2, table3, table4, toolkit
 from experiments.reporting.claims import Cell
+from experiments.run.evaluate import width_key
 
 PROV = toolkit.Provenance(sweep_id="table1-smoke-abcd1234", commit="c0ffee", command="sweep.py experiment=table1",
                           scale="smoke", stage_steps={"stage1": 20, "stage2": 10}, wall_time_s=90.0,
@@ -24,21 +25,25 @@ def per_image(mean: float, seed: int) -> list[float]:
 
 
 def trial(cell: str, stage: str, seed: int = 0, **models: float) -> dict:
+    """A finished trial logging the metric schema's keys: ``models`` maps width keys ('s1_4') to losses."""
     row = {"cell": cell, "stage": stage, "seed": seed, "status": "FINISHED", "trial": f"{cell}-seed{seed}",
            "run_id": f"{cell}{seed}", "steps": 20, "per_image": {}}
     for model, mean in models.items():
-        row[f"val/all/{model}/nats"], row[f"val/all/{model}/nats_se"] = mean, 0.002
-        row["per_image"][f"all/{model}"] = per_image(mean, hash((cell, model, seed)) % 1000)
+        row[f"val/all/{model}/nats_per_token"], row[f"val/all/{model}/nats_per_token_se"] = mean, 0.002
+        row["per_image"][f"all/{model}"] = per_image(mean, sum(map(ord, cell + model)) + seed)
     return row
+
+
+KEY = {1: "s1", 2: "s1_2", 4: "s1_4", 8: "s1_8"}
 
 
 @pytest.fixture
 def table1_trials() -> pd.DataFrame:
-    rows = [trial(f"{c}{k}", "stage1", seed, model=base + 0.1 * i)
+    rows = [trial(f"{c}{k}", "stage1", seed, **{KEY[k]: base + 0.1 * i})
             for c, base in (("M", 0.6), ("Mc", 0.55)) for i, k in enumerate((1, 2, 4, 8)) for seed in (0, 1)]
-    rows += [trial(f"P{k}", "stage2", **{f"P1_{k}": 0.5 + 0.05 * i, "source": 0.52}) for i, k in enumerate((2, 4, 8))]
-    rows.append(trial("Pall", "stage2", P1_2=0.5, P1_4=0.55, P1_8=0.6, source=0.53))
-    rows.append(trial("control", "stage2", model=0.52))
+    rows += [trial(f"P{k}", "stage2", **{KEY[k]: 0.5 + 0.05 * i, "s1": 0.52}) for i, k in enumerate((2, 4, 8))]
+    rows.append(trial("Pall", "stage2", s1_2=0.5, s1_4=0.55, s1_8=0.6, s1=0.53))
+    rows.append(trial("control", "stage2", s1=0.52))
     return pd.DataFrame(rows)
 
 
@@ -61,9 +66,9 @@ def test_table1_files_from_synthetic_runs(table1_trials, tmp_path):
 
 
 def test_table2_and_table4_files_from_synthetic_runs(tmp_path):
-    rows = [trial(f"Mc{k}", "stage1", model=2.0 + 0.1 * i) for i, k in enumerate((1, 2, 4, 8))]
-    rows += [trial("M1", "stage1", model=2.1), trial("control", "stage2", model=2.0)]
-    rows += [trial(f"P{k}", "stage2", **{f"P1_{k}": 1.9 + 0.05 * i, "source": 2.0}) for i, k in enumerate((2, 4, 8))]
+    rows = [trial(f"Mc{k}", "stage1", **{KEY[k]: 2.0 + 0.1 * i}) for i, k in enumerate((1, 2, 4, 8))]
+    rows += [trial("M1", "stage1", s1=2.1), trial("control", "stage2", s1=2.0)]
+    rows += [trial(f"P{k}", "stage2", **{KEY[k]: 1.9 + 0.05 * i, "s1": 2.0}) for i, k in enumerate((2, 4, 8))]
     trials = pd.DataFrame(rows)
     summary = {"stand_in": True, "image_side": 32, "train_images": 100, "val_images": 64, "vqvae_params": 1000,
                "vqvae_codes": 64, "vqvae_val_psnr": 15.0, "vqvae_val_perplexity": 20.0, "vqvae_val_dead_codes": 3,
@@ -77,8 +82,8 @@ def test_table2_and_table4_files_from_synthetic_runs(tmp_path):
     assert files.png is not None and files.csv is not None
 
     rows4 = [{"cell": f"{split}_{regime}", "stage": "stage2", "seed": 0, "status": "FINISHED",
-              f"val/{split}_C1/P1_2/nats": c1, f"val/{split}_C1/P1_2/nats_se": 0.01,
-              f"val/{split}_C2/P1_2/nats": 2.0, f"val/{split}_C2/P1_2/nats_se": 0.01}
+              f"val/{split}_C1/s1_2/nats_per_token": c1, f"val/{split}_C1/s1_2/nats_per_token_se": 0.01,
+              f"val/{split}_C2/s1_2/nats_per_token": 2.0, f"val/{split}_C2/s1_2/nats_per_token_se": 0.01}
              for split in ("half", "mod2") for regime, c1 in (("all", 2.3), ("eighth", 2.4), ("c1_eighth", 2.35))]
     trials4 = pd.DataFrame(rows4)
     table = table4.table4_cells(trials4)
@@ -94,11 +99,11 @@ def table3_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
     for target, source, rank in table3.PAPER_TABLE3:
         scale = target / source
         loss = 0.5 + 0.3 * (1 - source) + (0.2 if target == 0.125 else 0.0) - 0.001 * rank
-        name = table3.projected_name(scale)
+        name = width_key(target)
         run_id = f"{target}-{source}-{rank}"
         rows.append({"cell": run_id, "trial": run_id, "seed": 0, "status": "FINISHED", "run_id": run_id,
                      "target": target, "source": source, "scale": scale, "rank": rank, "reused_from": "",
-                     f"val/all/{name}/nats": loss + 0.01, f"val/all/{name}/nats_se": 0.002,
+                     f"val/all/{name}/nats_per_token": loss + 0.01, f"val/all/{name}/nats_per_token_se": 0.002,
                      f"num_params/projector_{scale}": 1000 * rank,
                      "per_image": {f"all/{name}": per_image(loss + 0.01, rank)}})
         train.append({"run_id": run_id, "train_nats": loss, "train_se": 0.002, "train_per_image": per_image(loss, rank)})

@@ -1,4 +1,5 @@
-"""Table 2 and Table 4 report logic on made-up trial rows: cells, paper numbers, verdicts."""
+"""Table 2 and Table 4 report logic on made-up trial rows: cells, paper numbers, verdicts. The rows carry
+the metric names runs logged before the metric schema ('model', 'source', 'P1_2'): older stores still report."""
 
 from __future__ import annotations
 
