@@ -138,13 +138,19 @@ def log_samples(trainee, data, subsets, run: RunConfig) -> None:
     mlflow.log_artifacts(str(folder), "samples")
 
 
-def log_final(trainee, losses, run: RunConfig) -> None:
-    """Final weights (loadable by GPT.load / ProjectableGPT.load) and per-image losses as artifacts."""
+def log_final(trainee, losses, metrics: dict[str, float], subsets, run: RunConfig) -> None:
+    """Final weights (loadable by GPT.load / ProjectableGPT.load), per-image losses, and every model as an
+    MLflow model linked to its metrics (``experiments.tracking.models``)."""
     folder = Path(run.run_dir) / "final"
     trainee.save(folder)
     mlflow.log_artifacts(str(folder), "model")
     per_image = {key: loss.per_image.tolist() for key, loss in losses.items()}
     mlflow.log_dict(per_image, "eval/per_image_nats.json")
+    if run.tracking.log_models:
+        from experiments.tracking.models import log_models
+
+        example = next(iter(subsets.values()))
+        log_models(trainee, folder, metrics, run.train.steps, example, register=run.tracking.register)
 
 
 def log_start(cfg: DictConfig, run: RunConfig, trainee, extra_artifacts: Mapping[str, Path]) -> None:
@@ -191,7 +197,7 @@ def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks
         metrics, losses = run_evaluation(trainee, subsets, run, data)
         mlflow.log_metrics(metrics, step=cfg.steps)
     log_samples(trainee, data, subsets, run)
-    log_final(trainee, losses, run)
+    log_final(trainee, losses, metrics, subsets, run)
     return metrics
 
 

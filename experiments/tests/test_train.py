@@ -267,3 +267,37 @@ def test_params_are_the_effective_config_only(smoke, store, tmp_path):
     assert params["train.lr"] == "0.002" and params["kind"] == "unconditional"
     assert not [k for k in params if k.startswith(("tracking.", "paths.", "run_dir", "budget."))]
     assert "None" not in params.values()
+
+
+def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smoke, store, tmp_path):
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from experiments.config import parse_run
+    from experiments.run.datasets import build_data
+
+    cfg = smoke("kind=projected", "projector.scales=[0.25]", "eval.samples=0", "tracking.register=p-smoke",
+                f"run_dir={tmp_path / 'p'}")
+    train(cfg)
+    run = run_of(store, tmp_path / "p")
+    client = MlflowClient(store.uri)
+    models = {m.name: m for m in client.search_logged_models([run.info.experiment_id],
+                                                             filter_string=f"source_run_id = '{run.info.run_id}'")}
+    assert set(models) == {"source-s1", "projected-s1_4"}
+    per_image = json.loads(Path(client.download_artifacts(run.info.run_id, "eval/per_image_nats.json", str(tmp_path)))
+                           .read_text())
+    batch = build_data(parse_run(cfg).data, parse_run(cfg).paths.cache).validation()
+    frame = {"tokens": [t.tolist() for t in batch.tokens], "task": [t.double().tolist() for t in batch.task]}
+    mlflow.set_tracking_uri(store.uri)
+    for name, key in (("projected-s1_4", "all/s1_4"), ("source-s1", "all/s1")):
+        loaded = mlflow.pyfunc.load_model(f"models:/{models[name].model_id}")
+        predicted = loaded.predict(pd.DataFrame(frame))["nats_per_token"].to_numpy()
+        np.testing.assert_allclose(predicted, per_image[key], atol=1e-5, rtol=0)
+        linked = {m.key for m in models[name].metrics}
+        assert f"val/{key}/nats_per_token" in linked
+    # the run's own artifact folder still resolves (init_from=runs:/<id>/model starts the next stage)
+    assert (Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path / "d")))
+            / "projectable.safetensors").is_file()
+    version = client.get_latest_versions("p-smoke")[0]  # the documented option registered P_1/4
+    assert version.tags["model_role"] == "P_s" and version.run_id == run.info.run_id  # P_1/4 was registered

@@ -26,6 +26,8 @@ class TrackingConfig:
     experiment: str = "projectable"
     run_name: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    log_models: bool = True  # every final model as an MLflow model (pyfunc), linked to its metrics
+    register: str | None = None  # register the run's projected model (or its only model) under this name
 
     def __post_init__(self):
         if self.uri.startswith("sqlite:") and not self.uri.startswith("sqlite:////"):

@@ -1,0 +1,82 @@
+"""A run's final models as MLflow models: a pyfunc flavour over the safetensors files
+(``pyfunc_model.py``), with a signature, an input example and explicit pip requirements, each linked to the
+validation metrics of its width as a logged model. ``mlflow.pyfunc.load_model(f"models:/{model_id}")``, or
+the run page's "Logged models", give per-sequence nats/token.
+
+Logged-model names are ``<what>-<width>`` (``unconditional-s1_4``, ``conditional-s1_4``, ``source-s1``,
+``projected-s1_4``): never a run artifact folder's name (``model``, ``samples``, ``eval``, ``config``), which
+MLflow 3 would resolve ``runs:/<id>/<name>`` to as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+ROLE_NAMES = {"M_s": "unconditional", "M~_s": "conditional", "source": "source", "P_s": "projected"}
+
+
+def signature() -> ModelSignature:
+    inputs = Schema([ColSpec(Array(DataType.long), "tokens"), ColSpec(Array(DataType.double), "task", required=False)])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec(DataType.double, "nats_per_token")]))
+
+
+def pip_requirements() -> list[str]:
+    """The project's packages and what loading needs, pinned to what trained the model (no inference in a
+    subprocess)."""
+    import projectable
+    import torch
+
+    return [f"projectable-core=={projectable.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+            f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
+
+
+def input_example(tokens, tasks, conditional: bool) -> pd.DataFrame:
+    """Two validation sequences (and their task vectors where the model takes them)."""
+    frame = pd.DataFrame({"tokens": [row.tolist() for row in tokens[:2]]})
+    if conditional:
+        frame["task"] = [row.double().tolist() for row in tasks[:2]]
+    return frame
+
+
+def log_models(trainee, folder: Path, metrics: Mapping[str, float], step: int, example_batch,
+               register: str | None = None) -> dict[str, str]:
+    """Log every model of the run's final weights in ``folder``; link each to its width's final validation
+    metrics. Returns {logged-model name: model id}. ``register`` names a registered model for the run's
+    first projected model (or its only model)."""
+    from experiments.run.trainees import MODEL_FILE, PROJECTABLE_FILE, ProjectedTrainee
+
+    ids = {}
+    roles = trainee.roles()
+    registered = register
+    for key, role in roles.items():
+        projected = role == "P_s"
+        if projected:
+            scale = next(s for s in trainee.model.config.scales if trainee.projected_key(s) == key)
+            config, weights = {"kind": "projected", "scale": scale}, folder / PROJECTABLE_FILE
+        else:
+            kind = "conditional" if role == "M~_s" else "unconditional"
+            config, weights = {"kind": kind}, folder / MODEL_FILE
+        conditional = projected or role == "M~_s"
+        take_registration = registered if (projected or not isinstance(trainee, ProjectedTrainee)) else None
+        info = mlflow.pyfunc.log_model(
+            name=f"{ROLE_NAMES[role]}-{key}", python_model=str(PYFUNC_CODE), artifacts={"weights": str(weights)},
+            model_config=config, signature=signature(),
+            input_example=input_example(example_batch.tokens, example_batch.task, conditional),
+            pip_requirements=pip_requirements(), registered_model_name=take_registration,
+            tags={"model_role": role, "width": key}, step=step,
+        )
+        if take_registration:
+            registered = None
+        linked = {k: v for k, v in metrics.items() if k.split("/")[2:3] == [key]}
+        mlflow.log_metrics(linked, step=step, model_id=info.model_id)
+        ids[info.name] = info.model_id
+    return ids
