@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -95,6 +96,36 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
+def check_type(value: Any, hint: Any, key: str) -> None:
+    """Refuse a value that does not fit its field's type, naming the key, the value and what is allowed:
+    whole numbers for int fields, finite numbers for float fields (NaN and inf train on garbage), true or
+    false for bool fields; None only where the field is optional."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and type(None) in typing.get_args(hint):
+            return
+        if len(args) == 1:
+            check_type(value, args[0], key)
+        return
+    if origin is tuple and isinstance(value, (list, tuple)):
+        element = typing.get_args(hint)[0] if typing.get_args(hint) else Any
+        for item in value:
+            check_type(item, element, key)
+        return
+    allowed = {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string"}
+    if hint not in allowed:
+        return
+    ok = {
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+    }[hint]
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not {allowed[hint]}; set {key}=<{allowed[hint]}>")
+
+
 def to_plain(node: Any) -> Any:
     """A resolved plain copy of a config node (dicts and lists), or the value itself."""
     if isinstance(node, (DictConfig, ListConfig)):
@@ -122,6 +153,8 @@ def build_section(cls, node: Any, section: str):
     if missing:
         raise ConfigError(f"config section '{section}' lacks required key(s): {', '.join(missing)}")
     kwargs = {k: _coerce(v, types_[k]) for k, v in node.items()}
+    for key, value in kwargs.items():
+        check_type(value, types_[key], f"{section}.{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -185,6 +218,12 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
         raise ConfigError(f"width={width} must be one of 1, 0.5, 0.25, 0.125 (M_s widths of Sec. 2)")
     if cfg.device not in ("cpu", "cuda"):
         raise ConfigError(f"device={cfg.device!r} must be 'cpu' or 'cuda'")
+    for key, hint in (("seed", int), ("threads", int), ("width", float)):
+        check_type(cfg[key], hint, key)
+    if cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed} must be >= 0")
+    if cfg.threads < 1:
+        raise ConfigError(f"threads={cfg.threads} must be >= 1 (torch threads of this run)")
     return RunConfig(
         kind=str(cfg.kind),
         width=width,

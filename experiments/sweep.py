@@ -48,7 +48,7 @@ from experiments.orchestration.plan import (
     plan_stage,
 )
 from experiments.orchestration.ray_tune import check_cluster, run_stage, start_ray
-from experiments.tracking.store import MlflowClient, TrackingConfig
+from experiments.tracking.store import MlflowClient, TrackingConfig, check_reachable
 from experiments.tracking.sweeps import find_sweep, finished_runs_of_cell, stage_run_uris, start_sweep_run
 
 
@@ -119,6 +119,7 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     cluster = build_section(ClusterConfig, cfg.cluster, "cluster")
     tracking_cfg = build_section(TrackingConfig, cfg.tracking, "tracking")
     check_cluster(cluster, tracking_cfg.uri)
+    check_reachable(tracking_cfg.uri)
     parse_stages(cfg.get("experiment"))  # no experiment selected: say so before anything starts
     resolve_mnist_root(cfg)  # before the reuse check, which compares resolved configs
     init_uris = resolve_sources(cfg, tracking_cfg)

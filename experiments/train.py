@@ -210,6 +210,9 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
     run = parse_run(cfg)
     hooks = hooks or TrainHooks()
     run_dir = Path(run.run_dir)
+    if run.device == "cuda" and not torch.cuda.is_available():  # here, not at parse: a driver plans GPU runs
+        raise ConfigError("device=cuda but this machine has no CUDA device torch can use; set device=cpu")
+    tracking.check_reachable(run.tracking.uri)
     claim_run_dir(cfg, run_dir)
     torch.set_num_threads(run.threads)
     torch.manual_seed(run.seed)

@@ -28,6 +28,11 @@ class EvalConfig:
     samples: int = 16  # images per sample grid at the end of a run; 0: none
     subsets: Mapping[str, Subset] = field(default_factory=lambda: {"all": Subset()})
 
+    def __post_init__(self):
+        if self.every < 1 or self.batch_size < 1 or self.samples < 0:
+            raise ValueError(f"eval.every={self.every} and eval.batch_size={self.batch_size} must be >= 1 and "
+                             f"eval.samples={self.samples} >= 0")
+
     @classmethod
     def from_node(cls, node) -> EvalConfig:
         """From the ``eval`` config section, validating the keys of the section and of every subset."""

@@ -29,6 +29,16 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"train.steps and train.batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.grad_accum < 1:
+            raise ValueError(f"train.grad_accum={self.grad_accum} must be >= 1 (micro-batches per step)")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr={self.lr} must be > 0")
+        if self.grad_clip < 0:
+            raise ValueError(f"train.grad_clip={self.grad_clip} must be >= 0 (0 disables clipping); a negative "
+                             "norm would flip the gradients")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"train.warmup_steps={self.warmup_steps} and train.weight_decay={self.weight_decay} must "
+                             f"be >= 0 and train.min_lr_ratio={self.min_lr_ratio} in [0, 1]")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum={self.grad_accum}; "

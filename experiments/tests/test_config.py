@@ -185,3 +185,50 @@ def test_every_experiment_at_every_scale_plans_every_stage(experiment, scale):
         specs = plan_stage(cfg, name, stage, sweep_id, None, uris)
         assert specs and all(parse_run(spec["config"]).train.steps == stage.steps for spec in specs)
         uris.update({cell: ["runs:/fake/model"] * 3 for cell in stage.cells})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=abc", r"train\.steps='abc' is not a whole number"),
+    ("train.steps=10.5", r"train\.steps=10\.5 is not a whole number"),
+    ("train.grad_clip=-1", r"train\.grad_clip=-1.* must be >= 0 .*flip the gradients"),
+    ("train.grad_accum=0", r"train\.grad_accum=0 must be >= 1"),
+    ("train.grad_accum=3", r"train\.batch_size=8 is not divisible by train\.grad_accum=3"),
+    ("train.lr=0", r"train\.lr=0.* must be > 0"),
+    ("train.lr=inf", r"train\.lr=inf is not a finite number"),
+    ("eval.every=0", r"eval\.every=0 .*must be >= 1"),
+    ("projector.source_weight=nan", r"projector\.source_weight=nan is not a finite number"),
+    ("seed=-1", r"seed=-1 must be >= 0"),
+    ("threads=0", r"threads=0 must be >= 1"),
+    ("device=tpu", r"device='tpu' must be 'cpu' or 'cuda'"),
+])
+def test_bad_values_fail_at_parse_naming_key_value_and_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_run(compose(["scale=smoke", override]))
+
+
+def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(smoke, tmp_path):
+    import socket
+    import time
+
+    from experiments.train import train
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tick = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"tracking\.uri=http://127\.0\.0\.1:{port}: no MLflow server answered"):
+        train(smoke(f"tracking.uri=http://127.0.0.1:{port}", f"run_dir={tmp_path / 'r'}"))
+    assert time.monotonic() - tick < 30
+    assert not (tmp_path / "r").exists()  # refused before any work: no run directory
+
+
+def test_a_cuda_run_on_a_machine_without_one_is_refused_before_work(smoke, tmp_path):
+    import torch
+
+    from experiments.train import train
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(ConfigError, match="device=cuda but this machine has no CUDA device"):
+        train(smoke("device=cuda", f"run_dir={tmp_path / 'r'}"))
+    assert not (tmp_path / "r").exists()

@@ -46,6 +46,30 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+def check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """A tracking server must answer its health check within ``timeout`` seconds (MLflow's own client
+    retries for minutes); a sqlite store needs its folder to exist or be creatable."""
+    from experiments.config import ConfigError
+
+    if uri.startswith("sqlite:"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"tracking.uri={uri}: cannot create its folder {folder} ({err})") from err
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+    except OSError as err:
+        raise ConfigError(f"tracking.uri={uri}: no MLflow server answered within {timeout:.0f} s ({err}); start it "
+                          "(nox -s mlflow_ui, or `mlflow server ...`) or point tracking.uri at one that runs") from err
+    raise ConfigError(f"tracking.uri={uri}: the server's health check did not answer 200")
+
+
 def experiment_id(config: TrackingConfig) -> str:
     """Id of ``config.experiment``, created with an absolute artifact location if missing."""
     mlflow.set_tracking_uri(config.uri)
