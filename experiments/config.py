@@ -55,6 +55,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("square"):
         OmegaConf.register_new_resolver("square", lambda x: int(x) * int(x))
+    if not OmegaConf.has_resolver("steps_share"):  # ${steps_share:1000,0.6} -> 600: stage 1 of a budget split
+        OmegaConf.register_new_resolver("steps_share", lambda total, fraction: int(round(int(total) * float(fraction))))
+    if not OmegaConf.has_resolver("minus"):
+        OmegaConf.register_new_resolver("minus", lambda a, b: int(a) - int(b))
     if not OmegaConf.has_resolver("label_group"):  # Table 4: ${label_group:half,1,${data.images}} -> C1's labels
         OmegaConf.register_new_resolver("label_group", _label_group)
 

@@ -41,6 +41,7 @@ from experiments.config import (
 from experiments.orchestration.plan import (
     ClusterConfig,
     SweepConfig,
+    active_stages,
     decide_reuse,
     derive_sweep_id,
     parse_sources,
@@ -85,7 +86,7 @@ def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, 
             "(with the same tracking/paths overrides)"
         )
     source_id = found.data.tags["sweep_id"]
-    stages = parse_stages(cfg.experiment)
+    stages = active_stages(cfg.experiment)
     earlier: set[str] = set()
     uris: dict[str, list[str]] = {}
     for stage in stages.values():
@@ -122,8 +123,8 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     check_reachable(tracking_cfg.uri)
     parse_stages(cfg.get("experiment"))  # no experiment selected: say so before anything starts
     resolve_mnist_root(cfg)  # before the reuse check, which compares resolved configs
-    init_uris = resolve_sources(cfg, tracking_cfg)
-    stages = parse_stages(cfg.experiment)
+    init_uris: dict[str, list[str] | None] = dict(resolve_sources(cfg, tracking_cfg))
+    stages = active_stages(cfg.experiment)
     sweep_id = sweep.id or derive_sweep_id(cfg)
     client = MlflowClient(tracking_cfg.uri)
     parent = start_sweep_run(tracking_cfg, sweep_id, cfg)
@@ -137,6 +138,10 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     status = "FAILED"
     try:
         for index, (stage_name, stage) in enumerate(stages.items()):
+            if stage.steps == 0:  # e.g. pretrain_fraction=0: its cells' followers start from scratch
+                print(f"[{sweep_id}] {stage_name}: 0 steps, skipped")
+                init_uris.update({cell: None for cell in stage.cells})
+                continue
             specs = plan_stage(cfg, stage_name, stage, sweep_id, parent, init_uris)
             print(f"[{sweep_id}] {stage_name}: {len(specs)} trials, {stage.steps} steps each")
             if specs:

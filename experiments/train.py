@@ -175,6 +175,9 @@ def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks
     metrics: dict[str, float] = {}
     losses = None
     tick, tokens_seen = time.perf_counter(), 0
+    if start == 0 and run.eval.at_start:  # the learning curve's first point: before any step (for P_s, the
+        start_metrics, _ = run_evaluation(trainee, subsets, run, data)  # one-shot model of the pretrained source)
+        mlflow.log_metrics(start_metrics, step=0)
     for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=Path(run.run_dir).name,
                      mininterval=10.0):
         stats = train_step(trainee, loss_fn, optimizer, stream.batch(step), step, cfg, run.device)

@@ -55,6 +55,13 @@ class Cell:
     scales: tuple[float, ...] | None = None  # projector.scales of a projected cell
     init_from: str | None = None  # cell of an earlier stage to start from (default: the stage's)
     overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted config key -> value
+    # 'matched_baseline': a baseline continued alone for this stage's steps so that it has taken as many
+    # steps as the models it is compared with (kept with experiment.baselines=matched, dropped with stage1).
+    role: str | None = None
+
+    def __post_init__(self):
+        if self.role not in (None, "matched_baseline"):
+            raise ValueError(f"role={self.role!r} must be null or 'matched_baseline'")
 
 
 @dataclass(frozen=True)
@@ -91,12 +98,33 @@ def derive_sweep_id(cfg: DictConfig) -> str:
     return f"{cfg.experiment.name}-{cfg.budget.name}-{config_key(cfg, sweep=True)}"
 
 
-def cell_role(cell: Cell) -> str:
+def cell_role(cell: Cell, stage: Stage | None = None) -> str:
     """What a cell's runs are, as a tag MLflow can filter by: 'projected' (a source co-trained with P_s),
-    'control' (a model continued alone from an earlier cell), or 'baseline' (M_s, M~_s from scratch)."""
+    'control' (M_1 continued alone from an earlier cell), or 'baseline' (M_s, M~_s: from scratch, or
+    continued alone as a step-matched baseline)."""
     if cell.kind == "projected":
         return "projected"
-    return "control" if cell.init_from is not None else "baseline"
+    if cell.role == "matched_baseline":
+        return "baseline"
+    starts = cell.init_from or (stage.init_from if stage is not None else None)
+    return "control" if starts is not None else "baseline"
+
+
+BASELINES = ("matched", "stage1")
+
+
+def active_stages(experiment: Any) -> dict[str, Stage]:
+    """The stages that run: with ``experiment.baselines=stage1`` without the step-matched baseline cells
+    (the baselines are then stage 1's runs, which took fewer steps than the models they are compared with);
+    a stage of 0 steps is kept (the sweep skips it, and cells starting from it start from scratch)."""
+    stages = parse_stages(experiment)
+    baselines = (to_plain(experiment) or {}).get("baselines", "matched")
+    if baselines not in BASELINES:
+        raise ConfigError(f"experiment.baselines={baselines!r} must be one of {', '.join(BASELINES)}")
+    if baselines == "matched":
+        return stages
+    return {name: Stage(stage.steps, {c: cell for c, cell in stage.cells.items() if cell.role != "matched_baseline"},
+                        stage.init_from) for name, stage in stages.items()}
 
 
 def trial_name(cell: str, seed: int) -> str:
@@ -122,8 +150,8 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
             }
             if cell.scales is not None:
                 updates["projector.scales"] = list(cell.scales)
-            if source is not None:
-                uris = init_uris.get(source)
+            if source is not None and not (source in init_uris and init_uris[source] is None):
+                uris = init_uris.get(source)  # None: the source's stage has 0 steps, so start from scratch
                 if not uris:
                     raise ConfigError(f"cell {cell_name} starts from cell {source}, which no earlier stage ran")
                 updates["init_from"] = uris[seed % len(uris)]
@@ -133,7 +161,7 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
                 except Exception as err:
                     raise ConfigError(f"cell {cell_name}: cannot set {key}={value!r}: {err}") from err
             tags = {
-                "role": cell_role(cell),
+                "role": cell_role(cell, stage),
                 "sweep_id": sweep_id,
                 "scale": str(cfg.budget.name),
                 "experiment": str(cfg.experiment.name),

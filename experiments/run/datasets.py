@@ -69,11 +69,12 @@ class TrainStream:
         )
 
 
-def validation_subsets(data: SynthMNISTTokens, subsets: dict) -> dict[str, Batch]:
-    """Named subsets of the fixed validation set: task coordinates overridden and/or digits selected."""
+def validation_subsets(data: SynthMNISTTokens | ImageNetTokens, subsets: dict) -> dict[str, Batch]:
+    """Named eval subsets: of the fixed validation set, or of SynthMNIST's selection set
+    (``source=selection``), with task coordinates overridden and/or digits selected."""
     out = {}
     for name, subset in subsets.items():
-        batch = data.validation(overrides=dict(subset.overrides) or None)
+        batch = _source_batch(data, name, subset)
         if subset.labels is not None:
             mask = torch.isin(batch.label, torch.tensor(subset.labels, dtype=torch.int64))
             if not mask.any():
@@ -81,3 +82,19 @@ def validation_subsets(data: SynthMNISTTokens, subsets: dict) -> dict[str, Batch
             batch = Batch(*(x[mask] for x in batch))
         out[name] = batch
     return out
+
+
+def _source_batch(data: SynthMNISTTokens | ImageNetTokens, name: str, subset) -> Batch:
+    """The batch a subset draws from: ``data.validation`` or ``data.selection(size)``, overrides applied."""
+    overrides = dict(subset.overrides) or None
+    if subset.source == "validation":
+        return data.validation(overrides=overrides)
+    if not isinstance(data, SynthMNISTTokens):
+        raise ValueError(
+            f"eval.subsets.{name}: source={subset.source} exists for SynthMNIST only; this run's data is "
+            f"{type(data).__name__}, use source=validation"
+        )
+    try:
+        return data.selection(subset.size, overrides=overrides)
+    except ValueError as err:
+        raise ValueError(f"eval.subsets.{name}: {err}") from err

@@ -15,15 +15,34 @@ from projectable_data import Batch
 NLLFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+SUBSET_SOURCES = ("validation", "selection")
+
+
 @dataclass(frozen=True)
 class Subset:
     overrides: Mapping[int, float] = field(default_factory=dict)  # task coordinate -> value (Figure 4)
     labels: tuple[int, ...] | None = None  # digits kept (Table 4); None: all
+    # "validation": the reported validation set; "selection": SynthMNIST's selection set, test digits outside
+    # it with fresh task vectors, for choosing a protocol without reading the reported numbers
+    source: str = "validation"
+    size: int | None = None  # images of the selection set (source=selection only)
+
+    def __post_init__(self):
+        if self.source not in SUBSET_SOURCES:
+            raise ValueError(f"source={self.source!r} is not a subset source; use one of "
+                             f"{', '.join(SUBSET_SOURCES)}")
+        if self.source == "selection" and (self.size is None or self.size < 1):
+            raise ValueError(f"source=selection needs size >= 1 (images of the selection set), "
+                             f"got size={self.size}")
+        if self.source == "validation" and self.size is not None:
+            raise ValueError(f"size={self.size} applies to source=selection only; the validation set's "
+                             "size is data.val_size")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     every: int = 200  # evaluate every this many steps and at the last one
+    at_start: bool = True  # and before the first step (a learning curve's first point)
     batch_size: int = 128
     samples: int = 16  # images per sample grid at the end of a run; 0: none
     subsets: Mapping[str, Subset] = field(default_factory=lambda: {"all": Subset()})

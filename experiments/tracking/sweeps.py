@@ -154,3 +154,11 @@ def runs_frame(trials: pd.DataFrame, cells: list[str]) -> pd.DataFrame:
     """The FINISHED trials of ``cells`` (rows of ``load_trials``), in cell and seed order."""
     kept = trials[trials.cell.isin(cells) & (trials.status == "FINISHED")]
     return kept.sort_values(["cell", "seed"]).reset_index(drop=True)
+
+
+def metric_histories(tracking_uri: str, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
+    """Every logged value of ``keys`` for each run: columns run_id, key, step, value."""
+    client = MlflowClient(tracking_uri)
+    rows = [{"run_id": run_id, "key": key, "step": m.step, "value": m.value}
+            for run_id in run_ids for key in keys for m in client.get_metric_history(run_id, key)]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])

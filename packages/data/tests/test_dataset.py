@@ -129,3 +129,59 @@ def test_bad_config_is_a_value_error(tiny_config):
         dataclasses.replace(tiny_config, train_pool_size=0)
     with pytest.raises(ValueError, match="batch_size"):
         train_items(0, step=0, batch_size=0, num_digits=10)
+
+
+def test_selection_digits_are_test_digits_outside_validation(tiny_data, mnist_root):
+    v_items = tiny_data.validation_items()
+    s_items = tiny_data.selection_items(200)
+    assert len(set(s_items.digit_index.tolist())) == 200  # distinct
+    assert not set(s_items.digit_index.tolist()) & set(v_items.digit_index.tolist())
+    # the batch is those test digits rendered without flips under the selection's own task vectors
+    test = load_mnist("test", mnist_root)
+    selection = tiny_data.selection(200)
+    assert not s_items.flip.any()
+    direct = render_synthmnist(s_items.task, test.images[s_items.digit_index], resolution=16)
+    assert torch.equal(selection.tokens, tiny_data.palette.encode(direct))
+    assert torch.equal(selection.label, torch.from_numpy(test.labels[s_items.digit_index]))
+    assert torch.equal(selection.task, torch.from_numpy(s_items.task))
+
+
+def test_selection_can_take_every_test_digit_validation_leaves(tiny_config, synth_cache, mnist_root):
+    # val_size=9990 leaves 10 test digits: the selection set is exactly those, and one more is refused
+    data = SynthMNISTTokens(dataclasses.replace(tiny_config, val_size=9990), cache_dir=synth_cache)
+    left = np.setdiff1d(np.arange(10000), data.validation_items().digit_index)
+    assert len(left) == 10
+    assert np.array_equal(data.selection_items(10).digit_index, left)
+    with pytest.raises(ValueError, match=r"size=11 must be in 1\.\.10.*val_size=9990"):
+        data.selection(11)
+
+
+def test_selection_size_out_of_range_is_a_value_error(tiny_data):
+    with pytest.raises(ValueError, match=r"size=9937 must be in 1\.\.9936"):
+        tiny_data.selection(10000 - 64 + 1)
+    with pytest.raises(ValueError, match=r"size=0 must be in 1\.\."):
+        tiny_data.selection(0)
+
+
+def test_selection_task_vectors_are_their_own_stream(tiny_data, tiny_config, synth_cache):
+    s_tasks = {tuple(row) for row in tiny_data.selection_items(64).task.tolist()}
+    assert len(s_tasks) == 64
+    v_tasks = {tuple(row) for row in tiny_data.validation_items().task.tolist()}  # also 64 items, same seed
+    assert not s_tasks & v_tasks
+    train_tasks = {tuple(row) for s in range(20) for row in tiny_data.train_items(s, 64).task.tolist()}
+    assert not s_tasks & train_tasks
+    other_seed = SynthMNISTTokens(dataclasses.replace(tiny_config, seed=1), cache_dir=synth_cache)
+    assert not s_tasks & {tuple(row) for row in other_seed.selection_items(64).task.tolist()}
+
+
+def test_selection_is_fixed_and_overridable(tiny_data, tiny_config, synth_cache):
+    selection = tiny_data.selection(48)
+    assert selection.tokens.shape == (48, 256)
+    assert tiny_data.selection(48) is selection  # kept after the first call, as validation is
+    assert_batches_equal(selection, SynthMNISTTokens(tiny_config, cache_dir=synth_cache).selection(48))
+    swept = tiny_data.selection(48, overrides={1: 1.5})
+    assert torch.all(swept.task[:, 1] == 1.5) and torch.equal(swept.label, selection.label)
+    others = [i for i in range(18) if i != 1]
+    assert torch.equal(swept.task[:, others], selection.task[:, others])
+    assert (swept.tokens != selection.tokens).float().mean() > 0.2
+    assert_batches_equal(tiny_data.selection(48), selection)  # an override leaves the kept batch alone

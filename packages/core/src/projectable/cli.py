@@ -8,14 +8,21 @@
 
 ``generate`` is the one-shot generation of Sec. 2.2 (a standalone GPT for one task vector), ``export-gpt2``
 writes it as a ``transformers`` GPT-2 (optional extra ``hf``), ``sample`` draws token sequences (App. B).
-Bad input prints one line ``projectable: error: ...`` and exits with status 2.
+Bad input prints one line ``projectable: error: ...`` and exits with status 2, before any work. Outputs are
+checked first: an existing output is refused unless ``--overwrite``, a missing parent folder is created, an
+unwritable one is refused. Outputs are written under a temporary name and renamed into place, so a failed
+run leaves an existing output as it was; success is reported only once the output is on disk.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import secrets
+import shutil
 import sys
+import tempfile
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,10 +30,11 @@ import torch
 
 from projectable import __version__, gpt, projected
 from projectable.gpt import GPT, GPTConfig
-from projectable.projected import ProjectableGPT
-from projectable.projector import ProjectorConfig, scale_name
-from projectable.sampling import sample
-from projectable.validation import group_size
+from projectable.io import config_from_metadata, write_atomically
+from projectable.projected import ProjectableGPT, projector_config_from_dict
+from projectable.projector import scale_name
+from projectable.sampling import check_sampling, sample
+from projectable.validation import check_task, group_size
 
 
 def parse_scale(text: str) -> float:
@@ -40,7 +48,10 @@ def parse_scale(text: str) -> float:
 
 
 def parse_task(text: str | None, path: str | None) -> torch.Tensor | None:
-    """A task vector from ``--task "0.1,0.2"`` or ``--task-file`` (.npy, .pt, or .txt of numbers) -> float32."""
+    """A task vector from ``--task "0.1,0.2"`` (float32) or ``--task-file`` (.npy, .pt, or .txt of numbers).
+
+    Files keep their dtype; the model converts any real dtype to its own and refuses the others.
+    """
     if text is not None and path is not None:
         raise ValueError("give the task vector once: --task or --task-file, not both")
     if text is not None:
@@ -56,16 +67,36 @@ def parse_task(text: str | None, path: str | None) -> torch.Tensor | None:
     file = Path(path)
     if not file.exists():
         raise ValueError(f"--task-file {file} does not exist")
-    if file.suffix == ".npy":
-        np = _numpy()
-        return torch.as_tensor(np.load(file, allow_pickle=False), dtype=torch.float32)
-    if file.suffix == ".pt":
-        return torch.as_tensor(torch.load(file, weights_only=True), dtype=torch.float32)
-    rows = [line.replace(",", " ").split() for line in file.read_text().splitlines() if line.strip()]
+    if not file.is_file():
+        raise ValueError(f"--task-file {file} is a folder; pass a .npy, .pt or .txt file")
+    if file.suffix in (".npy", ".pt"):
+        try:
+            if file.suffix == ".npy":
+                value = _numpy().load(file, allow_pickle=False)
+            else:
+                value = torch.load(file, weights_only=True)
+        except Exception as err:  # a damaged or foreign file: any reader error means "not readable"
+            reason = str(err).split(". ")[0][:200]  # torch's own advice (weights_only=False) is unsafe here
+            raise ValueError(
+                f"--task-file {file} is not a readable {file.suffix} file of numbers ({type(err).__name__}: {reason}); "
+                f"write it with {'numpy.save' if file.suffix == '.npy' else 'torch.save'} of one array"
+            ) from None
+        try:
+            return torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"--task-file {file} holds a {type(value).__name__}, not an array of numbers; save one array"
+            ) from None
     try:
+        rows = [line.replace(",", " ").split() for line in file.read_text().splitlines() if line.strip()]
         task = torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float32)
-    except ValueError:
-        raise ValueError(f"--task-file {file} holds something other than numbers; write one vector per line") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(
+            f"--task-file {file} holds something other than rows of numbers of equal length; write one vector "
+            "per line (or use .npy / .pt)"
+        ) from None
+    if task.shape[0] == 0:
+        raise ValueError(f"--task-file {file} is empty; write one vector per line")
     return task[0] if task.shape[0] == 1 else task
 
 
@@ -79,9 +110,9 @@ def _numpy():
 
 def _load_gpt(path: str) -> GPT:
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise ValueError(f"no model file at {file}; pass a file written by GPT.save or `projectable generate`")
-    return GPT.load(file)  # a corrupt or foreign file raises a ValueError naming it
+    return GPT.load(file)  # a corrupt, truncated or foreign file raises a ValueError naming it
 
 
 def _read_header(path: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -89,8 +120,10 @@ def _read_header(path: str) -> tuple[dict[str, str], dict[str, int]]:
     from safetensors import SafetensorError, safe_open
 
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise ValueError(f"no file at {file}")
+    if not file.is_file():
+        raise ValueError(f"{file} is a folder; pass a model file")
     try:
         with safe_open(str(file), framework="pt") as f:
             sizes = {}
@@ -100,8 +133,84 @@ def _read_header(path: str) -> tuple[dict[str, str], dict[str, int]]:
                     n *= dim
                 sizes[name] = n
             return f.metadata() or {}, sizes
-    except SafetensorError as error:
-        raise ValueError(f"{file} is not a safetensors file ({error})") from None
+    except (OSError, RuntimeError, SafetensorError) as error:
+        raise ValueError(f"{file} is not a readable safetensors file ({error})") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Outputs: checked before any work, written under a temporary name, verified after writing.
+
+
+def _writable_folder(out: Path, flag: str) -> None:
+    """The folder that will hold ``out`` exists and is writable, or can be created in one that is."""
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot write {flag} {out}: {ancestor} is a file, not a folder; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".projectable-probe-", dir=ancestor)
+    except OSError as err:
+        raise ValueError(
+            f"cannot write {flag} {out}: the folder {ancestor} is not writable ({err.strerror}); choose another path"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_file(path: str, flag: str, overwrite: bool) -> Path:
+    """Refuse, before any work, an output file that exists (unless ``overwrite``), a folder, or a path that
+    cannot be written. A missing parent folder is fine: it is created when the file is written."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"{flag} {out} is a folder; give a file name inside it")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{flag} {out} already exists; pass --overwrite to replace it, or choose another name")
+    _writable_folder(out, flag)
+    return out
+
+
+def check_output_folder(path: str, flag: str, overwrite: bool) -> Path:
+    """As ``check_output_file`` for an output folder: an empty existing folder is used, a non-empty one only
+    with ``overwrite`` (its content is then replaced as a whole)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out} is a file, not a folder; remove it or choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(
+            f"{flag} {out} already exists and is not empty; pass --overwrite to replace it, or choose another folder"
+        )
+    _writable_folder(out, flag)
+    return out
+
+
+def _write_file(out: Path, write) -> None:
+    """``write(tmp)`` then rename to ``out`` (parents created); fails unless ``out`` is on disk afterwards."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(out, write)
+    if not out.is_file() or out.stat().st_size == 0:
+        raise ValueError(f"writing {out} failed: the file is missing or empty after writing")
+
+
+def _write_folder(out: Path, write, expected: tuple[str, ...]) -> None:
+    """``write(tmp_folder)`` then move it to ``out``, replacing an existing ``out`` only once it succeeded."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        write(tmp)
+        missing = [name for name in expected if not (tmp / name).is_file()]
+        if missing:
+            raise ValueError(f"writing {out} failed: {', '.join(missing)} missing after writing")
+        if out.is_dir():
+            old = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.old")
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def _count_params(config: GPTConfig) -> int:
@@ -115,23 +224,26 @@ def _count_params(config: GPTConfig) -> int:
 
 def cmd_generate(args) -> None:
     checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
+    if not checkpoint.exists():
         raise ValueError(f"no checkpoint at {checkpoint}; pass a file written by ProjectableGPT.save")
     task = parse_task(args.task, args.task_file)
     if task is None:
         raise ValueError("generate needs a task vector: --task \"0.1,0.2,...\" or --task-file FILE")
+    scale = None if args.scale is None else parse_scale(args.scale)
     model = ProjectableGPT.load(checkpoint).eval()
-    if args.scale is None:
+    if scale is None:
         if len(model.config.scales) != 1:
             names = ", ".join(scale_name(s) for s in model.config.scales)
             raise ValueError(f"the checkpoint has projectors for several scales ({names}); choose one with --scale")
         scale = model.config.scales[0]
-    else:
-        scale = parse_scale(args.scale)
+    model.check_scale(scale)
+    check_task(task, model.config.task_dim)
+    out = check_output_file(args.out, "--out", args.overwrite)
     small = model.generate(task, scale)
-    small.save(args.out)
+    _write_file(out, small.save)
+    _read_header(str(out))  # what was written reads back
     c = small.config
-    print(f"wrote {args.out}: GPT at scale {scale_name(scale)} (width {c.n_embd}, {c.n_layer} layers, "
+    print(f"wrote {out}: GPT at scale {scale_name(scale)} (width {c.n_embd}, {c.n_layer} layers, "
           f"{small.num_params():,} parameters)")
 
 
@@ -145,15 +257,19 @@ def cmd_export_gpt2(args) -> None:
     except ImportError:
         pass  # save_gpt2 raises the informative error
     model = _load_gpt(args.model)
-    out = save_gpt2(model, args.outdir)
+    out = check_output_folder(args.outdir, "outdir", args.overwrite)
+    _write_folder(out, lambda tmp: save_gpt2(model, tmp), ("config.json", "model.safetensors"))
     V = model.config.vocab_size
     print(f"wrote GPT-2 to {out}: vocabulary {V + 1} (token {V} starts every sequence), "
           f"{model.config.block_size} positions")
 
 
 def cmd_sample(args) -> None:
-    model = _load_gpt(args.model)
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".pt"):
+        raise ValueError(f"--out {out} must end in .npy or .pt")
     task = parse_task(args.task, args.task_file)
+    model = _load_gpt(args.model)
     if task is not None and not model.config.conditional:
         raise ValueError("this model is unconditional (task_dim=0) and takes no task vector; drop --task")
     if task is None and model.config.conditional:
@@ -161,16 +277,22 @@ def cmd_sample(args) -> None:
             f"this model is conditional and needs a task vector of size {model.config.task_dim}: "
             "pass --task or --task-file"
         )
-    out = Path(args.out)
-    if out.suffix not in (".npy", ".pt"):
-        raise ValueError(f"--out {out} must end in .npy or .pt")
+    check_sampling(model.config, args.n, args.temperature, args.top_k, args.length)
+    if task is not None:
+        check_task(task, model.config.task_dim, batch=args.n)
+    check_output_file(args.out, "--out", args.overwrite)
     generator = torch.Generator().manual_seed(args.seed)
     tokens = sample(model, n=args.n, task=task, temperature=args.temperature, top_k=args.top_k,
                     generator=generator, length=args.length)
-    if out.suffix == ".npy":
-        _numpy().save(out, tokens.numpy())
-    else:
-        torch.save(tokens, out)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+            if out.suffix == ".npy":
+                _numpy().save(f, tokens.numpy())
+            else:
+                torch.save(tokens, f)
+
+    _write_file(out, write)
     print(f"sampled tokens of shape {tuple(tokens.shape)} -> {out}")
 
 
@@ -178,15 +300,14 @@ def cmd_info(args) -> None:
     meta, sizes = _read_header(args.file)
     fmt = meta.get("format")
     if fmt == gpt.FILE_FORMAT:
-        config = GPTConfig(**json.loads(meta["config"]))
+        config = config_from_metadata(meta, "config", args.file, lambda c: GPTConfig(**c))
         dense = sum(n for name, n in sizes.items() if ".attn." in name or ".mlp." in name)
         print(f"projectable GPT ({'conditional' if config.conditional else 'unconditional'})")
-        print(f"config: {json.dumps(json.loads(meta['config']))}")
+        print(f"config: {meta['config']}")
         print(f"parameters: {sum(sizes.values()):,} (dense operators {dense:,}, other {sum(sizes.values()) - dense:,})")
     elif fmt == projected.FILE_FORMAT:
-        source = GPTConfig(**json.loads(meta["source_config"]))
-        pcfg = json.loads(meta["projector_config"])
-        projector = ProjectorConfig(**{**pcfg, "scales": tuple(pcfg["scales"])})
+        source = config_from_metadata(meta, "source_config", args.file, lambda c: GPTConfig(**c))
+        projector = config_from_metadata(meta, "projector_config", args.file, projector_config_from_dict)
         print("ProjectableGPT checkpoint (source + projectors)")
         print(f"source config: {meta['source_config']}")
         print(f"projector config: {meta['projector_config']}")
@@ -194,7 +315,7 @@ def cmd_info(args) -> None:
         for scale in projector.scales:
             key = f"1_{group_size(scale)}"
             own = sum(n for k, n in sizes.items() if k.startswith((f"generators.{key}.", f"small_parts.{key}.")))
-            small = _count_params(GPTConfig(**{**json.loads(meta["source_config"]), "task_dim": 0}).scaled(scale))
+            small = _count_params(replace(source, task_dim=0).scaled(scale))
             print(f"scale {scale_name(scale)}: projector parameters {own:,}; generated model "
                   f"(width {round(source.n_embd * scale)}) {small:,} parameters")
     else:
@@ -216,16 +337,21 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--task", help='task vector as comma-separated numbers, e.g. "0.1,0.2,0.3"')
         group.add_argument("--task-file", help="task vector(s) in .npy, .pt or .txt (one vector per line)")
 
+    def add_overwrite(p):
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output (refused otherwise)")
+
     p = sub.add_parser("generate", help="one-shot generation of a standalone small GPT for a task vector")
     p.add_argument("--checkpoint", required=True, help="ProjectableGPT.save file")
     add_task(p)
     p.add_argument("--scale", help="target width / source width, e.g. 1/8 or 0.125 (default: the only one)")
     p.add_argument("--out", required=True, help="output .safetensors (GPT.save format)")
+    add_overwrite(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("export-gpt2", help="write a GPT file as a transformers GPT2LMHeadModel directory")
     p.add_argument("model", help="GPT.save file")
     p.add_argument("outdir", help="output directory (save_pretrained)")
+    add_overwrite(p)
     p.set_defaults(func=cmd_export_gpt2)
 
     p = sub.add_parser("sample", help="sample token sequences from a GPT file")
@@ -237,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=None, help="tokens per sequence (default: block_size)")
     add_task(p)
     p.add_argument("--out", required=True, help="output tokens, .npy or .pt, shape (n, length)")
+    add_overwrite(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("info", help="print the config and parameter counts of a model or checkpoint file")
@@ -249,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, ImportError) as error:
+    except (ValueError, ImportError, OSError) as error:  # OSError: a disk that fills up or fails mid-write
         message = " ".join(str(error).split())  # one line
         print(f"projectable: error: {message}", file=sys.stderr)
         return 2

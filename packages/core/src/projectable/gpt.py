@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from projectable.io import read_tensors, write_tensors
+from projectable.io import config_from_metadata, read_tensors, write_tensors
 from projectable.validation import check_task, check_tokens
 
 # The four dense operators of a block, in forward order: fused query/key/value, attention output, MLP
@@ -81,18 +82,22 @@ class GPTConfig:
     task_dim: int = 0  # 0: unconditional M_s (learned start token); >0: conditional M~_s, t -> first embedding
 
     def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio", "task_dim"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                object.__setattr__(self, name, int(value))  # numpy integers; the config is saved as JSON
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                 "choose a width that is a multiple of the head count"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout}")
-        if not isinstance(self.task_dim, int) or self.task_dim < 0:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.task_dim, int) or isinstance(self.task_dim, bool) or self.task_dim < 0:
             raise ValueError(f"GPTConfig.task_dim must be an int >= 0 (0 = unconditional), got {self.task_dim!r}")
 
     @property
@@ -114,10 +119,10 @@ class GPTConfig:
 
     def scaled(self, scale: float) -> GPTConfig:
         """The same architecture at width ``scale * n_embd`` (M_s, Sec. 2); heads and depth unchanged."""
-        from projectable.validation import check_scale
+        from projectable.validation import as_scale, check_scale
 
         check_scale(scale, self)
-        return replace(self, n_embd=round(self.n_embd * scale))
+        return replace(self, n_embd=round(self.n_embd * as_scale(scale)))
 
     @classmethod
     def paper(cls, scale: float = 1.0, **overrides) -> GPTConfig:
@@ -299,7 +304,7 @@ class GPT(nn.Module):
         return StackedLinears({kind: self.dense.weights(kind) for kind in DENSE_KINDS})
 
     def forward(self, tokens: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, T) int64, task (B, task_dim) for conditional models -> logits (B, T, V)."""
+        """tokens (B, T) int64, task (B, task_dim) or (task_dim,) for conditional models -> logits (B, T, V)."""
         check_tokens(tokens, self.config)
         if self.config.conditional:  # unconditional models ignore ``task``, so callers may pass it uniformly
             if task is None:
@@ -307,7 +312,8 @@ class GPT(nn.Module):
                     f"this model is conditional (task_dim={self.config.task_dim}) and needs a task vector; "
                     f"pass task=(B, {self.config.task_dim})"
                 )
-            task = check_task(task, self.config.task_dim, batch=tokens.shape[0])
+            task = check_task(task, self.config.task_dim, batch=tokens.shape[0], like=self.parts.wte)
+            task = task.expand(tokens.shape[0], -1) if task.dim() == 1 else task  # one task for every sequence
         return transformer_forward(self.parts, self.linears(), embed(self.parts, tokens, task))
 
     def sequence_nll(self, tokens: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
@@ -366,7 +372,7 @@ class GPT(nn.Module):
             path, FILE_FORMAT, "write it with GPT.save, or import GPT-2 weights with projectable.hf.from_gpt2",
             map_location,
         )
-        model = cls(GPTConfig(**json.loads(meta["config"])))
+        model = cls(config_from_metadata(meta, "config", path, lambda c: GPTConfig(**c)))
         model.load_named_tensors(tensors, source=str(path))
         return model
 

@@ -28,7 +28,7 @@ from projectable.gpt import (
     transformer_forward,
     upgrade_legacy_names,
 )
-from projectable.io import read_tensors, write_tensors
+from projectable.io import config_from_metadata, read_tensors, write_tensors
 from projectable.projector import (
     DiagonalGenerator,
     ExpandedLinears,
@@ -37,8 +37,9 @@ from projectable.projector import (
     project_bias,
     project_weight,
     scale_key,
+    scale_name,
 )
-from projectable.validation import check_scale, check_task, check_tokens
+from projectable.validation import as_scale, check_scale, check_task, check_tokens
 
 FILE_FORMAT = "projectable.projectable_gpt"  # the metadata format tag of ProjectableGPT.save files
 
@@ -112,30 +113,38 @@ class ProjectableGPT(nn.Module):
         """Config of the generated model: the source's at width scale*d, unconditional (t acts via P, Q)."""
         return replace(self.source.config.scaled(scale), task_dim=0)
 
-    def _check_scale(self, scale: float) -> int:
+    def check_scale(self, scale: float) -> int:
+        """Group size k of ``scale``; a scale without a projector here is an error naming the available ones."""
         if scale_key(scale) not in self.generators:
+            available = ", ".join(scale_name(s) for s in self.config.scales)
             raise ValueError(
-                f"no projector for scale={scale}; this model was built with scales={self.config.scales}"
+                f"no projector for scale={as_scale(scale):g}; the available scales are {available} "
+                f"(this model was built with scales={self.config.scales})"
             )
         return check_scale(scale, self.source.config)
 
+    @property
+    def _reference(self) -> torch.Tensor:
+        """A parameter whose dtype and device task vectors are converted to."""
+        return self.source.parts.wte
+
     def parts(self, scale: float) -> GPTParts | DerivedParts:
-        k = self._check_scale(scale)
+        k = self.check_scale(scale)
         if self.config.small_parts == "own":
             return self.small_parts[scale_key(scale)]
         return DerivedParts(self.source.parts, self.small_config(scale), k)
 
     def diagonals(self, tasks: torch.Tensor, scale: float):
         """p(t), q(t) for every dense operator; tasks (B, t) or (t,) -> (B or 1, L, ...)."""
-        self._check_scale(scale)
-        tasks = check_task(tasks, self.config.task_dim)
+        self.check_scale(scale)
+        tasks = check_task(tasks, self.config.task_dim, like=self._reference)
         if tasks.dim() == 1:
             tasks = tasks.unsqueeze(0)
         return self.generators[scale_key(scale)](tasks)
 
     def projected_weights(self, tasks: torch.Tensor, scale: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per-task small dense weights: kind -> (W_s (B, L, o, i), b_s (B, L, o))."""
-        k = self._check_scale(scale)
+        k = self.check_scale(scale)
         diag = self.diagonals(tasks, scale)
         out = {}
         for kind in DENSE_KINDS:
@@ -146,9 +155,9 @@ class ProjectableGPT(nn.Module):
     def projected_logits(self, tokens: torch.Tensor, tasks: torch.Tensor, scale: float,
                          route: str | None = None) -> torch.Tensor:
         """Logits of P_s(t) on ``tokens`` (B, T); ``tasks`` (B, t) one per sequence, or (t,) for all."""
-        k = self._check_scale(scale)
+        k = self.check_scale(scale)
         check_tokens(tokens, self.source.config)
-        tasks = check_task(tasks, self.config.task_dim, batch=tokens.shape[0])
+        tasks = check_task(tasks, self.config.task_dim, batch=tokens.shape[0], like=self._reference)
         n_tasks = 1 if tasks.dim() == 1 else tasks.shape[0]
         B, T = tokens.shape
         route = choose_route(route or self.config.route, self.source.config, k, n_tasks, B, T)
@@ -180,7 +189,7 @@ class ProjectableGPT(nn.Module):
     @torch.no_grad()
     def generate(self, task_vector: torch.Tensor, scale: float) -> GPT:
         """One-shot generation: a standalone GPT of width scale*d for task ``task_vector`` (t,)."""
-        task_vector = check_task(task_vector, self.config.task_dim)
+        task_vector = check_task(task_vector, self.config.task_dim, like=self._reference)
         if task_vector.dim() != 1:
             raise ValueError(
                 f"generate takes one task vector ({self.config.task_dim},), got {tuple(task_vector.shape)}; "
@@ -201,7 +210,7 @@ class ProjectableGPT(nn.Module):
 
     def num_projector_params(self, scale: float) -> int:
         """Projector size as the paper counts it: the diagonal MLPs plus the small model's own parameters."""
-        self._check_scale(scale)
+        self.check_scale(scale)
         key = scale_key(scale)
         count = sum(p.numel() for p in self.generators[key].parameters())
         if self.config.small_parts == "own":
@@ -222,11 +231,16 @@ class ProjectableGPT(nn.Module):
             path, FILE_FORMAT,
             "pass a file written by ProjectableGPT.save (a plain model file loads with GPT.load)", map_location,
         )
-        pcfg = json.loads(meta["projector_config"])
-        pcfg["scales"] = tuple(pcfg["scales"])
-        model = cls(GPT(GPTConfig(**json.loads(meta["source_config"]))), ProjectorConfig(**pcfg))
+        projector = config_from_metadata(meta, "projector_config", path, projector_config_from_dict)
+        source = config_from_metadata(meta, "source_config", path, lambda c: GPTConfig(**c))
+        model = cls(GPT(source), projector)
         load_state_strict(model, tensors, str(path))
         return model
+
+
+def projector_config_from_dict(config: dict) -> ProjectorConfig:
+    """The ProjectorConfig of a checkpoint's JSON metadata (scales come back as a list)."""
+    return ProjectorConfig(**{**config, "scales": tuple(config["scales"])})
 
 
 def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

@@ -15,6 +15,7 @@ out/in (= O/k, I/k), a/c position inside a group of k, r rank, t task dimension.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -40,6 +41,10 @@ class ProjectorConfig:
     route: str = "auto"  # "materialize" per-example small weights, "expand" inputs by Q through W_1, or "auto"
 
     def __post_init__(self):
+        for name in ("task_dim", "rank"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                object.__setattr__(self, name, int(value))  # numpy integers; the config is saved as JSON
         if not isinstance(self.task_dim, int) or self.task_dim <= 0:
             raise ValueError(f"ProjectorConfig.task_dim must be a positive int (size of t), got {self.task_dim!r}")
         if not isinstance(self.rank, int) or self.rank <= 0:

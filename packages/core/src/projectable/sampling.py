@@ -4,10 +4,13 @@ the same tokens (a test invariant)."""
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 
-from projectable.gpt import GPT, KVCache
-from projectable.validation import check_task
+from projectable.gpt import GPT, GPTConfig, KVCache
+from projectable.validation import as_int, as_real, check_task
 
 
 def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None):
@@ -18,6 +21,36 @@ def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, generator
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+
+
+class SamplingArgs(NamedTuple):
+    n: int
+    temperature: float
+    top_k: int | None
+    length: int
+
+
+def check_sampling(config: GPTConfig, n, temperature, top_k, length) -> SamplingArgs:
+    """The arguments of ``sample`` checked and as Python numbers (numpy scalars accepted), before any work."""
+    n = as_int(n, "n (the number of samples)")
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of samples, got {n}")
+    temperature = as_real(temperature, "temperature")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(
+            f"temperature must be a finite number > 0, got {temperature}; use a small value such as 0.01 for "
+            "near-greedy sampling"
+        )
+    if top_k is not None:
+        top_k = as_int(top_k, "top_k")
+        if top_k < 1:
+            raise ValueError(f"top_k must be None (no truncation) or an int >= 1, got {top_k}")
+    length = config.block_size if length is None else as_int(length, "length")
+    if not 0 < length <= config.block_size:
+        raise ValueError(
+            f"length {length} must lie in 1..block_size={config.block_size}; an empty sequence has no tokens"
+        )
+    return SamplingArgs(n, temperature, top_k, length)
 
 
 @torch.no_grad()
@@ -36,17 +69,9 @@ def sample(
     ``task``: (t,) shared by all samples or (n, t), required for conditional models (M~_s).
     """
     config = model.config
-    if n <= 0:
-        raise ValueError(f"n must be a positive number of samples, got {n}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; use a small value for near-greedy sampling")
-    if top_k is not None and top_k <= 0:
-        raise ValueError(f"top_k must be a positive int or None, got {top_k}")
-    length = config.block_size if length is None else length
-    if not 0 < length <= config.block_size:
-        raise ValueError(f"length {length} must lie in 1..block_size={config.block_size}")
+    n, temperature, top_k, length = check_sampling(config, n, temperature, top_k, length)
     if config.conditional:
-        task = check_task(task, config.task_dim, batch=n)
+        task = check_task(task, config.task_dim, batch=n, like=model.parts.wte)
         task = task.expand(n, -1) if task.dim() == 1 else task
     was_training = model.training
     model.eval()

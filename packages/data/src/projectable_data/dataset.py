@@ -1,9 +1,10 @@
 """SynthMNIST as token sequences (Sec. 3.1): rendered images quantised by a colour palette.
 
 `SynthMNISTTokens.train_batch(step, batch_size)` is a pure function of (seed, step, batch_size), which is
-what makes training resumable; `validation()` is one fixed set. `SynthMNISTStream` wraps the training
-stream as a torch IterableDataset that gives the same batches in the same order with any number of
-DataLoader workers.
+what makes training resumable; `validation()` is one fixed set, and `selection(size)` a second fixed set on
+the MNIST test digits validation leaves out (for choosing a protocol without reading the reported
+validation numbers). `SynthMNISTStream` wraps the training stream as a torch IterableDataset that gives the
+same batches in the same order with any number of DataLoader workers.
 
 Letters in shape comments: B batch, C channels (3), H, W image size, T = H * W tokens.
 """
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -25,7 +27,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .mnist import MNIST_MD5, load_mnist
-from .palette import Palette, PaletteConfig, fit_palette
+from .palette import Palette, PaletteConfig, PaletteFileError, fit_palette
 from .paths import user_cache_dir
 from .synthmnist import RENDERER_VERSION, RESOLUTIONS, TASK_DIM, one_thread, render_synthmnist
 from .tasks import (
@@ -35,12 +37,17 @@ from .tasks import (
     TaskItems,
     apply_overrides,
     sample_items,
+    sample_tasks,
     stream_rng,
     train_items,
     validation_items,
 )
 
 _RENDER_CHUNK = 1024  # images rendered at once when building a palette, pool or validation set
+
+# The selection set's stream id, beside the ids of tasks.py (1..5): its task vectors share no random numbers
+# with training, validation, the palette fit or the pool.
+STREAM_SELECTION = 6
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,8 @@ def _atomic_savez(path: Path, **arrays) -> None:
 
 
 class SynthMNISTTokens:
-    """SynthMNIST images as palette tokens (Sec. 3.1, App. C.3): training stream, validation set, decoding."""
+    """SynthMNIST images as palette tokens (Sec. 3.1, App. C.3): training stream, validation and selection
+    sets, decoding."""
 
     def __init__(
         self, config: SynthMNISTConfig = SynthMNISTConfig(), cache_dir: str | os.PathLike | None = None
@@ -108,6 +116,7 @@ class SynthMNISTTokens:
         self.palette = self._load_or_fit_palette()
         self._pool = self._load_or_build_pool() if config.train_pool_size else None
         self._validation = None
+        self._selection: dict[int, Batch] = {}  # size -> selection Batch without overrides
 
     # --- properties -------------------------------------------------------------------------------
     @property
@@ -198,6 +207,24 @@ class SynthMNISTTokens:
             self._validation = self._batch(self.validation_items(), "validation")
         return self._validation
 
+    # --- selection set ----------------------------------------------------------------------------
+    def selection_items(self, size: int, overrides: Mapping[int, float] | None = None) -> TaskItems:
+        """`size` fixed items for choosing a protocol: distinct MNIST test digits that the validation set
+        does not use, no flips, t ~ U[0,1]^18 from a stream of their own (seeded by seed and size)."""
+        validation_digits = self.validation_items().digit_index
+        items = _selection_items(self.config.seed, size, validation_digits, len(self._test_digits.labels))
+        task = apply_overrides(apply_overrides(items.task, self.config.task_overrides), overrides)
+        return items._replace(task=task)
+
+    def selection(self, size: int, overrides: Mapping[int, float] | None = None) -> Batch:
+        """Fixed selection Batch of `size` images (same every call), disjoint in digits from `validation()`;
+        `overrides` re-renders the same items with t changed."""
+        if overrides:
+            return self._batch(self.selection_items(size, overrides), "validation")
+        if size not in self._selection:
+            self._selection[size] = self._batch(self.selection_items(size), "validation")
+        return self._selection[size]
+
     # --- palette and pool caches ------------------------------------------------------------------
     def _palette_path(self) -> Path:
         c = self.config
@@ -216,7 +243,10 @@ class SynthMNISTTokens:
     def _load_or_fit_palette(self) -> Palette:
         path = self._palette_path()
         if path.is_file():
-            return Palette.load(path)
+            try:
+                return Palette.load(path)
+            except PaletteFileError as err:  # a cache: fit it again (deterministic) rather than stop
+                warnings.warn(f"{err}; refitting it", stacklevel=2)
         c = self.config
         rng = stream_rng(c.seed, STREAM_PALETTE, c.palette_fit_images)
         items = sample_items(rng, c.palette_fit_images, len(self._train_digits.labels), flip=True)
@@ -280,6 +310,20 @@ class SynthMNISTTokens:
             mask = epochs == epoch
             index[mask] = _epoch_permutation(self.config.seed, n, int(epoch))[offsets[mask]]
         return index
+
+
+def _selection_items(seed: int, size: int, validation_digits: np.ndarray, num_digits: int) -> TaskItems:
+    """`size` distinct test digits from those outside `validation_digits`, fresh tasks, never flipped."""
+    free = np.setdiff1d(np.arange(num_digits, dtype=np.int64), validation_digits)  # sorted
+    if not 0 < size <= len(free):
+        raise ValueError(
+            f"selection size={size} must be in 1..{len(free)}: of the {num_digits} MNIST test digits, "
+            f"{len(free)} lie outside the validation set (val_size={len(validation_digits)})."
+        )
+    rng = stream_rng(seed, STREAM_SELECTION, size)
+    task = sample_tasks(rng, size)
+    digit_index = np.sort(rng.choice(free, size=size, replace=False)).astype(np.int64)
+    return TaskItems(task, digit_index, np.zeros(size, dtype=bool))
 
 
 @lru_cache(maxsize=4)

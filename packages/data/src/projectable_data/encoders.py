@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -148,15 +150,27 @@ def load_precomputed_embeddings(path: str | Path) -> EmbeddingTable:
             f"embeddings file {path} not found; write one with save_embeddings(path, ids, "
             "embeddings) or use the efficientnet_lite0 encoder"
         )
+    damaged = "write it again with save_embeddings(path, ids, embeddings)"
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if "ids" not in f or "embeddings" not in f:
-                raise ValueError(f"{path} has arrays {sorted(f.files)}; expected 'ids' and 'embeddings'")
-            ids, emb = f["ids"], f["embeddings"]
-    except (OSError, ValueError) as err:
-        if isinstance(err, ValueError) and "expected 'ids'" in str(err):
-            raise
-        raise ValueError(f"{path} is not a readable .npz embeddings file ({err})") from err
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated, empty or foreign files
+        raise ValueError(
+            f"embeddings file {path} is not a readable .npz ({type(err).__name__}: {err}); {damaged}"
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"embeddings file {path} holds one array of shape {archive.shape}, not an .npz with 'ids' and "
+            f"'embeddings'; {damaged}"
+        )
+    with archive:
+        if "ids" not in archive.files or "embeddings" not in archive.files:
+            raise ValueError(f"{path} has arrays {sorted(archive.files)}; expected 'ids' and 'embeddings'")
+        try:
+            ids, emb = archive["ids"], archive["embeddings"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member
+            raise ValueError(
+                f"embeddings file {path} is damaged ({type(err).__name__}: {err}); {damaged}"
+            ) from None
     if not np.issubdtype(ids.dtype, np.integer) or emb.dtype != np.float32:
         raise ValueError(
             f"{path}: ids must be integers and embeddings float32, got {ids.dtype} and {emb.dtype}; "
@@ -230,6 +244,13 @@ def embed_dataset(
     )
     done: set[int] = set()
     if emb_path.exists() and prog_path.exists() and meta_path.exists():
+        written = json.loads(meta_path.read_text())
+        for key, what in (("encoder", "encoder"), ("data", "set of images")):
+            if written.get(key) != meta[key]:
+                raise ValueError(
+                    f"embeddings cache {directory} was written by another {what} ({str(written.get(key))[:12]}..., "
+                    f"this one is {meta[key][:12]}...); delete that directory or pass another cache_dir"
+                )
         prog = json.loads(prog_path.read_text())
         done, chunk_size = set(prog["done_chunks"]), prog["chunk_size"]  # resume on the original chunking
         mm = np.lib.format.open_memmap(emb_path, mode="r+")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -111,13 +112,24 @@ def verify_content(path: Path | str, name: str, content: bytes, hint: str = FIX_
 
 
 def _parse_idx(content: bytes, kind: str, path: Path) -> np.ndarray:
+    header = 16 if kind == "images" else 8
+    if len(content) < header:
+        raise MNISTError(
+            f"{path} is truncated: {len(content)} bytes, shorter than the {header}-byte IDX header. "
+            f"Delete it and fetch it again. {FIX_HINT}"
+        )
     magic = int.from_bytes(content[:4], "big")
     if magic != _IDX_MAGIC[kind]:
         raise MNISTError(f"{path}: IDX magic {magic}, expected {_IDX_MAGIC[kind]} for {kind}. {FIX_HINT}")
-    if kind == "images":
-        n, rows, cols = (int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(3))
-        return np.frombuffer(content, dtype=np.uint8, offset=16).reshape(n, rows, cols)
-    return np.frombuffer(content, dtype=np.uint8, offset=8).astype(np.int64)
+    dims = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(3 if kind == "images" else 1)]
+    expected = header + math.prod(dims)
+    if len(content) != expected:
+        raise MNISTError(
+            f"{path} holds {len(content)} bytes but its IDX header {dims} needs {expected}: the file is truncated "
+            f"or damaged. Delete it and fetch it again. {FIX_HINT}"
+        )
+    data = np.frombuffer(content, dtype=np.uint8, offset=header)
+    return data.reshape(*dims) if kind == "images" else data.astype(np.int64)
 
 
 @lru_cache(maxsize=4)

@@ -13,6 +13,8 @@ import json
 import math
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,13 @@ class PaletteConfig:
     n_init: int = 3  # k-means restarts; the best inertia wins
 
 
+STALE_HINT = "It is a cache: delete it to refit (SynthMNISTTokens fits a missing palette), or pass the palette you meant."
+
+
+class PaletteFileError(ValueError):
+    """A palette file is unreadable, not a palette, or its content does not match its hash."""
+
+
 class Palette:
     """K RGB centres in [-1, 1]; `encode` images to tokens, `decode` tokens to images."""
 
@@ -41,6 +50,8 @@ class Palette:
             raise ValueError(
                 f"palette centres must have shape (K, 3) with K >= 2, got {tuple(centres.shape)}."
             )
+        if not torch.isfinite(centres).all():
+            raise ValueError("palette centres contain NaN or inf; refit the palette")
         self.centres = centres  # (K, 3)
         self._candidates = None  # built on first encode
 
@@ -62,6 +73,11 @@ class Palette:
         images = torch.as_tensor(images, dtype=torch.float32)
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"encode expects (B, 3, H, W) images, got {tuple(images.shape)}.")
+        if not torch.isfinite(images).all():
+            raise ValueError(
+                f"encode got images with {int((~torch.isfinite(images)).sum())} NaN or inf values; "
+                "pass finite images in [-1, 1]"
+            )
         pixels = images.permute(0, 2, 3, 1).reshape(-1, 3)  # (N, C) with N = B*H*W, raster order
         if pixels.numel() and pixels.abs().max() <= 1.0:
             candidates = self._cell_candidates()[self._cell_index(pixels)].numpy()  # (N, M) ids, ascending
@@ -138,15 +154,28 @@ class Palette:
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_hash: str | None = None) -> Palette:
-        """Read a palette saved by `save`; raise ValueError if its content does not match its stored hash."""
-        with np.load(path) as archive:
-            palette = cls(archive["centres"])
-            meta = json.loads(str(archive["meta"]))
-        for want, what in ((meta["hash"], "stored"), (expected_hash, "expected")):
+        """Read a palette saved by `save`. A missing file is a FileNotFoundError; a truncated, damaged or
+        foreign file, or one whose content does not match its stored hash, a `PaletteFileError` naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no palette file at {path}; write one with Palette.save")
+        try:
+            archive = np.load(path, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError(f"it holds one array of shape {archive.shape}, not an .npz of 'centres' and 'meta'")
+            with archive:
+                palette = cls(archive["centres"])
+                stored = json.loads(str(archive["meta"]))["hash"]
+        except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+            raise PaletteFileError(
+                f"palette file {path} is truncated, damaged or not a palette ({type(err).__name__}: {err}). "
+                f"{STALE_HINT}"
+            ) from None
+        for want, what in ((stored, "stored"), (expected_hash, "expected")):
             if want is not None and palette.hash != want:
-                raise ValueError(
+                raise PaletteFileError(
                     f"palette {path} has content hash {palette.hash}, {what} {want}: the file is stale or "
-                    "corrupt. Delete it to refit, or pass the palette you meant."
+                    f"corrupt. {STALE_HINT}"
                 )
         return palette
 

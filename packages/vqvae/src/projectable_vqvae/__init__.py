@@ -1,13 +1,23 @@
 """VQ-VAE image tokenizer of App. C.2 of "Projectable Models" (64x64 RGB -> 32x32 tokens, 512 codes)."""
 
 from .metrics import CodebookUsage, ReconstructionMetrics, codebook_usage, evaluate_reconstruction, psnr
-from .token_cache import TokenCache, load_token_cache, model_fingerprint, tokenize_dataset
+from .token_cache import CorruptCacheError, TokenCache, load_token_cache, model_fingerprint, tokenize_dataset
 from .train import TrainMetrics, VQVAETrainConfig, train_vqvae
-from .vqvae import VQVAE, Decoder, Encoder, VQVAEConfig, VQVAEOutput, load_state_strict, to_model_range
+from .vqvae import (
+    VQVAE,
+    Decoder,
+    Encoder,
+    VQVAEConfig,
+    VQVAEOutput,
+    check_images,
+    load_state_strict,
+    to_model_range,
+)
 
 __all__ = [
     "VQVAE",
     "CodebookUsage",
+    "CorruptCacheError",
     "Decoder",
     "Encoder",
     "ReconstructionMetrics",
@@ -16,6 +26,7 @@ __all__ = [
     "VQVAEConfig",
     "VQVAEOutput",
     "VQVAETrainConfig",
+    "check_images",
     "codebook_usage",
     "evaluate_reconstruction",
     "load_state_strict",

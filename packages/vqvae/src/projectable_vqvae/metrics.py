@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import torch
 
-from .vqvae import VQVAE, to_model_range
+from .vqvae import VQVAE, check_images, to_model_range
 
 
 class CodebookUsage(NamedTuple):
@@ -65,7 +65,11 @@ def evaluate_reconstruction(
 
     `images` is a (N, C, H, W) tensor (uint8 or float in [-1, 1]) or an iterable of such batches.
     """
-    batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
+    if isinstance(images, torch.Tensor):
+        check_images(images, model.cfg.in_channels)  # all of it, before the first batch
+        batches = images.split(batch_size)
+    else:
+        batches = images
     counts = torch.zeros(model.cfg.codebook_size, dtype=torch.long)
     sq_err, n_sub, n_img = 0.0, 0, 0
     for batch in batches:

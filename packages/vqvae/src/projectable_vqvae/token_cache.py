@@ -7,7 +7,10 @@ Layout of a cache directory:
 
 An interrupted run leaves finished chunks on disk; calling `tokenize_dataset` again with the same model
 and data resumes at the first unfinished chunk. A different model or dataset is refused (or, with
-overwrite=True, the cache is rebuilt).
+overwrite=True, the cache is rebuilt). A damaged tokens.npy or progress.json under a meta.json of the same
+inputs is rebuilt (with a warning naming the file); a damaged meta.json is refused, naming it, unless
+overwrite=True, since without it nothing says the directory holds only a cache. `load_token_cache` names a
+damaged file and says how to rebuild.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +30,7 @@ from tqdm.auto import tqdm
 from .vqvae import VQVAE
 
 CACHE_VERSION = 1
+REBUILD_HINT = "rebuild it with tokenize_dataset(model, images, cache_dir, overwrite=True)"
 
 
 class SliceableImages(Protocol):
@@ -62,6 +67,54 @@ def model_fingerprint(model: VQVAE) -> str:
 
 def _to_tensor(batch: Any) -> torch.Tensor:
     return batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+
+
+class CorruptCacheError(ValueError):
+    """A file of a token cache is unreadable or inconsistent; the message names it and how to rebuild."""
+
+
+def _read_json(path: Path, keys: tuple[str, ...]) -> dict:
+    """A cache JSON file holding ``keys``; a damaged one is a CorruptCacheError naming it."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptCacheError(f"{path} is not readable JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise CorruptCacheError(f"{path} holds a {type(obj).__name__}, not a JSON object")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise CorruptCacheError(f"{path} lacks {missing}")
+    return obj
+
+
+def _read_progress(path: Path, num_images: int) -> dict:
+    prog = _read_json(path, ("done_chunks", "chunk_size"))
+    size, done = prog["chunk_size"], prog["done_chunks"]
+    if not isinstance(size, int) or size < 1 or not isinstance(done, list):
+        raise CorruptCacheError(f"{path} holds chunk_size={size!r}, done_chunks of type {type(done).__name__}")
+    num_chunks = (num_images + size - 1) // size
+    if not all(isinstance(c, int) and 0 <= c < num_chunks for c in done):
+        raise CorruptCacheError(f"{path} lists chunks outside 0..{num_chunks - 1}")
+    return prog
+
+
+def _open_tokens(path: Path, mode: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The (N, h, w) uint16 tokens array of a cache, memory-mapped; anything else is a CorruptCacheError."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            header = read_header(f)  # (shape, fortran_order, dtype)
+            offset = f.tell()
+    except (OSError, ValueError, EOFError) as err:  # a foreign or damaged npy header
+        raise CorruptCacheError(f"{path} is not a readable .npy array ({err})") from None
+    found_shape, _, dtype = header
+    if tuple(found_shape) != shape or dtype != np.uint16:
+        raise CorruptCacheError(f"{path} has shape {tuple(found_shape)} / {dtype}, expected {shape} uint16")
+    size, expected = path.stat().st_size, offset + 2 * int(np.prod(shape))
+    if size != expected:  # a memory map opened read-write would silently pad a truncated file with zeros
+        raise CorruptCacheError(f"{path} is truncated or padded: {size} bytes, expected {expected}")
+    return np.lib.format.open_memmap(path, mode="r+") if mode == "r+" else np.load(path, mmap_mode=mode)
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
@@ -119,8 +172,21 @@ def tokenize_dataset(
         cache_dir / "tokens.npy",
         cache_dir / "progress.json",
     )
+
+    def start_over() -> None:
+        for p in (meta_path, tokens_path, progress_path):
+            p.unlink(missing_ok=True)
+
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
+        try:
+            old = _read_json(meta_path, ())
+        except CorruptCacheError as err:
+            if not overwrite:  # without a readable meta.json nothing says the directory holds only a cache
+                raise CorruptCacheError(
+                    f"token cache {cache_dir} is damaged: {err}; pass overwrite=True to rebuild it, or delete "
+                    f"{cache_dir}"
+                ) from None
+            old = {}
         if old.get("fingerprint") != meta["fingerprint"]:
             if not overwrite:
                 diff = sorted(k for k in meta if old.get(k) != meta[k] and k != "fingerprint")
@@ -128,20 +194,20 @@ def tokenize_dataset(
                     f"token cache {cache_dir} was built for different inputs (differs in {diff}); "
                     "pass overwrite=True to rebuild it or choose another cache_dir"
                 )
-            for p in (meta_path, tokens_path, progress_path):
-                p.unlink(missing_ok=True)
+            start_over()
 
     done: set[int] = set()
+    mm = None
     if meta_path.exists() and tokens_path.exists() and progress_path.exists():
-        prog = json.loads(progress_path.read_text())
-        done, chunk_size = set(prog["done_chunks"]), prog["chunk_size"]  # resume on the original chunking
-        mm = np.lib.format.open_memmap(tokens_path, mode="r+")
-        if mm.shape != (n, *grid) or mm.dtype != np.uint16:
-            raise ValueError(
-                f"{tokens_path} has shape {mm.shape} / {mm.dtype}, expected {(n, *grid)} uint16; "
-                "delete the cache directory and run again"
-            )
-    else:
+        try:
+            prog = _read_progress(progress_path, n)
+            mm = _open_tokens(tokens_path, "r+", (n, *grid))
+            done, chunk_size = set(prog["done_chunks"]), prog["chunk_size"]  # resume on the original chunking
+        except CorruptCacheError as err:  # our own cache (meta.json matches): rebuild what it lost
+            warnings.warn(f"rebuilding token cache {cache_dir}: {err}", stacklevel=2)
+            mm = None
+            start_over()
+    if mm is None:
         mm = np.lib.format.open_memmap(tokens_path, mode="w+", dtype=np.uint16, shape=(n, *grid))
         done = set()
         _write_json_atomic(progress_path, {"done_chunks": [], "complete": False, "chunk_size": chunk_size})
@@ -199,18 +265,19 @@ def load_token_cache(cache_dir: str | Path) -> TokenCache:
                 f"{p} is missing: {cache_dir} is not a token cache; "
                 "build it with projectable_vqvae.tokenize_dataset"
             )
-    meta = json.loads(meta_path.read_text())
-    prog = json.loads(progress_path.read_text())
+    try:
+        meta = _read_json(meta_path, ("num_images", "token_shape", "fingerprint"))
+        prog = _read_progress(progress_path, meta["num_images"])
+    except CorruptCacheError as err:
+        raise CorruptCacheError(f"token cache {cache_dir} is damaged: {err}; {REBUILD_HINT}") from None
     if not prog.get("complete"):
         total = (meta["num_images"] + prog["chunk_size"] - 1) // prog["chunk_size"]
         raise ValueError(
             f"token cache {cache_dir} is unfinished ({len(prog['done_chunks'])}/{total} chunks); "
             "call tokenize_dataset again with the same model and images to resume it"
         )
-    tokens = np.load(tokens_path, mmap_mode="r")
-    expected = (meta["num_images"], *meta["token_shape"])
-    if tokens.shape != expected:
-        raise ValueError(
-            f"{tokens_path} has shape {tokens.shape}, meta.json says {expected}; rebuild the cache"
-        )
+    try:
+        tokens = _open_tokens(tokens_path, "r", (meta["num_images"], *meta["token_shape"]))
+    except CorruptCacheError as err:
+        raise CorruptCacheError(f"token cache {cache_dir} is damaged: {err}; {REBUILD_HINT}") from None
     return TokenCache(cache_dir, tokens, meta["fingerprint"])

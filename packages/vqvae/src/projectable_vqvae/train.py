@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .metrics import CodebookUsage, codebook_usage, psnr
-from .vqvae import VQVAE
+from .vqvae import VQVAE, check_images
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,12 @@ def train_vqvae(
     `images`: a (N, C, H, W) tensor (uint8, or float in [-1, 1]) sampled uniformly with replacement by
     a generator seeded with cfg.seed, or an iterable yielding such batches (stops early if it runs out).
     """
+    if isinstance(images, torch.Tensor):  # all of it, before the first step changes the model
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(
+                f"images must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}"
+            )
+        check_images(images, model.cfg.in_channels)
     torch.manual_seed(cfg.seed)  # k-means init and dead-code replacement draw from the global generator
     generator = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -33,12 +33,13 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 FORMAT_VERSION = 1
+RANGE_TOLERANCE = 1e-4  # float images may overshoot [-1, 1] by rounding (x / 127.5 - 1 in half precision)
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,8 @@ class VQVAEOutput(NamedTuple):
     commitment_loss: torch.Tensor  # scalar: beta * ||z_e - sg(e)||^2 (already weighted)
 
 
-def to_model_range(images: torch.Tensor, in_channels: int = 3) -> torch.Tensor:
-    """Check (B, C, H, W) images and return them as float32 in [-1, 1] (uint8 is mapped by x / 127.5 - 1)."""
+def check_images(images: torch.Tensor, in_channels: int = 3) -> None:
+    """Refuse anything but (B, C, H, W) uint8 images or finite float images in [-1, 1], naming the problem."""
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != in_channels:
@@ -172,10 +173,33 @@ def to_model_range(images: torch.Tensor, in_channels: int = 3) -> torch.Tensor:
             f"images must have shape (B, {in_channels}, H, W), got {tuple(images.shape)}; "
             "channel-last arrays need images.permute(0, 3, 1, 2)"
         )
+    if 0 in images.shape:
+        raise ValueError(f"images have shape {tuple(images.shape)}: an empty batch or image; pass at least one pixel")
     if images.dtype == torch.uint8:
-        return images.float() / 127.5 - 1.0
+        return
     if not images.is_floating_point():
         raise ValueError(f"images must be uint8 in [0, 255] or float in [-1, 1], got dtype {images.dtype}")
+    finite = torch.isfinite(images)
+    if not finite.all():
+        raise ValueError(
+            f"images contain {int((~finite).sum())} NaN or inf values; float images must be finite, in [-1, 1]"
+        )
+    low, high = (float(v) for v in torch.aminmax(images))
+    if low < -1.0 - RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
+        hint = (
+            "they look like [0, 255] pixels: pass uint8, or x / 127.5 - 1"
+            if high > 2.0
+            else "rescale them to [-1, 1] (x * 2 - 1 for [0, 1] pixels), or pass uint8 in [0, 255]"
+        )
+        raise ValueError(f"float images must lie in [-1, 1], got values in [{low:.4g}, {high:.4g}]; {hint}")
+
+
+def to_model_range(images: torch.Tensor, in_channels: int = 3) -> torch.Tensor:
+    """Check (B, C, H, W) images (``check_images``) and return them as float32 in [-1, 1] (uint8 is mapped by
+    x / 127.5 - 1)."""
+    check_images(images, in_channels)
+    if images.dtype == torch.uint8:
+        return images.float() / 127.5 - 1.0
     return images.float()
 
 
@@ -337,14 +361,22 @@ class VQVAE(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no VQ-VAE checkpoint at {path}; train one and call model.save(path)")
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("kind") != "projectable_vqvae.VQVAE" or "config" not in metadata:
-                raise ValueError(
-                    f"{path} is not a projectable_vqvae checkpoint (metadata {sorted(metadata)})"
-                )
-            state = {k: f.get_tensor(k) for k in f.keys()}
-        model = cls(VQVAEConfig.from_dict(json.loads(metadata["config"])))
+        damaged = "the file is damaged or truncated: delete it, then train and save the VQ-VAE again"
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                if metadata.get("kind") != "projectable_vqvae.VQVAE" or "config" not in metadata:
+                    raise ValueError(
+                        f"{path} is not a projectable_vqvae checkpoint (metadata {sorted(metadata)})"
+                    )
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise ValueError(f"VQ-VAE checkpoint {path} is not a readable safetensors file ({err}); {damaged}") from err
+        try:
+            cfg = VQVAEConfig.from_dict(json.loads(metadata["config"]))
+        except (TypeError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"VQ-VAE checkpoint {path} has an invalid config in its metadata ({err}); {damaged}") from err
+        model = cls(cfg)
         load_state_strict(model, state, source=str(path))
         return model.to(map_location)
 
