@@ -44,7 +44,7 @@ trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 # ## Cells of Table 1 (ours beside the paper's)
 
 # %%
-table = table1.table1_cells(trials)
+table = table1.table1_cells(trials, baselines=toolkit.baselines_of(sweep_run))
 table1.results_frame(table)
 
 # %% [markdown]
@@ -60,5 +60,6 @@ toolkit.verdicts_frame(verdicts)
 
 # %%
 prov = toolkit.provenance(sweep_run, trials)
-files = table1.write_report(params.out_dir, table, verdicts, prov, margin, trials)
+curves = toolkit.learning_curves(trials, params.tracking_uri, table1.curve_specs(table.baselines), prov.stage_steps)
+files = table1.write_report(params.out_dir, table, verdicts, prov, margin, trials, curves)
 display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))

@@ -46,7 +46,7 @@ trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 # ## Cells (ours beside the paper's) and claims
 
 # %%
-table = table2.table2_cells(trials)
+table = table2.table2_cells(trials, baselines=toolkit.baselines_of(sweep_run))
 margin = toolkit.margin_of(sweep_run)
 verdicts = table2.table2_verdicts(table, margin)
 toolkit.verdicts_frame(verdicts)
@@ -56,5 +56,6 @@ toolkit.verdicts_frame(verdicts)
 
 # %%
 prov = toolkit.provenance(sweep_run, trials)
-files = table2.write_report(params.out_dir, table, verdicts, prov, margin, summary, trials)
+curves = toolkit.learning_curves(trials, params.tracking_uri, table2.curve_specs(table.baselines), prov.stage_steps)
+files = table2.write_report(params.out_dir, table, verdicts, prov, margin, summary, trials, curves)
 display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))

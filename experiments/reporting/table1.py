@@ -41,16 +41,24 @@ CELL_SOURCES = {
 }
 
 
+# Step-matched baselines (experiment.baselines=matched): the stage-2 cell that continues each stage-1 one.
+MATCHED = {"M1": "control", "M2": "M2m", "M4": "M4m", "M8": "M8m",
+           "Mc1": "Mc1m", "Mc2": "Mc2m", "Mc4": "Mc4m", "Mc8": "Mc8m"}
+
+
 class Table1Cells(NamedTuple):
     cells: dict[tuple[str, float], Cell]  # (column, s) -> cell
     control: Cell | None  # M_1 continued alone for the stage-2 steps
+    baselines: str = "stage1"  # 'matched': M_s, M~_s continued for the stage-2 steps as the control
 
 
-def table1_cells(trials: pd.DataFrame, subset: str = "all") -> Table1Cells:
-    """Combine the trials (seeds, and the three P_s sources) into Table 1's cells."""
-    cells = toolkit.gather_cells(trials, CELL_SOURCES, subset)
+def table1_cells(trials: pd.DataFrame, subset: str = "all", baselines: str = "stage1") -> Table1Cells:
+    """Combine the trials (seeds, and the three P_s sources) into Table 1's cells; with matched baselines
+    M_s and M~_s are read from their stage-2 continuations (M_1's is the control)."""
+    sources = toolkit.baseline_sources(CELL_SOURCES, baselines, MATCHED)
+    cells = toolkit.gather_cells(trials, sources, subset)
     control = cells.pop(("control", 1.0), None)
-    return Table1Cells(cells, control)
+    return Table1Cells(cells, control, baselines)
 
 
 def table1_verdicts(cells: Mapping[tuple[str, float], Cell], control: Cell | None, margin: float) -> list[Verdict]:
@@ -128,13 +136,18 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
             f"M_1 and keep tuning it for {steps2} steps (Eq. 2, w_src = 1), so the P runs' source has had "
             f"{steps1} + {steps2} steps. The control continues M_1 alone for the same {steps2} steps; "
             "\"the source loses nothing\" is judged against it, not against stage 1's M_1.",
+            toolkit.baselines_line(table.baselines, steps1, steps2),
             "- Seeds vary the initialisation; every run sees the same data stream and the same validation images.",
         ),
         *section(
             "Claims",
-            f"An inequality holds when its margin exceeds 2 standard errors; a non-inferiority claim holds when the "
-            f"difference plus 2 standard errors stays below {margin:g} nats/token (fixed in the config before the "
-            "run). A cell's standard error combines the error over validation images with the spread over seeds "
+            "An inequality holds when its margin exceeds t(0.975, df) x SE; a non-inferiority claim holds when the "
+            f"difference plus t(0.975, df) x SE stays below {margin:g} nats/token (fixed in the config before the "
+            "run). df is Welch-Satterthwaite's over the image term (N - 1 for N images) and each cell's seed term "
+            "(runs - 1): with 2 or 3 seeds a cell's seed spread is itself uncertain, so the bound is wider than "
+            "2 SE (t(0.975, 1) = 12.7, t(0.975, 2) = 4.3; about 1.96 for many images and single runs). "
+            "Single-run cells have no seed term; their SE is the image term alone. A cell's standard error "
+            "combines the error over validation images with the spread over seeds "
             "(se² = mean of the runs' se² + variance of the run means / runs). Every model is evaluated on the same "
             "validation images, so the standard error of a difference is paired: the error of the mean per-image "
             "difference plus each cell's seed spread (`experiments/reporting/claims.py`); the unpaired value, which "
@@ -148,6 +161,21 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
     return "\n".join(lines)
 
 
+def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float, str]]:
+    """Table 1's learning curves: per s, P_s beside M~_s and M_s of that width (stage 1 and, with matched
+    baselines, its continuation), and at s = 1 the co-trained sources beside M_1 and the control."""
+    specs = [("s = 1", "source of P_s", ["P2", "P4", "P8"], 1.0, "source"),
+             ("s = 1", "source of P~", ["Pall"], 1.0, "source"),
+             ("s = 1", "M_1, then the control", ["M1", "control"], 1.0, "model")]
+    for s, k in ((0.5, 2), (0.25, 4), (0.125, 8)):
+        label = toolkit.scale_label(s)
+        specs.append((f"s = {label}", f"P_{label}", [f"P{k}"], s, f"P1_{k}"))
+        for column, name in (("Mc", "M~"), ("M", "M")):
+            cells = [f"{column}{k}"] + ([f"{column}{k}m"] if baselines == "matched" else [])
+            specs.append((f"s = {label}", f"{name}_{label}", cells, s, "model"))
+    return specs
+
+
 def plot(table: Table1Cells, path, title: str):
     """Loss against s for each column, ours with 2-SE bars, the paper's dashed."""
     columns = {column: (COLUMN_LABELS[column], colour) for column, colour in COLOURS.items()}
@@ -155,7 +183,8 @@ def plot(table: Table1Cells, path, title: str):
 
 
 def write_report(out_dir, table: Table1Cells, verdicts: list[Verdict], prov: Provenance, margin: float,
-                 trials: pd.DataFrame) -> ReportFiles:
+                 trials: pd.DataFrame, curves: pd.DataFrame | None = None) -> ReportFiles:
     title = f"Table 1, scale {prov.scale} (sweep {prov.sweep_id})"
-    return toolkit.write_report(out_dir, "table1", markdown(table, verdicts, prov, margin, trials),
-                                results_frame(table), lambda path: plot(table, path, title))
+    md = markdown(table, verdicts, prov, margin, trials)
+    md += "\n".join(["", *toolkit.write_curves(out_dir, "table1", curves, f"{title}: learning curves")])
+    return toolkit.write_report(out_dir, "table1", md, results_frame(table), lambda path: plot(table, path, title))

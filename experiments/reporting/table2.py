@@ -52,12 +52,16 @@ data.encoder_device=cuda` (on a GPU machine; the tokenizer settings there are a 
 class Table2Cells(NamedTuple):
     cells: dict[tuple[str, float], Cell]  # (column, s) -> cell; columns M (M_1), Mc (M~_s), P (P_s)
     control: Cell | None  # M_1 continued alone for the stage-2 steps
+    baselines: str = "stage1"  # 'matched': M~_s continued for the stage-2 steps as the control
 
 
-def table2_cells(trials: pd.DataFrame, subset: str = "all") -> Table2Cells:
+MATCHED = {"Mc1": "Mc1m", "Mc2": "Mc2m", "Mc4": "Mc4m", "Mc8": "Mc8m"}  # with experiment.baselines=matched
+
+
+def table2_cells(trials: pd.DataFrame, subset: str = "all", baselines: str = "stage1") -> Table2Cells:
     """Combine the finished trials (seeds, and the three P_s sources for s = 1) into Table 2's cells."""
-    cells = toolkit.gather_cells(trials, CELL_SOURCES, subset)
-    return Table2Cells(cells, cells.pop(("control", 1.0), None))
+    cells = toolkit.gather_cells(trials, toolkit.baseline_sources(CELL_SOURCES, baselines, MATCHED), subset)
+    return Table2Cells(cells, cells.pop(("control", 1.0), None), baselines)
 
 
 def table2_verdicts(table: Table2Cells, margin: float) -> list[Verdict]:
@@ -118,11 +122,15 @@ def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, marg
             f"{prov.stage_steps.get('stage1', '?')} steps.",
             f"- Stage 2: P_1/2, P_1/4, P_1/8 (one run each) start from stage 1's M_1 and keep tuning it for "
             f"{prov.stage_steps.get('stage2', '?')} steps (Eq. 2, w_src = 1); the control continues M_1 alone as long.",
+            toolkit.baselines_line(table.baselines, prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")),
         ),
         *section(
             "Claims",
-            f"An inequality holds when its margin exceeds 2 standard errors; non-inferiority holds when the difference "
-            f"plus 2 standard errors stays below {margin:g} nats/token (fixed before the run).",
+            "An inequality holds when its margin exceeds t(0.975, df) x SE; non-inferiority holds when the "
+            f"difference plus t(0.975, df) x SE stays below {margin:g} nats/token (fixed before the run). df is "
+            "Welch-Satterthwaite's over the image and seed terms of the difference "
+            "(`experiments/reporting/claims.py`). "
+            "Single-run cells have no seed term; their SE is the image term alone.",
             "",
             *toolkit.verdict_lines(verdicts),
         ),
@@ -140,9 +148,24 @@ def plot(table: Table2Cells, path, title: str):
                                           paper_title="paper (ImageNet)")
 
 
+def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float, str]]:
+    """Table 2's learning curves: per s, P_s beside M~_s; at s = 1 the co-trained source beside M_1 and the
+    control, and M~_1."""
+    specs = [("s = 1", "source of P_s", ["P2", "P4", "P8"], 1.0, "source"),
+             ("s = 1", "M_1, then the control", ["M1", "control"], 1.0, "model"),
+             ("s = 1", "M~_1", ["Mc1"] + (["Mc1m"] if baselines == "matched" else []), 1.0, "model")]
+    for s, k in ((0.5, 2), (0.25, 4), (0.125, 8)):
+        label = toolkit.scale_label(s)
+        specs.append((f"s = {label}", f"P_{label}", [f"P{k}"], s, f"P1_{k}"))
+        specs.append((f"s = {label}", f"M~_{label}", [f"Mc{k}"] + ([f"Mc{k}m"] if baselines == "matched" else []),
+                      s, "model"))
+    return specs
+
+
 def write_report(out_dir, table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float,
-                 summary: dict | None, trials: pd.DataFrame) -> ReportFiles:
+                 summary: dict | None, trials: pd.DataFrame, curves: pd.DataFrame | None = None) -> ReportFiles:
     stand_in = " (stand-in data)" if summary and summary.get("stand_in") else ""
     title = f"Table 2{stand_in}, scale {prov.scale} (sweep {prov.sweep_id})"
-    return toolkit.write_report(out_dir, "table2", markdown(table, verdicts, prov, margin, summary, trials),
-                                results_frame(table), lambda path: plot(table, path, title))
+    md = markdown(table, verdicts, prov, margin, summary, trials)
+    md += "\n".join(["", *toolkit.write_curves(out_dir, "table2", curves, f"{title}: learning curves")])
+    return toolkit.write_report(out_dir, "table2", md, results_frame(table), lambda path: plot(table, path, title))

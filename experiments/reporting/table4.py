@@ -11,7 +11,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from experiments.reporting import toolkit
-from experiments.reporting.claims import Cell, Verdict, combine_runs, contrast_se, less_than
+from experiments.reporting.claims import Cell, Verdict, combine_runs, less_than
 from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_cell, md_table, section
 from experiments.tracking.sweeps import attach_per_image
 
@@ -117,21 +117,15 @@ def per_image_losses(tracking_uri: str, trials: pd.DataFrame) -> dict:
 def paired_verdicts(per_image: dict) -> list[Verdict]:
     """The claims of ``table4_verdicts`` judged on per-image differences: both cells are evaluated on the same
     validation images, so the standard error of the mean paired difference removes the images' own spread
-    (``claims.contrast_se``; the rule stays: the difference must exceed 2 SE)."""
+    (``claims.less_than`` on cells carrying their per-image losses: the t rule over the image term)."""
     out = []
     comparisons = [("extra C2 data helps C1 (paired)", "c1_eighth", "1/8/all"),
                    ("more C1 data helps C1 (setup check, paired)", "all", "all/all")]
     for claim, better, label in comparisons:
         for split, name in SPLITS.items():
             a, b = per_image.get((split, better, "C1")), per_image.get((split, "eighth", "C1"))
-            comparison = f"{name}: C1 at {label} < C1 at 1/8/1/8"
-            if a is None or b is None:
-                out.append(Verdict(claim, comparison, math.nan, math.nan, "paired difference > 2 SE", None))
-                continue
-            smaller, larger = (Cell(float(x.mean()), math.nan, 1, tuple(map(float, x))) for x in (a, b))
-            diff = larger.mean - smaller.mean  # positive: the cell with more data has the lower loss
-            two_se = 2 * contrast_se([(1.0, larger), (-1.0, smaller)])
-            out.append(Verdict(claim, comparison, diff, two_se, "paired difference > 2 SE", diff > two_se))
+            cells = [None if x is None else Cell(float(x.mean()), math.nan, 1, tuple(map(float, x))) for x in (a, b)]
+            out.append(less_than(claim, f"{name}: C1 at {label} < C1 at 1/8/1/8", *cells))
     return out
 
 
@@ -184,7 +178,10 @@ def markdown(table: Table4Cells, verdicts: list[Verdict], prov: Provenance, summ
         ),
         *section(
             "Claims",
-            "An inequality holds when its margin exceeds 2 standard errors of the difference. The first rows treat "
+            "An inequality holds when its margin exceeds t(0.975, df) x SE of the difference, df by "
+            "Welch-Satterthwaite over the image and seed terms (`experiments/reporting/claims.py`); the rows marked "
+            "(paired) state their own rule. Single-run cells have no seed term; their SE is the image term alone. "
+            "The first rows treat "
             "the two cells as independent (conservative: both are evaluated on the same validation images); the "
             "rows marked (paired) use the standard error of the mean per-image difference, which removes the "
             "images' own spread (but not the spread over seeds). The paper's C1 differences are 0.003-0.007 "

@@ -184,6 +184,33 @@ def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str
     }
 
 
+def baselines_of(sweep_run) -> str:
+    """'matched' (the baselines continued alone for the stage-2 steps) or 'stage1' (stage 1's runs; the
+    protocol of sweeps made before the switch existed)."""
+    return sweep_run.data.params.get("experiment.baselines", "stage1")
+
+
+def baseline_sources(cell_sources: Mapping[str, list], baselines: str, matched: Mapping[str, str]) -> dict:
+    """The cell sources a table reads: with matched baselines each stage-1 baseline cell in ``matched`` is
+    read from the stage-2 cell that continues it (stage-1 cell -> continuing cell)."""
+    if baselines == "stage1":
+        return dict(cell_sources)
+    out = {cell: list(sources) for cell, sources in cell_sources.items() if cell not in matched}
+    for stage1, continued in matched.items():
+        out[continued] = out.get(continued, []) + list(cell_sources[stage1])
+    return out
+
+
+def baselines_line(baselines: str, steps1, steps2) -> str:
+    """The protocol's sentence on how many steps the baselines took (experiment.baselines)."""
+    if baselines == "matched":
+        return (f"- Baselines: **step-matched**. Stage 2 continues every stage-1 M_s and M~_s alone for {steps2} "
+                "steps with a fresh warm-up and cosine, as the control continues M_1 (M_1's cell is the control), so "
+                f"every compared model has taken {steps1} + {steps2} optimizer steps on the same schedule.")
+    return (f"- Baselines: **stage 1's runs** (experiment.baselines=stage1): M_s and M~_s took {steps1} steps, "
+            f"{steps2} fewer than the P runs' source; part of any P_s advantage can be that extra training.")
+
+
 def margin_of(sweep_run, default: float = 0.01) -> float:
     """The non-inferiority margin the sweep was configured with (``experiment.margin``)."""
     return float(sweep_run.data.params.get("experiment.margin", default))
@@ -320,18 +347,24 @@ def fmt_mean_se(mean: float, se: float) -> str:
     return "-" if mean is None or math.isnan(mean) else f"{mean:.3f} ± {se:.3f}"
 
 
+def fmt_df(df: float) -> str:
+    """Degrees of freedom for a verdict table: one decimal, '∞' when unlimited, '-' when untested."""
+    return "-" if math.isnan(df) else "∞" if math.isinf(df) else f"{df:.1f}"
+
+
 def verdict_lines(verdicts: Sequence[Verdict], unpaired: bool = False, rule: bool = True,
                   paper: Mapping[str, bool] | None = None, suffix: str = "") -> list[str]:
-    """Each claim's summary, then one row per comparison: difference, 2 SE (paired; with ``unpaired`` the
-    unpaired value beside it), the rule, the verdict, and (with ``paper``) the verdict on the paper's
-    numbers."""
+    """Each claim's summary, then one row per comparison: difference, t(0.975, df) x SE (paired; with
+    ``unpaired`` the unpaired value beside it), the df, the rule, the verdict, and (with ``paper``) the
+    verdict on the paper's numbers."""
     lines = [f"- **{claim}**: {verdict}{suffix}" for claim, verdict in summarise(verdicts).items()]
-    header = ["claim", "comparison", "difference", "2 SE (paired)" if unpaired else "2 SE"]
-    header += ["2 SE (unpaired)"] * unpaired + ["rule"] * rule + ["verdict"] + ["paper"] * (paper is not None)
+    header = ["claim", "comparison", "difference", "t·SE (paired)" if unpaired else "t·SE"]
+    header += ["t·SE (unpaired)"] * unpaired + ["df (paired)" if unpaired else "df"]
+    header += ["rule"] * rule + ["verdict"] + ["paper"] * (paper is not None)
     rows = []
     for v in verdicts:
         row = [v.claim, v.comparison, f"{v.difference:+.4f}", f"{v.two_se:.4f}"]
-        row += [f"{v.two_se_unpaired:.4f}"] * unpaired + [v.rule] * rule + [v.verdict]
+        row += [f"{v.two_se_unpaired:.4f}"] * unpaired + [fmt_df(v.df)] + [v.rule] * rule + [v.verdict]
         if paper is not None:
             row.append("holds" if paper.get(v.comparison) else "does not hold")
         rows.append(row)
@@ -340,8 +373,8 @@ def verdict_lines(verdicts: Sequence[Verdict], unpaired: bool = False, rule: boo
 
 def verdicts_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "claim": v.claim, "comparison": v.comparison, "difference": v.difference, "2 SE": v.two_se,
-        "2 SE (unpaired)": v.two_se_unpaired, "rule": v.rule, "verdict": v.verdict,
+        "claim": v.claim, "comparison": v.comparison, "difference": v.difference, "t·SE": v.two_se,
+        "t·SE (unpaired)": v.two_se_unpaired, "df": v.df, "t": v.critical, "rule": v.rule, "verdict": v.verdict,
     } for v in verdicts])
 
 
@@ -399,6 +432,69 @@ def plot_ours_beside_paper(cells: Mapping[tuple[str, float], Cell], paper: Mappi
         ax.set_title(name)
         ax.legend(fontsize=8)
     return save_figure(fig, title, path)
+
+
+def learning_curves(trials: pd.DataFrame, tracking_uri: str, curves: Sequence[tuple[str, str, list[str], float, str]],
+                    stage_steps: Mapping[str, int], subset: str = "all") -> pd.DataFrame:
+    """The validation loss of each (panel, label, cells, width, legacy name) curve against the optimizer
+    steps the model's weights have seen: a stage-2 run's steps start after stage 1's (its weights continue
+    a stage-1 model; with stage 1 at 0 steps they start at 0). Seeds are averaged per step.
+    Columns: panel, label, steps, nats, runs."""
+    from experiments.tracking.sweeps import metric_histories
+
+    finished = trials[trials.status == "FINISHED"]
+    frames = []
+    for panel, label, cells, width, legacy in curves:
+        runs = finished[finished.cell.isin(cells)]
+        if runs.empty:
+            continue
+        keys = [val_key(subset, width), f"val/{subset}/{legacy}/nats"]
+        history = metric_histories(tracking_uri, runs.run_id.tolist(), keys)
+        history = history[history.key == (keys[0] if (history.key == keys[0]).any() else keys[1])]
+        offsets = {row.run_id: (stage_steps.get("stage1", 0) if row.stage == "stage2" else 0)
+                   for row in runs.itertuples()}
+        history = history.assign(steps=history.step + history.run_id.map(offsets))
+        per_step = history.groupby("steps").value.agg(["mean", "count"]).reset_index()
+        frames.append(pd.DataFrame({"panel": panel, "label": label, "steps": per_step.steps,
+                                    "nats": per_step["mean"], "runs": per_step["count"]}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["panel", "label", "steps", "nats", "runs"])
+
+
+def plot_learning_curves(frame: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """One panel per width: each curve's validation loss against the steps its weights have seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(frame.panel))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for label, curve in frame[frame.panel == panel].groupby("label", sort=False):
+            ax.plot(curve.steps, curve.nats, marker="o", markersize=3, label=label)
+        ax.set_title(panel)
+        ax.set_xlabel("optimizer steps the weights have seen")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.legend(fontsize=8)
+    return save_figure(fig, title, path)
+
+
+def write_curves(out_dir: str | Path, name: str, curves: pd.DataFrame | None, title: str) -> list[str]:
+    """``<name>_curves.png`` (+ ``.csv``) from ``learning_curves`` and the report's section that shows it;
+    nothing without curves."""
+    if curves is None or curves.empty:
+        return []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_learning_curves(curves, out_dir / f"{name}_curves.png", title)
+    curves.to_csv(out_dir / f"{name}_curves.csv", index=False, float_format="%.5f")
+    return section("Learning curves",
+                   f"![learning curves]({name}_curves.png)",
+                   "",
+                   "Validation loss against the optimizer steps each model's weights have seen (a stage-2 run "
+                   "continues a stage-1 model, so its steps start after stage 1's); seeds averaged. Each P_s curve "
+                   "starts at its loss before any co-training step: the one-shot model of the pretrained source.")
 
 
 class ReportFiles(NamedTuple):

@@ -55,7 +55,7 @@ def test_table1_files_from_synthetic_runs(table1_trials, tmp_path):
     md = files.markdown.read_text()
     assert md.startswith("# Table 1 at scale `smoke`")
     assert "| 1/8 | 0.900 ± 0.002 (n=2) | 0.82 |" in md  # ours beside the paper's
-    assert "## Claims" in md and "| claim | comparison | difference | 2 SE (paired) | 2 SE (unpaired) |" in md
+    assert "## Claims" in md and "| claim | comparison | difference | t·SE (paired) | t·SE (unpaired) |" in md
     assert "- **P_s < M~_s for s <= 1/2**: holds" in md
     assert "## Runs per cell\n\nM1: 2, M2: 2" in md
     assert "- sweep: `table1-smoke-abcd1234`" in md and "report written at `beef`" in md
