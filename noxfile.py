@@ -1,5 +1,6 @@
 """Sessions: `nox -s dev` (the environment), `nox` (tests), `nox -s tests slow core_alone`, `nox -s lint`,
 `nox -s reproduce_table1 -- scale=smoke`, `nox -s reproduce_table2|3|4`, `nox -s reproduce_figure3|4`,
+`nox -s reproduce_split_study`, `nox -s reproduce_ablations`, `nox -s reproduce_table1_long`,
 `nox -s reports`, `nox -s mlflow_ui`.
 
 One environment, `.venv` in the repository, serves every session, the README's hand commands and the
@@ -43,7 +44,7 @@ PYTHON = "3.11"
 # What makes the shared environment: a change to any of these rebuilds it.
 ENV_FILES = ("constraints.txt", "pyproject.toml", "packages/core/pyproject.toml", "packages/data/pyproject.toml",
              "packages/vqvae/pyproject.toml")
-EDITABLE = ("packages/core[hf]", "packages/data[efficientnet]", "packages/vqvae", ".")
+EDITABLE = ("packages/core[hf]", "packages/data[efficientnet,simclr]", "packages/vqvae", ".")
 TOOLS = ("pytest", "ruff")
 
 
@@ -178,6 +179,36 @@ def reproduce_table3(session: nox.Session) -> None:
     overrides, scale = with_scale(session.posargs)
     run(session, "python", "experiments/sweep_source_size.py", *overrides)
     run_notebook(session, "table3", scale, overrides)
+
+
+@nox.session(venv_backend="none")
+def reproduce_split_study(session: nox.Session) -> None:
+    """The budget split study (P_s from sources pre-trained for f of the total steps; the rule in
+    conf/experiment/split_study.yaml picks f): the sweep, then reports/<scale>/split_study.{md,csv,png}."""
+    overrides, scale = with_scale(session.posargs)
+    run(session, "python", "experiments/sweep.py", "experiment=split_study", *overrides)
+    run_notebook(session, "split_study", scale, overrides)
+
+
+@nox.session(venv_backend="none")
+def reproduce_ablations(session: nox.Session) -> None:
+    """The s = 1/8 ablation (conf/experiment/ablations.yaml; needs a finished Table 1 sweep of the scale): the
+    sweep, then reports/<scale>/ablations.{md,csv,png}."""
+    overrides, scale = with_scale(session.posargs)
+    run(session, "python", "experiments/sweep.py", "experiment=ablations", *overrides)
+    run_notebook(session, "ablations", scale, overrides)
+
+
+@nox.session(venv_backend="none")
+def reproduce_table1_long(session: nox.Session) -> None:
+    """Table 1 at the cpu-long scale (twice the steps, 2 seeds everywhere; hours): a pinned sweep id, so the
+    same command resumes it after any interruption; then reports/cpu-long/table1.*."""
+    overrides, _ = with_scale(session.posargs, default="cpu-long")
+    if not any(o.startswith("sweep.id=") for o in overrides):
+        overrides.append("sweep.id=table1-cpu-long")
+    scale = next(o.split("=", 1)[1] for o in overrides if o.startswith("scale="))
+    run(session, "python", "experiments/sweep.py", "experiment=table1", *overrides)
+    run_notebook(session, "table1", scale, [o for o in overrides if not o.startswith("sweep.id=")])
 
 
 @nox.session(venv_backend="none")

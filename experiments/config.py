@@ -330,7 +330,10 @@ def _identity(cfg: Any, sweep: bool) -> dict[str, str]:
     version adds (at its default) leaves older configs the same."""
     defaults = {k: _canonical(v) for k, v in _section_defaults().items()}
     canonical = {k: _canonical(v) for k, v in effective_config(cfg, sweep).items()}
-    return {k: v for k, v in canonical.items() if defaults.get(k, "null") != v}
+    # A sweep's budget acts only through what it sets in the experiment's stages and the runs' sections, both
+    # compared already; a budget key read by another experiment (the ImageNet track's encoder sizes) must
+    # not make Table 1 another sweep.
+    return {k: v for k, v in canonical.items() if defaults.get(k, "null") != v and not k.startswith("budget.")}
 
 
 def config_key(cfg: Any, sweep: bool = False) -> str:

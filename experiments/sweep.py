@@ -97,7 +97,11 @@ def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, 
                 if not uris[start]:
                     raise ConfigError(f"sweep {source_id} has no finished run of cell {start}; rerun it to finish")
         earlier |= set(stage.cells)
-    specs = [spec for name, stage in stages.items() for spec in plan_stage(cfg, name, stage, "planning", None, uris)]
+    planning: dict[str, list[str]] = dict(uris)  # this sweep's own earlier cells stand in as placeholders
+    specs = []
+    for name, stage in stages.items():
+        specs += plan_stage(cfg, name, stage, "planning", None, planning)
+        planning.update({cell: [f"runs:/planning-{cell}/model"] for cell in stage.cells})
     decision = decide_reuse(sources.reuse, specs, lambda cell: finished_runs_of_cell(tracking_cfg, source_id, cell))
     for name, diffs in decision.retrained.items():
         print(f"{name}: not reusing {sources.reuse[name]} of {source_id} ({', '.join(diffs[:5])}); training it")

@@ -44,6 +44,8 @@ ARTEFACTS: dict[str, tuple[str, str]] = {
     "table4": ("table4", "reproduce_table4"),
     "figure3": ("table1", "reproduce_table1"),
     "figure4": ("table1", "reproduce_table1"),
+    "split_study": ("split_study", "reproduce_split_study"),
+    "ablations": ("ablations", "reproduce_ablations"),
 }
 
 

@@ -33,6 +33,7 @@ from projectable_data.imagenet_tokens import (
     dataset_directory,
     digest,
     embed,
+    encoder_summary,
     file_lock,
     load_image_sets,
 )
@@ -113,6 +114,7 @@ def load_or_write_summary(config: ImageNetTokensConfig, cache_dir: str | os.Path
         "vqvae_val_dead_codes": recon.usage.dead_codes,
         "vqvae_train": json.loads(train_log.read_text()) if train_log.is_file() else None,
         "encoder": config.encoder,
+        "encoder_config": encoder_summary(config, train.images.images, dataset_directory(config, cache_dir)),
         "embedding_dim": train.embeddings.dim,
         "embeddings_train": train.embeddings.fingerprint,
         "embeddings_val": val.embeddings.fingerprint,
@@ -139,6 +141,8 @@ def build_image_tokens(config: ImageNetTokensConfig, cache_dir: str | os.PathLik
         train_tokens = tokenize(config, vqvae, train_set, directory, "train")
         val_tokens = tokenize(config, vqvae, val_set, directory, "val")
         train = TokenizedSplit(train_set, train_tokens, embed(config, train_set.images, "train", directory))
-        val = TokenizedSplit(val_set, val_tokens, embed(config, val_set.images, "val", directory))
+        # a trained encoder (SimCLR) learns from the training images only, never the validation ones
+        val = TokenizedSplit(val_set, val_tokens, embed(config, val_set.images, "val", directory,
+                                                        train_images=train_set.images))
         summary = load_or_write_summary(config, cache_dir, vqvae, train, val)
     return ImageNetTokens(config, train, val, vqvae, train_fraction=train_fraction, summary=summary)

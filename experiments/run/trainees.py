@@ -167,7 +167,9 @@ def resolve_weights_file(path: str | Path) -> Path:
 def load_weights(target: GPT, path: str | Path) -> None:
     """Load saved GPT weights into ``target``; their configs must agree."""
     loaded = GPT.load(resolve_weights_file(path))
-    if loaded.config != target.config:
+    # min_head_size only changes smaller widths' head counts: a source saved without it (or with another)
+    # is the same model when everything else, its own head count included, agrees
+    if dataclasses.replace(loaded.config, min_head_size=target.config.min_head_size) != target.config:
         diff = {
             f.name: (getattr(loaded.config, f.name), getattr(target.config, f.name))
             for f in dataclasses.fields(GPTConfig)

@@ -13,6 +13,7 @@ from experiments.config import CONF_DIR, ConfigError, compose, parse_run
 from experiments.orchestration.plan import (
     ClusterConfig,
     SweepConfig,
+    active_stages,
     derive_sweep_id,
     parse_stages,
     plan_stage,
@@ -72,13 +73,17 @@ def test_table1_plans_both_stages_at_every_scale(scale):
     sweep_id = derive_sweep_id(cfg)
     assert sweep_id.startswith(f"table1-{scale}-")
     stage1 = plan_stage(cfg, "stage1", stages["stage1"], sweep_id, None, {})
-    uris = {"M1": [f"runs:/seed{i}/model" for i in range(cfg.budget.seeds.M1)]}
-    stage2 = plan_stage(cfg, "stage2", stages["stage2"], sweep_id, "parent", uris)
     cells1 = {spec["cell"] for spec in stage1}
+    uris = {cell: [f"runs:/{cell}-seed{i}/model" for i in range(2)] for cell in cells1}
+    stage2 = plan_stage(cfg, "stage2", stages["stage2"], sweep_id, "parent", uris)
     assert cells1 == {"M1", "M2", "M4", "M8", "Mc1", "Mc2", "Mc4", "Mc8"}
-    assert {spec["cell"] for spec in stage2} == {"P2", "P4", "P8", "Pall", "control"}
+    matched = {"M2m", "M4m", "M8m", "Mc1m", "Mc2m", "Mc4m", "Mc8m"}  # experiment.baselines=matched (default)
+    assert {spec["cell"] for spec in stage2} == {"P2", "P4", "P8", "Pall", "control"} | matched
     for spec in stage2:
-        assert spec["config"]["init_from"].startswith("runs:/")
+        starts = spec["cell"].removesuffix("m") if spec["cell"] in matched else "M1"
+        assert spec["config"]["init_from"] == f"runs:/{starts}-seed{spec['seed'] % 2}/model"  # seed i from seed i
+        role = spec["config"]["tracking"]["tags"]["role"]
+        assert role == {"control": "control"}.get(spec["cell"], "baseline" if spec["cell"] in matched else "projected")
         assert spec["config"]["train"]["steps"] == cfg.budget.stage2_steps
         assert spec["config"]["tracking"]["tags"]["mlflow.parentRunId"] == "parent"
     pall = next(s for s in stage2 if s["cell"] == "Pall")["config"]
@@ -89,6 +94,17 @@ def test_table1_plans_both_stages_at_every_scale(scale):
         parse_run(spec["config"])
     names = [spec["name"] for spec in stage1 + stage2]
     assert len(names) == len(set(names))
+    stage1_only = active_stages(compose(["experiment=table1", f"scale={scale}", "experiment.baselines=stage1"]).experiment)
+    assert set(stage1_only["stage2"].cells) == {"P2", "P4", "P8", "Pall", "control"}
+
+
+def test_a_stage_of_zero_steps_is_skipped_and_its_followers_start_from_scratch():
+    cfg = compose(["experiment=table1", "scale=smoke", "budget.pretrain_fraction=0"])
+    stages = active_stages(cfg.experiment)
+    assert stages["stage1"].steps == 0 and stages["stage2"].steps == cfg.budget.total_steps == 30
+    skipped = {cell: None for cell in stages["stage1"].cells}  # what the sweep records for a skipped stage
+    for spec in plan_stage(cfg, "stage2", stages["stage2"], "sweep", None, skipped):
+        assert spec["config"]["init_from"] is None and spec["config"]["train"]["steps"] == 30
 
 
 def test_same_config_same_sweep_id_and_a_change_makes_a_new_one():
@@ -174,7 +190,7 @@ def test_every_experiment_at_every_scale_plans_every_stage(experiment, scale):
     imagenet = ["data.images=imagenet64", "data.imagenet_root=/data/imagenet64"] if (
         experiment in ("table2", "table4") and scale in ("gpu", "paper")) else []
     cfg = compose([f"experiment={experiment}", f"scale={scale}", *imagenet])
-    stages = parse_stages(cfg.experiment)
+    stages = active_stages(cfg.experiment)
     sources = parse_sources(cfg.experiment)
     cells = {cell for stage in stages.values() for cell in stage.cells}
     starts = {c.init_from or s.init_from for s in stages.values() for c in s.cells.values()} - {None}
@@ -183,7 +199,10 @@ def test_every_experiment_at_every_scale_plans_every_stage(experiment, scale):
     assert sweep_id.startswith(f"{experiment}-{scale}-")
     for name, stage in stages.items():
         specs = plan_stage(cfg, name, stage, sweep_id, None, uris)
-        assert specs and all(parse_run(spec["config"]).train.steps == stage.steps for spec in specs)
+        assert specs
+        for spec in specs:  # a cell's own train.steps (e.g. the split study's f N) overrides its stage's
+            steps = int(stage.cells[spec["cell"]].overrides.get("train.steps", stage.steps))
+            assert parse_run(spec["config"]).train.steps == steps >= 1
         uris.update({cell: ["runs:/fake/model"] * 3 for cell in stage.cells})
 
 

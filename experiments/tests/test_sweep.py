@@ -19,7 +19,7 @@ from experiments.tracking import ui
 from experiments.tracking.store import git_commit
 from experiments.tracking.sweeps import load_trials
 
-TABLE1_TRIALS = 13  # 8 in stage 1, 5 in stage 2
+TABLE1_TRIALS = 20  # 8 in stage 1; 12 in stage 2: P_1/2, P_1/4, P_1/8, P~, the control and 7 step-matched baselines
 
 
 def free_port() -> int:

@@ -172,3 +172,23 @@ def test_notebook_params_share_one_prefix(monkeypatch, tmp_path):
     empty = params._replace(tracking_uri=f"sqlite:///{tmp_path}/empty.db")
     with pytest.raises(toolkit.MissingRuns, match="run `nox -s reproduce_table3 -- scale=smoke` first"):
         toolkit.newest_sweep(empty, "table3")
+
+
+def test_split_study_rule_picks_the_lowest_mean_and_breaks_ties_to_the_largest_f(tmp_path):
+    from experiments.reporting import split_study
+
+    def frame(means: dict[float, float]) -> pd.DataFrame:
+        return pd.DataFrame([{"f": f, "s": s, "P_s": f"P_{toolkit.scale_label(s)}", "run_id": f"{f}-{s}",
+                              "selection_nats": m + 0.1 * i, "selection_se": 0.002, "validation_nats": m}
+                             for f, m in means.items() for i, s in enumerate(split_study.WIDTHS)])
+
+    clear = split_study.choose_fraction(frame({0.0: 0.50, 0.25: 0.55, 0.5: 0.56, 0.6: 0.58}))
+    assert clear.fraction == 0.0 and clear.tied == [0.0]
+    tie = split_study.choose_fraction(frame({0.0: 0.50, 0.25: 0.505, 0.5: 0.509, 0.6: 0.52}))
+    assert tie.fraction == 0.5 and tie.tied == [0.0, 0.25, 0.5]  # within 0.01 of the best: the largest f
+    incomplete = frame({0.0: 0.40, 0.6: 0.50})
+    incomplete = incomplete[~((incomplete.f == 0.0) & (incomplete.s == 0.125))]  # f = 0 lacks P_1/8
+    assert split_study.choose_fraction(incomplete).fraction == 0.6
+    files = split_study.write_report(tmp_path, frame({0.0: 0.5, 0.6: 0.52}), tie, PROV, 1000, 0.01)
+    md = files.markdown.read_text()
+    assert "| 0.6 | 600 + 400 |" in md and "a tie goes to the paper's protocol, the largest f" in md

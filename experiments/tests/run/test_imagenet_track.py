@@ -128,10 +128,46 @@ def test_table2_plans_conditional_baselines_then_projections_from_m1(scale):
     assert stage2["control"]["kind"] == "unconditional"
     for spec in stages["stage1"] + stages["stage2"]:
         config = spec["config"]
-        assert "images" in config["data"] and config["data"]["encoder"] == "efficientnet_lite0"
+        assert "images" in config["data"] and config["data"]["encoder"] == "simclr"
         assert config["projector"]["task_dim"] == config["data"]["task_dim"]
         assert config["model"]["vocab_size"] == config["data"]["palette_size"]
     assert all(s["config"]["init_from"] == "runs:/run/model" for s in stages["stage2"])
+
+
+@pytest.mark.parametrize("scale, sizes", [("smoke", (16, 1, 64, 0.5)), ("cpu", (32, 10, 256, 0.5))])
+def test_simclr_is_the_default_encoder_sized_by_the_scale_and_efficientnet_a_switch(scale, sizes):
+    run = parse_run(compose(["experiment=table2", f"scale={scale}"]))
+    data = run.data
+    assert data.encoder == "simclr"
+    assert (data.simclr_width, data.simclr_epochs, data.simclr_batch_size, data.simclr_temperature) == sizes
+    assert 4 * data.simclr_width >= data.task_dim  # t is the embedding, PCA-whitened to task_dim
+    switched = parse_run(compose(["experiment=table2", f"scale={scale}", "data.encoder=efficientnet_lite0"]))
+    assert switched.data.encoder == "efficientnet_lite0"
+    # the encoder's sizes are the ImageNet track's: SynthMNIST's data section never sees them
+    assert not hasattr(parse_run(compose([f"scale={scale}"])).data, "simclr_width")
+
+
+def test_a_simclr_build_trains_on_the_training_images_and_the_summary_names_it(cache):
+    config = dataclasses.replace(tiny_config(), encoder="simclr", simclr_width=4, simclr_epochs=2,
+                                 simclr_batch_size=32)
+    data = build_data(config, cache)
+    summary = data.summary
+    assert summary["encoder"] == "simclr" and summary["embedding_dim"] == 16
+    encoder = summary["encoder_config"]
+    assert (encoder["config"]["width"], encoder["config"]["epochs"], encoder["config"]["batch_size"]) == (4, 2, 32)
+    assert encoder["train"]["train_images"] == 160 and encoder["train"]["steps"] == 2 * (160 // 32)
+    directory = dataset_directory(config, cache)
+    assert len(list(directory.glob("simclr-*.safetensors"))) == 1
+    assert data.train_batch(0, 8).task.shape == (8, 12) and data.validation().task.shape == (32, 12)
+    # the validation embeddings are those of the SimCLR trained on the training images (loaded, not retrained)
+    from projectable_data.imagenet_tokens import simclr_encoder
+
+    encoder = simclr_encoder(config, data._train_set.images, directory, progress=False)
+    val_images = torch.from_numpy(np.ascontiguousarray(data._val_set.images))
+    np.testing.assert_allclose(np.asarray(data._raw_val.embeddings), encoder(val_images).numpy(), rtol=1e-5,
+                               atol=1e-5)
+    again = build_data(config, cache)
+    assert again.summary == summary and len(list(directory.glob("simclr-*.safetensors"))) == 1
 
 
 def test_table2_at_gpu_scale_needs_imagenet_files_and_plans_with_them():
@@ -209,6 +245,6 @@ def test_train_and_validation_subsets_hold_only_their_split(smoke, tmp_path):
 def test_train_on_the_standin_with_encoder_task_vectors(kind, smoke, tmp_path):
     cfg = smoke("experiment=table2", *TINY, *kind, f"run_dir={tmp_path / 'run'}")
     metrics = train(cfg)
-    names = [k for k in metrics if k.endswith("/nats")]
+    names = [k for k in metrics if k.endswith("/nats_per_token")]
     assert names and all(0 < metrics[k] < torch.log(torch.tensor(16.0)).item() + 0.5 for k in names)
     assert (tmp_path / "run" / "final").is_dir() and (tmp_path / "run" / "samples").is_dir()

@@ -122,3 +122,27 @@ def test_corrupt_file_gives_clear_error(tmp_path):
     path.write_bytes(b"\x00\x01 not a safetensors file")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         GPT.load(path)
+
+
+def test_min_head_size_gives_fewer_larger_heads_at_small_widths_only():
+    config = GPTConfig(n_embd=128, n_head=4, n_layer=2, block_size=8, vocab_size=16, min_head_size=8)
+    assert [(config.scaled(s).n_head, config.scaled(s).head_size) for s in (0.5, 0.25, 0.125)] == [
+        (4, 16), (4, 8), (2, 8)]
+    assert GPTConfig(n_embd=128, n_head=4, n_layer=2, block_size=8, vocab_size=16).scaled(0.125).n_head == 4
+    with pytest.raises(ValueError, match="min_head_size must be an int >= 0"):
+        GPTConfig(min_head_size=-1)
+
+
+def test_a_generated_model_with_fewer_heads_equals_the_projected_forward():
+    from projectable import ProjectableGPT, ProjectorConfig
+
+    torch.manual_seed(0)
+    source = GPT(GPTConfig(n_embd=64, n_head=4, n_layer=2, block_size=16, vocab_size=16, min_head_size=8))
+    tokens, tasks = torch.randint(0, 16, (3, 16)), torch.rand(3, 18)
+    for route in ("materialize", "expand"):
+        model = ProjectableGPT(source, ProjectorConfig(task_dim=18, scales=(0.125,), route=route)).eval()
+        assert model.small_config(0.125).n_head == 1  # width 8: one head of 8 instead of four of 2
+        batched = model.sequence_nll(tokens, tasks, scale=0.125)
+        alone = torch.stack([model.generate(tasks[i], 0.125).sequence_nll(tokens[i : i + 1], None)[0]
+                             for i in range(3)])
+        torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)

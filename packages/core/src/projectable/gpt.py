@@ -80,9 +80,12 @@ class GPTConfig:
     mlp_ratio: int = 4  # MLP hidden = mlp_ratio * n_embd, GPT-2 layout
     dropout: float = 0.0  # paper trains with 0.1 (App. C.1); 0 keeps tests exact
     task_dim: int = 0  # 0: unconditional M_s (learned start token); >0: conditional M~_s, t -> first embedding
+    # 0: every width keeps n_head (the paper: head size shrinks with the width); >0: a scaled model whose heads
+    # would be smaller than this gets n_embd // min_head_size heads instead (at least 1; an ablation switch)
+    min_head_size: int = 0
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio", "task_dim"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio", "task_dim", "min_head_size"):
             value = getattr(self, name)
             if isinstance(value, numbers.Integral) and not isinstance(value, bool):
                 object.__setattr__(self, name, int(value))  # numpy integers; the config is saved as JSON
@@ -97,6 +100,8 @@ class GPTConfig:
             )
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.min_head_size, int) or isinstance(self.min_head_size, bool) or self.min_head_size < 0:
+            raise ValueError(f"GPTConfig.min_head_size must be an int >= 0 (0: keep the head count), got {self.min_head_size!r}")
         if not isinstance(self.task_dim, int) or isinstance(self.task_dim, bool) or self.task_dim < 0:
             raise ValueError(f"GPTConfig.task_dim must be an int >= 0 (0 = unconditional), got {self.task_dim!r}")
 
@@ -118,11 +123,16 @@ class GPTConfig:
         return {"qkv": (3 * C, C), "attn_out": (C, C), "fc": (M, C), "mlp_down": (C, M)}
 
     def scaled(self, scale: float) -> GPTConfig:
-        """The same architecture at width ``scale * n_embd`` (M_s, Sec. 2); heads and depth unchanged."""
+        """The same architecture at width ``scale * n_embd`` (M_s, Sec. 2); depth unchanged, heads unchanged
+        unless ``min_head_size`` asks for fewer, larger heads at small widths."""
         from projectable.validation import as_scale, check_scale
 
         check_scale(scale, self)
-        return replace(self, n_embd=round(self.n_embd * as_scale(scale)))
+        width = round(self.n_embd * as_scale(scale))
+        heads = self.n_head
+        if self.min_head_size and width // heads < self.min_head_size:
+            heads = max(1, width // self.min_head_size)
+        return replace(self, n_embd=width, n_head=heads)
 
     @classmethod
     def paper(cls, scale: float = 1.0, **overrides) -> GPTConfig:

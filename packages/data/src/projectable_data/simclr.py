@@ -60,7 +60,7 @@ class SimCLRConfig:
     # 2 halves the side before the first stage: measured ~2x cheaper on 32 px (the CIFAR nets use 1)
     stem_stride: int = 2
     projection_dim: int = 64  # output of the projection head, where the loss is taken
-    epochs: int = 20  # passes over the training images
+    epochs: int = 10  # passes over the training images
     batch_size: int = 256  # images per step (2x views); more negatives per anchor
     lr: float = 2e-3  # AdamW peak learning rate (linear warm-up over 10% of the steps, then cosine to 0)
     weight_decay: float = 1e-4

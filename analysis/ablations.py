@@ -1,0 +1,51 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Ablations at s = 1/8: what the gap P_1/8 - M~_1/8 depends on
+#
+# Reads the newest finished ablation sweep of one scale and the Table 1 sweep it started from, judges each
+# declared change by its effect on P_1/8 - M~_1/8 (`experiments/reporting/ablations.py`), and writes
+# `reports/<scale>/ablations.{md,csv,png}`. Executed headless by `nox -s reproduce_ablations` and
+# `nox -s reports`; parameters: `PROJECTABLE_REPORT_SCALE`, `_TRACKING_URI`, `_EXPERIMENT`, `_REPORTS`, `_CACHE`.
+
+# %%
+from experiments import telemetry
+
+telemetry.apply()  # before MLflow is imported
+
+from IPython.display import Image, Markdown, display
+
+from experiments.reporting import ablations, toolkit
+from experiments.tracking.sweeps import attach_per_image, load_trials
+
+params = toolkit.notebook_params()
+
+# %% [markdown]
+# ## The ablation runs and Table 1's reference cells
+
+# %%
+sweep_run, trials = toolkit.sweep_and_trials(params, "ablations", per_image=True)
+source_sweep = sweep_run.data.tags["source_sweep"]
+reference = attach_per_image(load_trials(params.tracking_uri, params.experiment, source_sweep), params.tracking_uri)
+cells = ablations.ablation_cells(trials, reference[reference.cell.isin(["P8", "Mc8m"])])
+verdicts = ablations.ablation_verdicts(cells)
+ablations.results_frame(cells, verdicts)
+
+# %% [markdown]
+# ## Report files
+
+# %%
+prov = toolkit.provenance(sweep_run, trials)
+files = ablations.write_report(params.out_dir, cells, verdicts, prov, source_sweep)
+display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))

@@ -1,0 +1,100 @@
+"""The s = 1/8 ablation (``experiment=ablations``): each declared change's effect on the gap P_1/8 - M~_1/8
+against the new Table 1's cells, with its t-bound (``claims.gap_grows``: the change narrows the gap when
+(M~_X - P_X) - (M~_ref - P_ref) exceeds t(0.975, df) x SE); ``reports/<scale>/ablations.{md,csv,png}``."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from experiments.reporting import toolkit
+from experiments.reporting.claims import Cell, Verdict, gap_grows
+from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_cell, md_table, section
+
+WIDTH, LEGACY = 0.125, "P1_8"
+# change -> (its P_1/8 cell, its M~_1/8 cell; None: the reference's), and what it changes
+CHANGES = {
+    "heads": ("P8_heads", "Mc8m_heads", "2 heads of 8 instead of 4 heads of 4 (model.min_head_size=8), M~_1/8 too"),
+    "rank": ("P8_r32", None, "projector rank 32 instead of 8"),
+    "parts": ("P8_derived", None, "small model's parts derived from the source (small_parts=derived)"),
+    "longer": ("P8_long", "Mc8m_long", "stage 2 three times longer, the matched M~_1/8 continued as long"),
+}
+
+
+def ablation_cells(trials: pd.DataFrame, reference: pd.DataFrame) -> dict[str, Cell]:
+    """Each ablation cell (this sweep) and the reference P8 and Mc8m (Table 1's sweep), seeds combined."""
+    legacy = {cell: "model" if cell.startswith("Mc") else LEGACY for cell in
+              ["P8", "Mc8m", *(c for pair in CHANGES.values() for c in pair[:2] if c)]}
+    sources = {cell: [(cell, WIDTH, name)] for cell, name in legacy.items()}
+    cells = toolkit.gather_cells(pd.concat([trials, reference], ignore_index=True), sources)
+    return {cell: value for (cell, _), value in cells.items()}
+
+
+def ablation_verdicts(cells: dict[str, Cell]) -> list[Verdict]:
+    reference = (cells.get("Mc8m"), cells.get("P8"))
+    out = []
+    for change, (p_cell, mc_cell, _) in CHANGES.items():
+        changed = (cells.get(mc_cell or "Mc8m"), cells.get(p_cell))
+        out.append(gap_grows("the change narrows P_1/8 - M~_1/8", change,
+                             changed if None not in changed else None, reference if None not in reference else None))
+    return out
+
+
+def results_frame(cells: dict[str, Cell], verdicts: list[Verdict]) -> pd.DataFrame:
+    rows = []
+    for (change, (p_cell, mc_cell, what)), v in zip(CHANGES.items(), verdicts):
+        p, mc = cells.get(p_cell), cells.get(mc_cell or "Mc8m")
+        rows.append({"change": change, "what": what, "P_1/8": getattr(p, "mean", math.nan),
+                     "M~_1/8": getattr(mc, "mean", math.nan), "gap change": -v.difference, "t x SE": v.two_se,
+                     "df": v.df, "runs": getattr(p, "seeds", 0), "narrows the gap": v.verdict})
+    return pd.DataFrame(rows)
+
+
+def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, source_sweep: str) -> str:
+    ref_p, ref_mc = cells.get("P8"), cells.get("Mc8m")
+    rows = []
+    for (change, (p_cell, mc_cell, what)), v in zip(CHANGES.items(), verdicts):
+        rows.append([change, what, fmt_cell(cells.get(p_cell)), fmt_cell(cells.get(mc_cell or "Mc8m")),
+                     "-" if math.isnan(v.difference) else f"{-v.difference:+.4f}",
+                     "-" if math.isnan(v.two_se) else f"{v.two_se:.4f}", v.verdict])
+    gap = "-" if None in (ref_p, ref_mc) else f"{ref_p.mean - ref_mc.mean:+.4f}"
+    lines = [
+        f"# Ablations at scale `{prov.scale}`: what P_1/8 - M~_1/8 depends on",
+        "",
+        f"Reference (Table 1 sweep `{source_sweep}`): P_1/8 {fmt_cell(ref_p)}, M~_1/8 (step-matched) "
+        f"{fmt_cell(ref_mc)}, gap P_1/8 - M~_1/8 = {gap} nats/token. Each change below, two seeds, starts from "
+        "the same stage-1 models (a change to M~_1/8 retrains it); the hypotheses were committed in "
+        "`experiments/conf/experiment/ablations.yaml` before the runs.",
+        "",
+        *md_table(["change", "what", "P_1/8", "M~_1/8", "change in the gap", "t x SE", "narrows the gap"], rows),
+        "",
+        *section("Rule", "A change narrows the gap when its decrease exceeds t(0.975, df) x SE of the difference "
+                 "of gaps (paired over the validation images, with each cell's seed term; "
+                 "`experiments/reporting/claims.py`). No result here becomes a default without a new selection "
+                 "study by the split study's rule."),
+        *toolkit.provenance_lines(prov, sources=source_sweep),
+    ]
+    return "\n".join(lines)
+
+
+def plot(frame: pd.DataFrame, path, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.errorbar(frame["gap change"], range(len(frame)), xerr=frame["t x SE"], fmt="o", capsize=3)
+    ax.axvline(0, color="0.6", linewidth=1)
+    ax.set_yticks(range(len(frame)), frame.change)
+    ax.set_xlabel("change in P_1/8 - M~_1/8 (nats/token; < 0 narrows it), ± t x SE")
+    return toolkit.save_figure(fig, title, path)
+
+
+def write_report(out_dir, cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance,
+                 source_sweep: str) -> ReportFiles:
+    frame = results_frame(cells, verdicts)
+    title = f"Ablations at s = 1/8, scale {prov.scale} (sweep {prov.sweep_id})"
+    return toolkit.write_report(out_dir, "ablations", markdown(cells, verdicts, prov, source_sweep), frame,
+                                lambda path: plot(frame, path, title))
