@@ -1,6 +1,7 @@
 """Sessions: `nox -s dev` (the environment), `nox` (tests), `nox -s tests slow core_alone`, `nox -s lint`,
 `nox -s reproduce_table1 -- scale=smoke`, `nox -s reproduce_table2|3|4`, `nox -s reproduce_figure3|4`,
 `nox -s reproduce_split_study`, `nox -s reproduce_ablations`, `nox -s reproduce_table1_long`,
+`nox -s reproduce_encoders`,
 `nox -s reports`, `nox -s mlflow_ui`.
 
 One environment, `.venv` in the repository, serves every session, the README's hand commands and the
@@ -209,6 +210,14 @@ def reproduce_table1_long(session: nox.Session) -> None:
     scale = next(o.split("=", 1)[1] for o in overrides if o.startswith("scale="))
     run(session, "python", "experiments/sweep.py", "experiment=table1", *overrides)
     run_notebook(session, "table1", scale, [o for o in overrides if not o.startswith("sweep.id=")])
+
+
+@nox.session(venv_backend="none")
+def reproduce_encoders(session: nox.Session) -> None:
+    """The ImageNet track's task-vector encoders compared by linear probes (SimCLR, EfficientNet-Lite0, an
+    untrained SimCLR): reports/<scale>/encoders.{md,csv}."""
+    overrides, _ = with_scale(session.posargs)
+    run(session, "python", "-m", "experiments.encoder_probe", *overrides)
 
 
 @nox.session(venv_backend="none")
