@@ -162,14 +162,14 @@ def reading(frame: pd.DataFrame, batch_size: int, simclr_log: dict | None) -> li
         verdict = "beyond" if abs(da) > 2 * se else "within"
         return f"{what}: {size} ({verdict} two standard errors, {2 * se * (100 if points else 1):.{1 if points else 3}f})"
 
-    lines.append("- " + compare("probe_accuracy", "simclr", "random_simclr",
-                                "Digit probe, trained SimCLR minus the same network untrained", True) + ".")
-    lines.append("- " + compare("probe_accuracy", "simclr", "efficientnet_lite0",
-                                "Digit probe, SimCLR minus EfficientNet-Lite0", True) + ".")
-    lines.append("- " + compare("spearman", "simclr", "random_simclr",
-                                "Distance correlation with the true t, trained minus untrained SimCLR", False) + ".")
-    lines.append("- " + compare("spearman", "simclr", "efficientnet_lite0",
-                                "Distance correlation with the true t, SimCLR minus EfficientNet-Lite0", False) + ".")
+    comparisons = [
+        ("probe_accuracy", "random_simclr", "Digit probe, trained SimCLR minus the same network untrained", True),
+        ("probe_accuracy", "efficientnet_lite0", "Digit probe, SimCLR minus EfficientNet-Lite0", True),
+        ("spearman", "random_simclr", "Distance correlation with the true t, trained minus untrained SimCLR", False),
+        ("spearman", "efficientnet_lite0", "Distance correlation with the true t, SimCLR minus EfficientNet-Lite0",
+         False),
+    ]
+    lines += ["- " + compare(metric, "simclr", other, what, points) + "." for metric, other, what, points in comparisons]
     best = row["spearman"].drop("pixels").idxmax()
     lines.append(f"- Of the three encoders, `{best}` embeds distances closest to the true t's "
                  f"(rho {row.loc[best, 'spearman']:.3f}); raw pixels give {row.loc['pixels', 'spearman']:.3f}.")

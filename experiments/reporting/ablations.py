@@ -79,12 +79,7 @@ def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, 
 
 
 def plot(frame: pd.DataFrame, path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = toolkit.new_figure((6, 3.5))
     ax.errorbar(frame["gap change"], range(len(frame)), xerr=frame["t x SE"], fmt="o", capsize=3)
     ax.axvline(0, color="0.6", linewidth=1)
     ax.set_yticks(range(len(frame)), frame.change)

@@ -98,12 +98,7 @@ def markdown(frame: pd.DataFrame, choice: Choice, prov: Provenance, total_steps:
 
 
 def plot(frame: pd.DataFrame, path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = toolkit.new_figure((5.5, 4))
     for s in WIDTHS:
         part = frame[frame.s == s]
         ax.errorbar(part.f, part.selection_nats, yerr=2 * part.selection_se, marker="o", capsize=3,

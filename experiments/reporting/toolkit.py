@@ -390,6 +390,16 @@ def runs_per_cell(trials: pd.DataFrame) -> list[str]:
 # Figures and files
 
 
+def new_figure(figsize: tuple[float, float]):
+    """(figure, axes) of one panel, drawn off-screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
+
+
 def save_figure(fig, title: str, path: str | Path) -> Path:
     """Title, tight layout, PNG at 120 dpi; the figure is closed."""
     import matplotlib.pyplot as plt
