@@ -153,6 +153,27 @@ def log_final(trainee, losses, metrics: dict[str, float], subsets, run: RunConfi
         log_models(trainee, folder, metrics, run.train.steps, example, register=run.tracking.register)
 
 
+def log_dataset(run: RunConfig, data) -> None:
+    """The run's data as an MLflow dataset input: its config and the tokenizer's hash (the palette's content
+    hash for SynthMNIST, the VQ-VAE's key for the ImageNet track), so runs on the same tokens share a digest."""
+    import dataclasses
+    import hashlib
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if hasattr(data, "palette"):
+        tokenizer = f"palette {data.palette.hash}"
+    else:
+        from experiments.run.image_tokens import vqvae_key
+
+        tokenizer = f"vqvae {vqvae_key(run.data)}"
+    config = json.dumps(dataclasses.asdict(run.data), sort_keys=True, default=str)
+    digest = hashlib.sha256(f"{config} {tokenizer}".encode()).hexdigest()[:16]
+    source = CodeDatasetSource({"config": config, "tokenizer": tokenizer})
+    mlflow.log_input(MetaDataset(source, name=type(run.data).__name__, digest=digest), context="training")
+
+
 def log_start(cfg: DictConfig, run: RunConfig, trainee, extra_artifacts: Mapping[str, Path]) -> None:
     tracking.log_params(effective_config(cfg))
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
@@ -250,6 +271,7 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
             if run.init_from is not None:
                 mlflow.set_tag("init_from", run.init_from)
             log_start(cfg, run, trainee, extra_artifacts or {})
+            log_dataset(run, data)
         metrics = fit(trainee, optimizer, data, run, start, run_id, hooks)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         failed = False

@@ -515,6 +515,16 @@ class ReportFiles(NamedTuple):
     png: Path | None = None
 
 
+def log_to_sweep(params: NotebookParams, sweep_run, files: ReportFiles, extra: Sequence[Path] = ()) -> None:
+    """Attach a report's files to the MLflow run of the sweep it reads (artifact folder ``reports/<scale>``)."""
+    from experiments.tracking.store import MlflowClient
+
+    client = MlflowClient(params.tracking_uri)
+    for path in [*files, *extra]:
+        if path is not None and Path(path).is_file():
+            client.log_artifact(sweep_run.info.run_id, str(path), f"reports/{params.scale}")
+
+
 def write_report(out_dir: str | Path, name: str, markdown: str, frame: pd.DataFrame | None = None,
                  figure: Callable[[Path], Path] | None = None) -> ReportFiles:
     """``<out_dir>/<name>.md``, ``.csv`` (floats to 5 decimals) from ``frame`` and ``.png`` from

@@ -94,6 +94,8 @@ def test_report_notebook_writes_table1_from_the_sweep(smoke_sweep, store, tmp_pa
     written_at = git_commit(project_root())
     assert f"(training); report written at `{written_at}`" in md
     assert (tmp_path / "reports" / "smoke" / "table1.png").stat().st_size > 10_000
+    logged = {a.path for a in MlflowClient(store.uri).list_artifacts(smoke_sweep[1].run_id, "reports/smoke")}
+    assert {"reports/smoke/table1.md", "reports/smoke/table1.csv", "reports/smoke/table1.png"} <= logged
     csv = (tmp_path / "reports" / "smoke" / "table1.csv").read_text()
     assert csv.count("\n") == 18  # header + 16 cells + control
 

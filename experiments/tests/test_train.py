@@ -301,3 +301,14 @@ def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smok
             / "projectable.safetensors").is_file()
     version = client.get_latest_versions("p-smoke")[0]  # the documented option registered P_1/4
     assert version.tags["model_role"] == "P_s" and version.run_id == run.info.run_id  # P_1/4 was registered
+
+
+def test_a_run_logs_its_data_as_an_mlflow_dataset_with_the_tokenizer_hash(smoke, store, tmp_path):
+    cfg = smoke("kind=unconditional", "train.steps=2", "eval.samples=0", f"run_dir={tmp_path / 'r'}")
+    train(cfg)
+    inputs = run_of(store, tmp_path / "r").inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.name == "SynthMNISTConfig"
+    again = smoke("kind=conditional", "train.steps=2", "eval.samples=0", f"run_dir={tmp_path / 'c'}")
+    train(again)  # the same data: the same digest
+    assert run_of(store, tmp_path / "c").inputs.dataset_inputs[0].dataset.digest == inputs[0].dataset.digest
+    assert "palette " in inputs[0].dataset.source  # the tokenizer named in the source (with the data config)
