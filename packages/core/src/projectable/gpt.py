@@ -2,7 +2,8 @@
 
 Written bottom-up. The dense operators of all layers are stored *stacked per kind* as ``(L, out, in)``
 tensors, so that the projector (``projector.py``) can map all layers of a kind with one tensor op
-(a per-tensor Python loop was measured ~20x slower on a GPU, see ENVIRONMENT.md). The transformer body
+(a per-tensor Python loop over the paper-size source's 290 tensors took ~55 ms forward+backward on an
+H200 against ~2.5 ms stacked). The transformer body
 is a function of "parts" (embeddings, norms, head) and a ``linear`` callable, so the very same code runs
 
 * a plain GPT (shared dense weights),
@@ -11,7 +12,7 @@ is a function of "parts" (embeddings, norms, head) and a ``linear`` callable, so
 
 Sequence convention: a sequence of ``T = block_size`` tokens ``x_0..x_{T-1}`` is modelled autoregressively;
 position 0 receives a start embedding (a learned vector for unconditional M_s, a linear map of the task
-vector for conditional M~_s, PAPER.md "Baselines") and predicts ``x_0``; position i receives ``x_{i-1}``.
+vector for conditional M~_s, the paper's conditional baseline) and predicts ``x_0``; position i receives ``x_{i-1}``.
 
 Letter legend for shape comments: B batch, T time, C width, H heads, D head size, L layers, V vocabulary.
 """
