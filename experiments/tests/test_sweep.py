@@ -147,3 +147,15 @@ def test_a_pinned_sweep_id_with_another_config_is_refused(smoke_sweep, store):
                        *store.overrides(runs="sweep_runs")])
     with pytest.raises(ConfigError, match=r"was started with another config.*train\.lr"):
         run_sweep(changed)
+
+
+def test_the_readmes_experiment_analysis_snippet_runs_on_the_sweep(smoke_sweep, store):
+    import re
+
+    readme = (project_root() / "README.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "ExperimentAnalysis" in block)
+    folder = store.root / "ray_results" / f"{smoke_sweep[1].sweep_id}-stage2"
+    namespace: dict = {}
+    exec(snippet.replace('"ray_results/<sweep id>-stage2"', repr(str(folder))), namespace)  # noqa: S102
+    grouped = namespace["frame"].groupby(["config/trial/kind", "config/trial/scales"])["val/all/s1/nats_per_token"]
+    assert set(grouped.mean().index) >= {("projected", "0.5"), ("projected", "0.5,0.25,0.125"), ("unconditional", "")}
