@@ -1,6 +1,7 @@
 """The command line, called in-process: generate, export-gpt2, sample, info, and its one-line errors."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +195,58 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     assert shown.returncode == 0 and shown.stdout == f"projectable {projectable.__version__}\n", shown.stderr
     failed = run("info", str(tmp_path / "missing"))
     assert failed.returncode == 2 and failed.stderr.startswith("projectable: error: no file"), failed.stderr
+
+
+def test_sample_png_and_an_export_that_renders_with_transformers_numpy_and_pillow_only(tmp_path):
+    """`projectable sample --png` writes an image grid; `export-gpt2 --palette` ships palette.json, and the
+    recipe in the model card (and the README) renders samples from the folder alone."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("transformers", reason="the GPT-2 export needs the hf extra")
+    Image = pytest.importorskip("PIL.Image", reason="PNG writing needs Pillow")
+    from projectable import GPT, GPTConfig
+    from projectable.cli import main
+    from projectable.hf import RENDER_RECIPE
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(vocab_size=8, block_size=16))
+    model.save(tmp_path / "m.safetensors")
+    centres = np.linspace(-1, 1, 24).reshape(8, 3)
+    (tmp_path / "palette.json").write_text(json.dumps(centres.tolist()))
+    main(["sample", str(tmp_path / "m.safetensors"), "--n", "4", "--out", str(tmp_path / "t.npy"),
+          "--png", str(tmp_path / "grid.png"), "--palette", str(tmp_path / "palette.json")])
+    tokens = np.load(tmp_path / "t.npy")
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (2 * 4 * 4, 2 * 4 * 4, 3)  # 2 x 2 images of 4 x 4, upscaled 4x
+    first = ((centres[tokens[0]] + 1) * 127.5).round().astype(np.uint8).reshape(4, 4, 3)
+    assert (grid[:16:4, :16:4] == first).all()  # the first sample's pixels are its tokens' colours
+
+    main(["export-gpt2", str(tmp_path / "m.safetensors"), str(tmp_path / "gpt2"),
+          "--palette", str(tmp_path / "palette.json")])
+    card = (tmp_path / "gpt2" / "README.md").read_text()
+    assert RENDER_RECIPE.splitlines()[0] in card and "palette.json" in card
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert RENDER_RECIPE.strip() in readme  # the README shows the same lines
+    script = RENDER_RECIPE.replace('"path/to/this/folder"', repr(str(tmp_path / "gpt2")))
+    script = script.replace('save("samples.png")', f'save({str(tmp_path / "samples.png")!r})')
+    exec(compile(script, "recipe", "exec"), {})  # noqa: S102
+    rendered = np.asarray(Image.open(tmp_path / "samples.png"))
+    assert rendered.shape == (4 * 4, 4 * 4 * 4, 3)
+
+
+def test_sample_png_refuses_a_palette_of_another_size(tmp_path):
+    import json
+
+    from projectable import GPT, GPTConfig
+    from projectable.cli import main
+
+    GPT(GPTConfig.tiny(vocab_size=8, block_size=16)).save(tmp_path / "m.safetensors")
+    (tmp_path / "p.json").write_text(json.dumps([[0, 0, 0]] * 5))
+    code = main(["sample", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "t.npy"),
+                 "--png", str(tmp_path / "g.png"), "--palette", str(tmp_path / "p.json")])
+    assert code == 2 and not (tmp_path / "t.npy").exists()  # refused before sampling
+    assert main(["sample", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "t.npy"),
+                 "--png", str(tmp_path / "g.png")]) == 2  # --png without a palette

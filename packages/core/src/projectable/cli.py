@@ -256,9 +256,12 @@ def cmd_export_gpt2(args) -> None:
         logging.disable_progress_bar()
     except ImportError:
         pass  # save_gpt2 raises the informative error
+    from projectable.render import PALETTE_FILE, load_palette, palette_json
+
     model = _load_gpt(args.model)
+    extra = {PALETTE_FILE: palette_json(load_palette(args.palette))} if args.palette else None
     out = check_output_folder(args.outdir, "outdir", args.overwrite)
-    _write_folder(out, lambda tmp: save_gpt2(model, tmp), ("config.json", "model.safetensors"))
+    _write_folder(out, lambda tmp: save_gpt2(model, tmp, extra_files=extra), ("config.json", "model.safetensors"))
     V = model.config.vocab_size
     print(f"wrote GPT-2 to {out}: vocabulary {V + 1} (token {V} starts every sequence), "
           f"{model.config.block_size} positions")
@@ -280,6 +283,16 @@ def cmd_sample(args) -> None:
     check_sampling(model.config, args.n, args.temperature, args.top_k, args.length)
     if task is not None:
         check_task(task, model.config.task_dim, batch=args.n)
+    palette = None
+    if args.png:
+        from projectable.render import load_palette, save_grid_png, tokens_to_images
+
+        if not args.palette:
+            raise ValueError("--png needs --palette (a palette.json beside an export, or the data cache's palette .npz)")
+        palette = load_palette(args.palette)
+        if len(palette) != model.config.vocab_size:
+            raise ValueError(f"--palette has {len(palette)} colours but the model has {model.config.vocab_size} tokens")
+        check_output_file(args.png, "--png", args.overwrite)
     check_output_file(args.out, "--out", args.overwrite)
     generator = torch.Generator().manual_seed(args.seed)
     tokens = sample(model, n=args.n, task=task, temperature=args.temperature, top_k=args.top_k,
@@ -294,6 +307,10 @@ def cmd_sample(args) -> None:
 
     _write_file(out, write)
     print(f"sampled tokens of shape {tuple(tokens.shape)} -> {out}")
+    if palette is not None:
+        images = tokens_to_images(tokens.numpy(), palette)
+        _write_file(Path(args.png), lambda tmp: save_grid_png(images, tmp))
+        print(f"image grid of {len(images)} samples -> {args.png}")
 
 
 def cmd_info(args) -> None:
@@ -351,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-gpt2", help="write a GPT file as a transformers GPT2LMHeadModel directory")
     p.add_argument("model", help="GPT.save file")
     p.add_argument("outdir", help="output directory (save_pretrained)")
+    p.add_argument("--palette", default=None, help="palette (.json or the data cache's .npz) saved beside as palette.json")
     add_overwrite(p)
     p.set_defaults(func=cmd_export_gpt2)
 
@@ -363,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=None, help="tokens per sequence (default: block_size)")
     add_task(p)
     p.add_argument("--out", required=True, help="output tokens, .npy or .pt, shape (n, length)")
+    p.add_argument("--png", default=None, help="also an image grid of the samples (needs --palette and Pillow)")
+    p.add_argument("--palette", default=None, help="palette.json or palette .npz that turns tokens into colours")
     add_overwrite(p)
     p.set_defaults(func=cmd_sample)
 

@@ -245,6 +245,8 @@ class ModelCard:
         if extra_files:
             shipped = ", ".join(f"`{name}`" for name in extra_files)
             lines += ["", f"Files shipped with the model for this: {shipped}."]
+        if "palette.json" in extra_files:
+            lines += ["", "With transformers, numpy and Pillow only:", "", "```python", *RENDER_RECIPE.splitlines(), "```"]
         lines += [
             "",
             "## Exactness",
@@ -256,6 +258,24 @@ class ModelCard:
             "",
         ]
         return "\n".join(lines)
+
+
+# Renders samples of an export that ships palette.json (the same lines stand in packages/core/README.md).
+RENDER_RECIPE = """\
+import json
+import numpy as np
+from PIL import Image
+from transformers import GPT2LMHeadModel
+
+folder = "path/to/this/folder"
+model = GPT2LMHeadModel.from_pretrained(folder)
+tokens = model.generate(num_return_sequences=4)[:, 1:].numpy()      # (4, T): drop the start token
+centres = np.asarray(json.load(open(f"{folder}/palette.json")))    # (K, 3) RGB in [-1, 1]
+side = int(len(tokens[0]) ** 0.5)
+pixels = ((centres[tokens] + 1) * 127.5).round().astype(np.uint8)  # (4, T, 3)
+row = np.concatenate(pixels.reshape(-1, side, side, 3), axis=1)    # the 4 images side by side
+Image.fromarray(row).resize((row.shape[1] * 4, side * 4), Image.NEAREST).save("samples.png")
+"""
 
 
 def _fraction(scale: float) -> str:
