@@ -9,6 +9,7 @@ resolved here, at the entry point; deep code receives the dataclass of its own s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -276,6 +277,7 @@ NOT_RESULTS = ("run_dir", "paths.", "tracking.", "sweep.", "cluster.", "data.mni
                "train.checkpoint_every")
 
 
+@functools.lru_cache(maxsize=1)
 def _section_defaults() -> dict[str, Any]:
     """Flattened dataclass defaults of every section ("train.lr" -> 2e-3): a key at its default counts as
     absent, so a key that a newer version adds (at its default) leaves the key of older configs unchanged."""
