@@ -325,10 +325,18 @@ def cmd_info(args) -> None:
     elif fmt == projected.FILE_FORMAT:
         source = config_from_metadata(meta, "source_config", args.file, lambda c: GPTConfig(**c))
         projector = config_from_metadata(meta, "projector_config", args.file, projector_config_from_dict)
-        print("ProjectableGPT checkpoint (source + projectors)")
+        if projector.reads_source:
+            print("ProjectableGPT checkpoint (source + projectors)")
+        else:
+            print("ProjectableGPT checkpoint (projectors with base weights of their own, no source)")
+        print(f"generator: {projector.generator}")
         print(f"source config: {meta['source_config']}")
         print(f"projector config: {meta['projector_config']}")
-        print(f"source parameters: {sum(n for k, n in sizes.items() if k.startswith('source.')):,}")
+        if projector.reads_source:
+            print(f"source parameters: {sum(n for k, n in sizes.items() if k.startswith('source.')):,}")
+        else:
+            print(f"source parameters: none (the {projector.generator} generator reads no source; its config "
+                  "sets the shapes)")
         for scale in projector.scales:
             key = f"1_{group_size(scale)}"
             own = sum(n for k, n in sizes.items() if k.startswith((f"generators.{key}.", f"small_parts.{key}.")))

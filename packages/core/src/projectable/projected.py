@@ -1,15 +1,21 @@
 """A source GPT with task-conditioned projectors to smaller widths, trained jointly (Eq. 2, Sec. 3.3).
 
-``ProjectableGPT`` holds the source M_1 and, per target scale s, a ``DiagonalGenerator`` (the MLPs producing
-p(t), q(t)) plus, by default, the small model's own embeddings, norms and head. A batch may carry one task
-vector per sequence, so one forward evaluates many generated models at once, without a loop over examples.
-``generate(t, s)`` returns a standalone ``GPT`` whose logits equal the projected forward for that t.
+``ProjectableGPT`` holds the source M_1 and, per target scale s, a weight generator (by default the projection's
+``DiagonalGenerator``, the MLPs producing p(t), q(t); ``ProjectorConfig.generator`` selects another of App. B,
+see ``projectable.generators``) plus, by default, the small model's own embeddings, norms and head. A batch
+may carry one task vector per sequence, so one forward evaluates many generated models at once, without a loop
+over examples. ``generate(t, s)`` returns a standalone ``GPT`` whose logits equal the projected forward for t.
+
+Generators that read no source (``low_rank``, ``linear``: ``reads_source`` is False) keep only the source's
+config, which sets the shapes: there is no source module, no source parameters for an optimizer, no source
+term in ``loss``, and no ``source.*`` tensors in saved files. Their base weights and own parts start from a
+standalone GPT of the target width with ``load_base(scale, gpt)``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,101 +23,129 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from projectable.generators import ProjectionGenerator, generator_class
+from projectable.generators.base import small_config
 from projectable.gpt import (
-    DENSE_KINDS,
     GPT,
+    DenseStack,
     GPTConfig,
     GPTParts,
-    StackedLinears,
     embed,
     sequence_nll_from_logits,
     transformer_forward,
     upgrade_legacy_names,
 )
 from projectable.io import config_from_metadata, read_tensors, write_tensors
-from projectable.projector import (
-    DiagonalGenerator,
-    ExpandedLinears,
-    ProjectorConfig,
-    choose_route,
-    project_bias,
-    project_weight,
-    scale_key,
-    scale_name,
-)
+from projectable.projector import ProjectorConfig, scale_key, scale_name
 from projectable.validation import as_scale, check_scale, check_task, check_tokens
 
 FILE_FORMAT = "projectable.projectable_gpt"  # the metadata format tag of ProjectableGPT.save files
 
 
+# The small model's parameters besides the dense operators (the start vector is handled on its own).
+PART_NAMES = ("wte", "wpe", "ln1_w", "ln1_b", "ln2_w", "ln2_b", "lnf_w", "lnf_b", "head")
+
+
 class CoTrainLoss(NamedTuple):
-    """Eq. 2: ``total = sum_s projected[s] + w_src * source`` (each a mean nats/token)."""
+    """Eq. 2: ``total = sum_s projected[s] + w_src * source`` (each a mean nats/token). ``source`` is None
+    for a generator that reads no source: then ``total = sum_s projected[s]``."""
 
     total: torch.Tensor
-    source: torch.Tensor
+    source: torch.Tensor | None
     projected: dict[float, torch.Tensor]
 
 
-def _group_mean(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Average consecutive groups of k along the last (width) axis: (..., C) -> (..., C/k)."""
-    return rearrange(x, "... (c a) -> ... c a", a=k).mean(-1)
+# How the k source units standing for one small unit lie along a width axis (``WeightGenerator.unit_layout``):
+# "interleaved" c <-> c*k .. c*k+k-1 (the projection's groups), "blocked" c <-> a*C/k + c (the blocks').
+_GROUPS = {"interleaved": "... (c a) -> ... c a", "blocked": "... (a c) -> ... c a"}
 
 
-def _group_sum(x: torch.Tensor, k: int) -> torch.Tensor:
-    return rearrange(x, "... (c a) -> ... c a", a=k).sum(-1)
+def _group_mean(x: torch.Tensor, k: int, layout: str = "interleaved") -> torch.Tensor:
+    """Average the groups of k along the last (width) axis: (..., C) -> (..., C/k)."""
+    return rearrange(x, _GROUPS[layout], a=k).mean(-1)
+
+
+def _group_sum(x: torch.Tensor, k: int, layout: str = "interleaved") -> torch.Tensor:
+    return rearrange(x, _GROUPS[layout], a=k).sum(-1)
 
 
 class DerivedParts:
     """The small model's embeddings, norms and head as group averages of the live source's (``small_parts=
     'derived'``). Embeddings and norm parameters average the k source units of a group; the head sums them,
-    matching q = 1 on a residual stream whose units repeat k times. Gradients flow into the source."""
+    matching q = 1 on a residual stream whose units repeat k times. Gradients flow into the source. ``layout``
+    says which source units form a group (the generator's ``unit_layout``)."""
 
-    def __init__(self, source: GPTParts, config: GPTConfig, k: int):
+    def __init__(self, source: GPTParts, config: GPTConfig, k: int, layout: str = "interleaved"):
         self.config, self.training = config, source.training
-        self.wte, self.wpe = _group_mean(source.wte, k), _group_mean(source.wpe, k)
+        self.wte, self.wpe = _group_mean(source.wte, k, layout), _group_mean(source.wpe, k, layout)
         if source.config.conditional:  # the generated model is unconditional: start from the map's bias
-            self._start = _group_mean(source.task_proj.bias, k)
+            self._start = _group_mean(source.task_proj.bias, k, layout)
         else:
-            self._start = _group_mean(source.start, k)
+            self._start = _group_mean(source.start, k, layout)
         for name in ("ln1_w", "ln1_b", "ln2_w", "ln2_b", "lnf_w", "lnf_b"):
-            setattr(self, name, _group_mean(getattr(source, name), k))
-        self.head = _group_sum(source.head, k)
+            setattr(self, name, _group_mean(getattr(source, name), k, layout))
+        self.head = _group_sum(source.head, k, layout)
 
     def start_embedding(self, batch: int, task: torch.Tensor | None) -> torch.Tensor:
         return self._start.expand(batch, 1, -1)
 
 
-class ProjectableGPT(nn.Module):
-    """Source M_1 + projectors P_s for every s in ``config.scales`` (one scale: P_s; several: P~)."""
+@torch.no_grad()
+def copy_parts(target: GPTParts, parts: GPTParts | DerivedParts) -> None:
+    """Copy embeddings, start vector, norms and head of ``parts`` into ``target`` (same width)."""
+    for name in PART_NAMES:
+        getattr(target, name).copy_(getattr(parts, name))
+    target.start.copy_(parts.start if isinstance(parts, GPTParts) else parts._start)
 
-    def __init__(self, source: GPT, config: ProjectorConfig):
+
+class ProjectableGPT(nn.Module):
+    """Source M_1 + projectors P_s for every s in ``config.scales`` (one scale: P_s; several: P~).
+
+    ``source`` is the source GPT, or only its config: a generator that reads the source gets a fresh
+    ``GPT(source)`` from a config; one that reads none (``low_rank``, ``linear``) keeps the config alone, for
+    shapes, also when given a GPT.
+    """
+
+    def __init__(self, source: GPT | GPTConfig, config: ProjectorConfig):
         super().__init__()
-        if source.config.conditional and source.config.task_dim != config.task_dim:
+        if not isinstance(source, (GPT, GPTConfig)):
+            raise ValueError(f"source must be a GPT or a GPTConfig, got {type(source).__name__}")
+        source_config = source if isinstance(source, GPTConfig) else source.config
+        generator = generator_class(config.generator)
+        for scale in config.scales:  # every scale and size knob is checked before anything is built
+            generator.check(source_config, config, scale)
+        if config.reads_source and source_config.conditional and source_config.task_dim != config.task_dim:
             raise ValueError(
-                f"the source is conditional on task_dim={source.config.task_dim} but the projector expects "
+                f"the source is conditional on task_dim={source_config.task_dim} but the projector expects "
                 f"task_dim={config.task_dim}; build both for the same task vectors"
             )
-        self.source = source
+        self.source_config = source_config
+        if config.reads_source:
+            self.source = source if isinstance(source, GPT) else GPT(source)
+        else:
+            self.source = None  # only the config: no source parameters, compute or optimizer state
         self.config = config
         self.generators = nn.ModuleDict()
         self.small_parts = nn.ModuleDict()
         for scale in config.scales:
-            k = check_scale(scale, source.config)
-            self.generators[scale_key(scale)] = DiagonalGenerator(source.config, config, scale)
+            k = check_scale(scale, source_config)
+            self.generators[scale_key(scale)] = generator(source_config, config, scale)
             if config.small_parts == "own":
                 parts = GPTParts(self.small_config(scale))
-                with torch.no_grad():  # start as the group average of the source's parts
-                    derived = DerivedParts(source.parts, parts.config, k)
-                    for name in ("wte", "wpe", "ln1_w", "ln1_b", "ln2_w", "ln2_b", "lnf_w", "lnf_b", "head"):
-                        getattr(parts, name).copy_(getattr(derived, name))
-                    parts.start.copy_(derived._start)
+                if config.reads_source:  # start as the group average of the source's parts
+                    copy_parts(parts, DerivedParts(self.source.parts, parts.config, k, generator.unit_layout))
                 self.small_parts[scale_key(scale)] = parts
 
     # ---------------------------------------------------------------------------------------------
 
+    @property
+    def reads_source(self) -> bool:
+        """Whether the generator reads the source (then it is co-trained and ``loss`` has a source term)."""
+        return self.config.reads_source
+
     def small_config(self, scale: float) -> GPTConfig:
-        """Config of the generated model: the source's at width scale*d, unconditional (t acts via P, Q)."""
-        return replace(self.source.config.scaled(scale), task_dim=0)
+        """Config of the generated model: the source's at width scale*d, unconditional (t acts via the generator)."""
+        return small_config(self.source_config, scale)
 
     def check_scale(self, scale: float) -> int:
         """Group size k of ``scale``; a scale without a projector here is an error naming the available ones."""
@@ -121,54 +155,55 @@ class ProjectableGPT(nn.Module):
                 f"no projector for scale={as_scale(scale):g}; the available scales are {available} "
                 f"(this model was built with scales={self.config.scales})"
             )
-        return check_scale(scale, self.source.config)
+        return check_scale(scale, self.source_config)
 
     @property
     def _reference(self) -> torch.Tensor:
         """A parameter whose dtype and device task vectors are converted to."""
-        return self.source.parts.wte
+        if self.source is not None:
+            return self.source.parts.wte
+        return next(self.generators.parameters())
+
+    @property
+    def _source_dense(self) -> DenseStack | None:
+        return None if self.source is None else self.source.dense
 
     def parts(self, scale: float) -> GPTParts | DerivedParts:
         k = self.check_scale(scale)
         if self.config.small_parts == "own":
             return self.small_parts[scale_key(scale)]
-        return DerivedParts(self.source.parts, self.small_config(scale), k)
+        layout = self.generators[scale_key(scale)].unit_layout
+        return DerivedParts(self.source.parts, self.small_config(scale), k, layout)
 
     def diagonals(self, tasks: torch.Tensor, scale: float):
-        """p(t), q(t) for every dense operator; tasks (B, t) or (t,) -> (B or 1, L, ...)."""
+        """p(t), q(t) for every dense operator; tasks (B, t) or (t,) -> (B or 1, L, ...). Projection only."""
         self.check_scale(scale)
-        tasks = check_task(tasks, self.config.task_dim, like=self._reference)
-        if tasks.dim() == 1:
-            tasks = tasks.unsqueeze(0)
-        return self.generators[scale_key(scale)](tasks)
+        if not isinstance(self.generators[scale_key(scale)], ProjectionGenerator):
+            raise ValueError(
+                f"diagonals p(t), q(t) belong to the projection; this model's generator is {self.config.generator!r} "
+                "(use projected_weights for the generated weights)"
+            )
+        return self.generators[scale_key(scale)](self._tasks(tasks))
+
+    def _tasks(self, tasks: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """Checked task vectors as (B or 1, t) in the model's dtype and device."""
+        tasks = check_task(tasks, self.config.task_dim, batch=batch, like=self._reference)
+        return tasks.unsqueeze(0) if tasks.dim() == 1 else tasks
 
     def projected_weights(self, tasks: torch.Tensor, scale: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per-task small dense weights: kind -> (W_s (B, L, o, i), b_s (B, L, o))."""
-        k = self.check_scale(scale)
-        diag = self.diagonals(tasks, scale)
-        out = {}
-        for kind in DENSE_KINDS:
-            w, b = self.source.dense.weights(kind)
-            out[kind] = (project_weight(w, diag.p[kind], diag.q[kind], k), project_bias(b, diag.p[kind], k))
-        return out
+        self.check_scale(scale)
+        return self.generators[scale_key(scale)].weights(self._tasks(tasks), self._source_dense)
 
     def projected_logits(self, tokens: torch.Tensor, tasks: torch.Tensor, scale: float,
                          route: str | None = None) -> torch.Tensor:
         """Logits of P_s(t) on ``tokens`` (B, T); ``tasks`` (B, t) one per sequence, or (t,) for all."""
-        k = self.check_scale(scale)
-        check_tokens(tokens, self.source.config)
-        tasks = check_task(tasks, self.config.task_dim, batch=tokens.shape[0], like=self._reference)
-        n_tasks = 1 if tasks.dim() == 1 else tasks.shape[0]
+        self.check_scale(scale)
+        check_tokens(tokens, self.source_config)
+        tasks = self._tasks(tasks, batch=tokens.shape[0])
         B, T = tokens.shape
-        route = choose_route(route or self.config.route, self.source.config, k, n_tasks, B, T)
-        if route == "materialize":
-            weights = self.projected_weights(tasks, scale)
-            if n_tasks == 1:  # one task for the whole batch: plain shared weights
-                weights = {kind: (w[0], b[0]) for kind, (w, b) in weights.items()}
-            linears = StackedLinears(weights)
-        else:
-            src = {kind: self.source.dense.weights(kind) for kind in DENSE_KINDS}
-            linears = ExpandedLinears(src, self.diagonals(tasks, scale), k)
+        generator = self.generators[scale_key(scale)]
+        linears = generator.linears(tasks, self._source_dense, route or self.config.route, B, T)
         parts = self.parts(scale)
         return transformer_forward(parts, linears, embed(parts, tokens, None))
 
@@ -177,7 +212,11 @@ class ProjectableGPT(nn.Module):
         return sequence_nll_from_logits(self.projected_logits(tokens, tasks, scale), tokens)
 
     def loss(self, tokens: torch.Tensor, tasks: torch.Tensor) -> CoTrainLoss:
-        """Eq. 2 on one batch: projected losses of every scale + w_src * loss of the source."""
+        """Eq. 2 on one batch: projected losses of every scale + w_src * loss of the source (no source term
+        when the generator reads no source)."""
+        if not self.reads_source:
+            projected = {s: self.sequence_nll(tokens, tasks, s).mean() for s in self.config.scales}
+            return CoTrainLoss(sum(projected.values()), None, projected)
         source_task = tasks if self.source.config.conditional else None
         source = self.source.loss(tokens, source_task)
         projected = {s: self.sequence_nll(tokens, tasks, s).mean() for s in self.config.scales}
@@ -196,20 +235,47 @@ class ProjectableGPT(nn.Module):
                 "call it once per task"
             )
         weights = self.projected_weights(task_vector, scale)
-        parts = self.parts(scale)
-        ref = self.source.parts.wte
+        ref = self._reference
         small = GPT(self.small_config(scale)).to(device=ref.device, dtype=ref.dtype)
-        for name in ("wte", "wpe", "ln1_w", "ln1_b", "ln2_w", "ln2_b", "lnf_w", "lnf_b", "head"):
-            getattr(small.parts, name).copy_(getattr(parts, name))
-        small.parts.start.copy_(parts.start if isinstance(parts, GPTParts) else parts._start)
+        copy_parts(small.parts, self.parts(scale))
         for kind, (w, b) in weights.items():
             small_w, small_b = small.dense.weights(kind)
             small_w.copy_(w[0])
             small_b.copy_(b[0])
         return small.eval()
 
+    @torch.no_grad()
+    def load_base(self, scale: float, gpt: GPT) -> None:
+        """Start a source-free generator at ``scale`` from a standalone unconditional GPT of the target width
+        (e.g. stage 1's trained M_s): its dense weights become the base, its embeddings, norms and head the
+        small model's own parts. The generator's t-dependent parameters are left as they are."""
+        self.check_scale(scale)
+        if self.reads_source:
+            raise ValueError(
+                f"load_base is for generators that read no source; the {self.config.generator!r} generator "
+                "derives its weights from the source, so load the source instead (ProjectableGPT(source, config))"
+            )
+        expected = self.small_config(scale)
+        if not isinstance(gpt, GPT):
+            raise ValueError(f"load_base takes a GPT of width {expected.n_embd}, got {type(gpt).__name__}")
+        if gpt.config.conditional:
+            raise ValueError(
+                f"load_base takes an unconditional GPT (the generated model's start is a learned vector), got one "
+                f"conditional on task_dim={gpt.config.task_dim}"
+            )
+        fields = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio")
+        theirs, ours = ({f: getattr(c, f) for f in fields} for c in (gpt.config, expected))
+        if theirs != ours:
+            raise ValueError(
+                f"load_base at scale {scale_name(scale)} needs a GPT with {ours}, got {theirs}; pass the M_s of "
+                "this source's width scale*d"
+            )
+        self.generators[scale_key(scale)].load_base(gpt.dense)
+        copy_parts(self.small_parts[scale_key(scale)], gpt.parts)
+
     def num_projector_params(self, scale: float) -> int:
-        """Projector size as the paper counts it: the diagonal MLPs plus the small model's own parameters."""
+        """Projector size as the paper counts it: the generator (the diagonal MLPs for the projection; with its
+        base weights for low_rank and linear) plus the small model's own parameters."""
         self.check_scale(scale)
         key = scale_key(scale)
         count = sum(p.numel() for p in self.generators[key].parameters())
@@ -220,9 +286,9 @@ class ProjectableGPT(nn.Module):
     # ---------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Everything (source and projectors) in one safetensors file with both configs as metadata."""
+        """Everything (source, if read, and projectors) in one safetensors file with both configs as metadata."""
         write_tensors(path, self.state_dict(), FILE_FORMAT,
-                      source_config=json.dumps(asdict(self.source.config)),
+                      source_config=json.dumps(asdict(self.source_config)),
                       projector_config=json.dumps(asdict(self.config)))
 
     @classmethod
@@ -233,13 +299,14 @@ class ProjectableGPT(nn.Module):
         )
         projector = config_from_metadata(meta, "projector_config", path, projector_config_from_dict)
         source = config_from_metadata(meta, "source_config", path, lambda c: GPTConfig(**c))
-        model = cls(GPT(source), projector)
+        model = cls(source, projector)
         load_state_strict(model, tensors, str(path))
         return model
 
 
 def projector_config_from_dict(config: dict) -> ProjectorConfig:
-    """The ProjectorConfig of a checkpoint's JSON metadata (scales come back as a list)."""
+    """The ProjectorConfig of a checkpoint's JSON metadata (scales come back as a list). A config saved before
+    generators could be chosen has no ``generator`` key and is the projection."""
     return ProjectorConfig(**{**config, "scales": tuple(config["scales"])})
 
 

@@ -27,21 +27,33 @@ from einops import rearrange, repeat
 from projectable.gpt import DENSE_KINDS, GPTConfig, rename_legacy_kinds
 from projectable.validation import check_scale, group_size
 
+# The ways to produce the small model's dense weights from t (App. B), each in ``projectable.generators``:
+# "projection" W_s = P(t) W_1 Q(t) (Sec. 2.2, this file), "blocks" a t-weighted sum of W_1's blocks (B.2),
+# "low_rank" own base weights + L(t) R(t) (Eq. 6), "linear" own base weights + S t in a subspace (Eq. 4).
+GENERATORS = ("projection", "blocks", "low_rank", "linear")
+# The generators whose delta needs a size of its own (``generator_rank``); the others are sized by ``rank``.
+RANKED_GENERATORS = ("low_rank", "linear")
+# The generators that never read the source: they hold base weights of their own and train no source.
+SOURCE_FREE_GENERATORS = ("low_rank", "linear")
+
 
 @dataclass(frozen=True)
 class ProjectorConfig:
     task_dim: int  # size of t: 18 for SynthMNIST, the embedding size for ImageNet
-    rank: int = 8  # r, hidden width of the diagonal MLPs; the paper uses 4..32, 8 in the main runs
+    rank: int = 8  # r, hidden width of the diagonal MLPs (of every generator's MLPs); the paper uses 4..32, 8
     scales: tuple[float, ...] = (0.5,)  # target width / source width, each 1/2^k; several = co-trained P~
     mlp: str = "per_operator"  # "per_operator": one MLP per dense operator (the paper's "set of MLPs"); "shared"
     small_parts: str = "own"  # "own": the small model has its own embeddings, norms, head (trained, not
     #                           conditioned on t; matches the paper's projector sizes); "derived": group
     #                           averages of the source's, recomputed from the live source every step
     source_weight: float = 1.0  # w_src in Eq. 2; 0 trains the projectors against a frozen-loss source
-    route: str = "auto"  # "materialize" per-example small weights, "expand" inputs by Q through W_1, or "auto"
+    route: str = "auto"  # "materialize" per-example small weights, "expand" inputs by Q through W_1 (other
+    #                      generators: their own route without per-example weights), or "auto"
+    generator: str = "projection"  # how W_s comes from t (GENERATORS); a config without it is the projection
+    generator_rank: int = 0  # rank of L(t) R(t) (low_rank) or subspace size (linear); 0 (unused) for the others
 
     def __post_init__(self):
-        for name in ("task_dim", "rank"):
+        for name in ("task_dim", "rank", "generator_rank"):
             value = getattr(self, name)
             if isinstance(value, numbers.Integral) and not isinstance(value, bool):
                 object.__setattr__(self, name, int(value))  # numpy integers; the config is saved as JSON
@@ -57,12 +69,43 @@ class ProjectorConfig:
         if len(set(self.scales)) != len(self.scales):
             raise ValueError(f"ProjectorConfig.scales has duplicates: {self.scales}")
         choices = {"mlp": ("per_operator", "shared"), "small_parts": ("own", "derived"),
-                   "route": ("auto", "materialize", "expand")}
+                   "route": ("auto", "materialize", "expand"), "generator": GENERATORS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ProjectorConfig.{name}={getattr(self, name)!r} is not one of {allowed}")
         if self.source_weight < 0:
             raise ValueError(f"ProjectorConfig.source_weight (w_src) must be >= 0, got {self.source_weight}")
+        self._check_generator()
+
+    def _check_generator(self):
+        rank, generator = self.generator_rank, self.generator
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+            raise ValueError(f"ProjectorConfig.generator_rank must be an int >= 0, got {rank!r}")
+        if generator in RANKED_GENERATORS and rank == 0:
+            raise ValueError(
+                f"ProjectorConfig.generator={generator!r} needs generator_rank >= 1 (the rank of its t-dependent "
+                "delta); pick one, e.g. with projectable.generators.match_budget"
+            )
+        if generator not in RANKED_GENERATORS and rank != 0:
+            raise ValueError(
+                f"ProjectorConfig.generator_rank={rank} applies to {' and '.join(RANKED_GENERATORS)} only; the "
+                f"{generator!r} generator is sized by rank, so leave generator_rank at 0"
+            )
+        if generator == "linear" and self.mlp != "per_operator":
+            raise ValueError(
+                f"ProjectorConfig.mlp={self.mlp!r} has no meaning for the linear generator (it has no MLP); "
+                "leave mlp at 'per_operator'"
+            )
+        if generator in SOURCE_FREE_GENERATORS and self.small_parts != "own":
+            raise ValueError(
+                f"ProjectorConfig.small_parts={self.small_parts!r} needs a source, which the {generator!r} "
+                "generator does not read; use small_parts='own'"
+            )
+
+    @property
+    def reads_source(self) -> bool:
+        """Whether the generator reads the source's weights (then the source is co-trained, Eq. 2)."""
+        return self.generator not in SOURCE_FREE_GENERATORS
 
 
 def scale_key(scale: float) -> str:
@@ -200,6 +243,7 @@ def identity_diagonals(source: GPTConfig, batch: int = 1) -> Diagonals:
 
 __all__ = [
     "DENSE_KINDS",
+    "GENERATORS",
     "Diagonals",
     "DiagonalGenerator",
     "ExpandedLinears",
