@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from experiments import telemetry
 from experiments.config import project_root
@@ -85,6 +86,21 @@ def search_runs(url: str, experiment_ids: list[str], filter_string: str = "") ->
         return json.loads(response.read()).get("runs", [])
 
 
+def chart_url(url: str, experiment_id: str, metric: str = "val/all/s1_4/nats_per_token",
+              sweep_id: str | None = None) -> str:
+    """The runs page in chart view holding every run that logged ``metric`` (e.g. M_1/4, M~_1/4 and P_1/4 for
+    ``val/all/s1_4/nats_per_token``), optionally of one sweep, as top-level rows sorted by it.
+
+    The sort is what keeps the trials flat: sorted by start time (the default) the UI also fetches each
+    matching trial's parent run, the sweep's, and folds the trials under it, collapsed and so not charted.
+    """
+    key = f"metrics.`{metric}`"
+    search = f"{key} > 0" + (f" and tags.sweep_id = '{sweep_id}'" if sweep_id else "")
+    query = {"searchFilter": search, "orderByKey": key, "orderByAsc": "true", "compareRunsMode": "CHART",
+             "workflowType": "machine_learning"}  # the classic runs view, not the GenAI one
+    return f"{url}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
+
+
 def main(argv: list[str] | None = None) -> None:
     telemetry.apply()
     root = project_root()
@@ -93,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifacts", default=str(root / "mlartifacts"))
     parser.add_argument("--experiment", default="projectable")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--chart", default="val/all/s1_4/nats_per_token",
+                        help="the metric whose runs the printed chart link compares")
     args = parser.parse_args(argv)
     process = start_server(args.backend_store_uri, args.artifacts, args.port)
 
@@ -107,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         found = MlflowClient(args.backend_store_uri).get_experiment_by_name(args.experiment)
         runs = f"{url}/#/experiments/{found.experiment_id}/runs" if found else f"{url}/#/experiments"
         print(f"MLflow UI: {runs} (experiment {args.experiment}); Ctrl-C or SIGTERM stops it", flush=True)
+        if found:
+            print(f"{args.chart} of every model on one chart (type it in 'Search metric charts'): "
+                  f"{chart_url(url, found.experiment_id, args.chart)}", flush=True)
         process.wait()
     except KeyboardInterrupt:
         pass

@@ -31,3 +31,36 @@ def test_sigterm_stops_the_server_it_started(tmp_path):
         raise AssertionError("the server still answers after SIGTERM")
     except OSError:
         pass
+
+
+def test_chart_url_lists_one_widths_runs_of_a_sweep_flat_sorted_by_the_loss(tmp_path):
+    """The chart link's search selects the trials that logged the metric (never their sweep's parent run), and
+    sorts by the metric: sorted by start time the UI would fetch the parent and fold the trials under it."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from mlflow.tracking import MlflowClient
+
+    from experiments.tracking.ui import chart_url
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp_id = client.create_experiment("projectable", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(exp_id, run_name="sweep s", tags={"role": "sweep", "sweep_id": "s"}).info.run_id
+    losses = {"M4-seed0": 2.8, "Mc4-seed0": 2.7, "P4-seed0": 2.6, "M2-seed0": None}
+    for name, loss in losses.items():
+        run = client.create_run(exp_id, run_name=name, tags={"sweep_id": "s", "mlflow.parentRunId": parent})
+        if loss is not None:
+            client.log_metric(run.info.run_id, "val/all/s1_4/nats_per_token", loss, step=10)
+    other = client.create_run(exp_id, run_name="M4-other-sweep", tags={"sweep_id": "t"}).info.run_id
+    client.log_metric(other, "val/all/s1_4/nats_per_token", 2.5)
+
+    for sweep, expected in ((None, ["M4-other-sweep", "P4-seed0", "Mc4-seed0", "M4-seed0"]),
+                            ("s", ["P4-seed0", "Mc4-seed0", "M4-seed0"])):
+        url = chart_url("http://127.0.0.1:5000", exp_id, "val/all/s1_4/nats_per_token", sweep_id=sweep)
+        route = urlsplit(url).fragment
+        assert route.startswith(f"/experiments/{exp_id}/runs?")
+        query = {k: v[0] for k, v in parse_qs(route.split("?", 1)[1]).items()}
+        assert query["compareRunsMode"] == "CHART" and query["workflowType"] == "machine_learning"
+        assert query["orderByKey"] != "attributes.start_time"  # the sort under which the UI folds trials
+        order = f"{query['orderByKey']} {'ASC' if query['orderByAsc'] == 'true' else 'DESC'}"
+        found = client.search_runs([exp_id], query["searchFilter"], order_by=[order])
+        assert [r.info.run_name for r in found] == expected

@@ -1,8 +1,9 @@
 """Command line for what users do without writing code (console script ``projectable``):
 
     projectable generate --checkpoint projectable.safetensors --task "0.1,0.2,..." --scale 1/8 --out small.safetensors
-    projectable export-gpt2 small.safetensors gpt2_dir/
+    projectable export-gpt2 small.safetensors gpt2_dir/ [--palette palette.json | --decoder vqvae.safetensors]
     projectable sample small.safetensors --n 16 --temperature 1 --top-k 40 --seed 0 --out tokens.npy
+    projectable sample small.safetensors --out tokens.npy --png grid.png --decoder gpt2_dir/
     projectable info small.safetensors
     projectable --version                  (also: python -m projectable ...)
 
@@ -258,13 +259,21 @@ def cmd_export_gpt2(args) -> None:
         pass  # save_gpt2 raises the informative error
     from projectable.render import PALETTE_FILE, load_palette, palette_json
 
+    if args.palette and args.decoder:
+        raise ValueError("give --palette (palette tokens) or --decoder (VQ-VAE tokens), not both")
     model = _load_gpt(args.model)
-    extra = {PALETTE_FILE: palette_json(load_palette(args.palette))} if args.palette else None
+    extra = {PALETTE_FILE: palette_json(load_palette(args.palette))} if args.palette else {}
+    if args.decoder:
+        from projectable.vqvae_render import VQVAE_FILE, export_files, load_decoder
+
+        decoder = load_decoder(args.decoder)
+        extra = export_files(decoder, model.config)  # refuses a decoder that does not fit the model
     out = check_output_folder(args.outdir, "outdir", args.overwrite)
-    _write_folder(out, lambda tmp: save_gpt2(model, tmp, extra_files=extra), ("config.json", "model.safetensors"))
+    _write_folder(out, lambda tmp: save_gpt2(model, tmp, extra_files=extra),
+                  ("config.json", "model.safetensors", *extra))
     V = model.config.vocab_size
     print(f"wrote GPT-2 to {out}: vocabulary {V + 1} (token {V} starts every sequence), "
-          f"{model.config.block_size} positions")
+          f"{model.config.block_size} positions" + (f", its VQ-VAE decoder in {VQVAE_FILE}" if args.decoder else ""))
 
 
 def cmd_sample(args) -> None:
@@ -283,15 +292,9 @@ def cmd_sample(args) -> None:
     check_sampling(model.config, args.n, args.temperature, args.top_k, args.length)
     if task is not None:
         check_task(task, model.config.task_dim, batch=args.n)
-    palette = None
+    render = None
     if args.png:
-        from projectable.render import load_palette, save_grid_png, tokens_to_images
-
-        if not args.palette:
-            raise ValueError("--png needs --palette (a palette.json beside an export, or the data cache's palette .npz)")
-        palette = load_palette(args.palette)
-        if len(palette) != model.config.vocab_size:
-            raise ValueError(f"--palette has {len(palette)} colours but the model has {model.config.vocab_size} tokens")
+        render = _png_renderer(args, model.config)
         check_output_file(args.png, "--png", args.overwrite)
     check_output_file(args.out, "--out", args.overwrite)
     generator = torch.Generator().manual_seed(args.seed)
@@ -307,10 +310,37 @@ def cmd_sample(args) -> None:
 
     _write_file(out, write)
     print(f"sampled tokens of shape {tuple(tokens.shape)} -> {out}")
-    if palette is not None:
-        images = tokens_to_images(tokens.numpy(), palette)
-        _write_file(Path(args.png), lambda tmp: save_grid_png(images, tmp))
+    if render is not None:
+        from projectable.render import save_grid_png
+
+        images, upscale = render(tokens.numpy())
+        _write_file(Path(args.png), lambda tmp: save_grid_png(images, tmp, upscale=upscale))
         print(f"image grid of {len(images)} samples -> {args.png}")
+
+
+def _png_renderer(args, config: GPTConfig):
+    """tokens (N, T) -> ((N, H, W, 3) uint8 images, grid upscale), from --palette or --decoder; checked
+    against the model before any sampling."""
+    if bool(args.palette) == bool(args.decoder):
+        raise ValueError(
+            "--png needs one of --palette (palette tokens: a palette.json beside an export, or the data cache's "
+            "palette .npz) or --decoder (VQ-VAE tokens: a VQ-VAE file or an export folder holding vqvae.safetensors)"
+        )
+    if args.palette:
+        from projectable.render import load_palette, tokens_to_images
+
+        palette = load_palette(args.palette)
+        if len(palette) != config.vocab_size:
+            raise ValueError(f"--palette has {len(palette)} colours but the model has {config.vocab_size} tokens")
+        return lambda tokens: (tokens_to_images(tokens, palette), 4)
+    from projectable.vqvae_render import decode_images, fit_grid, load_decoder
+
+    decoder = load_decoder(args.decoder)
+    grid = fit_grid(decoder, config)
+    if args.length is not None and args.length != grid[0] * grid[1]:
+        raise ValueError(f"--png decodes whole {grid[0]} x {grid[1]} token grids; drop --length {args.length}")
+    side = decoder.vqvae.cfg.downsampling * grid[0]
+    return lambda tokens: (decode_images(decoder, tokens, grid), max(1, 64 // side))  # at least 64 px an image
 
 
 def cmd_info(args) -> None:
@@ -377,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="GPT.save file")
     p.add_argument("outdir", help="output directory (save_pretrained)")
     p.add_argument("--palette", default=None, help="palette (.json or the data cache's .npz) saved beside as palette.json")
+    p.add_argument("--decoder", default=None,
+                   help="VQ-VAE file (projectable_vqvae) whose tokens the model learnt, saved beside as vqvae.safetensors")
     add_overwrite(p)
     p.set_defaults(func=cmd_export_gpt2)
 
@@ -389,8 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=None, help="tokens per sequence (default: block_size)")
     add_task(p)
     p.add_argument("--out", required=True, help="output tokens, .npy or .pt, shape (n, length)")
-    p.add_argument("--png", default=None, help="also an image grid of the samples (needs --palette and Pillow)")
+    p.add_argument("--png", default=None, help="also an image grid of the samples (needs --palette or --decoder, "
+                   "and Pillow)")
     p.add_argument("--palette", default=None, help="palette.json or palette .npz that turns tokens into colours")
+    p.add_argument("--decoder", default=None, help="VQ-VAE file, or an export folder holding vqvae.safetensors, that "
+                   "decodes tokens into images (needs projectable-vqvae)")
     add_overwrite(p)
     p.set_defaults(func=cmd_sample)
 

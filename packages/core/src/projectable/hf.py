@@ -247,6 +247,11 @@ class ModelCard:
             lines += ["", f"Files shipped with the model for this: {shipped}."]
         if "palette.json" in extra_files:
             lines += ["", "With transformers, numpy and Pillow only:", "", "```python", *RENDER_RECIPE.splitlines(), "```"]
+        if "vqvae.safetensors" in extra_files:
+            lines += ["", "`vqvae.safetensors` is the VQ-VAE the tokens come from (its decoder turns a token grid into "
+                      "an image; `vqvae.json` gives the grid and image shape). With `projectable_vqvae` (the "
+                      "repository's `packages/vqvae`), transformers and Pillow:", "", "```python",
+                      *VQVAE_RENDER_RECIPE.splitlines(), "```"]
         lines += [
             "",
             "## Exactness",
@@ -275,6 +280,25 @@ side = int(len(tokens[0]) ** 0.5)
 pixels = ((centres[tokens] + 1) * 127.5).round().astype(np.uint8)  # (4, T, 3)
 row = np.concatenate(pixels.reshape(-1, side, side, 3), axis=1)    # the 4 images side by side
 Image.fromarray(row).resize((row.shape[1] * 4, side * 4), Image.NEAREST).save("samples.png")
+"""
+
+
+# Renders samples of an export that ships its VQ-VAE (``projectable.vqvae_render``; also in packages/core/README.md).
+VQVAE_RENDER_RECIPE = """\
+import json
+import numpy as np
+from PIL import Image
+from projectable_vqvae import VQVAE
+from transformers import GPT2LMHeadModel
+
+folder = "path/to/this/folder"
+model = GPT2LMHeadModel.from_pretrained(folder)
+h, w = json.load(open(f"{folder}/vqvae.json"))["token_grid"]
+tokens = model.generate(num_return_sequences=4)[:, 1:]           # (4, h * w): drop the start token
+vqvae = VQVAE.load(f"{folder}/vqvae.safetensors")
+images = vqvae.decode(tokens.reshape(4, h, w))                    # (4, 3, H, W) in [-1, 1], raster order
+pixels = ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (4, H, W, 3)
+Image.fromarray(np.concatenate(list(pixels), axis=1)).save("samples.png")   # the 4 images side by side
 """
 
 
