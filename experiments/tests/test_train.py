@@ -269,6 +269,7 @@ def test_params_are_the_effective_config_only(smoke, store, tmp_path):
     assert "None" not in params.values()
 
 
+@pytest.mark.filterwarnings("error:Add type hints:UserWarning")  # our predict is typed: no warning on every run
 def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smoke, store, tmp_path):
     import mlflow
     import numpy as np

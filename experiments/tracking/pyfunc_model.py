@@ -23,7 +23,9 @@ class ProjectableModel(mlflow.pyfunc.PythonModel):
         path = context.artifacts["weights"]
         self.model = (ProjectableGPT if self.kind == "projected" and self.scale else GPT).load(path).eval()
 
-    def predict(self, context, model_input, params=None):
+    # The DataFrame hint tells MLflow the input is a frame (the logged signature validates its columns); without
+    # a hint MLflow warns on every load.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         tokens = torch.as_tensor(np.stack([np.asarray(t) for t in frame["tokens"]]), dtype=torch.long)  # (B, T)
         task = None
