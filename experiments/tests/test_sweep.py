@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,37 @@ def test_mlflow_ui_answers_runs_search_with_the_sweep(smoke_sweep, store):
     finally:
         ui.stop_server(server)
     assert server.poll() is not None
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return condition()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_mlflow_ui_stops_when_the_session_that_started_it_is_killed(tmp_path):
+    """``kill <nox pid>`` ends nox without passing SIGTERM on; the UI must still stop its server."""
+    port = free_port()
+    command = [sys.executable, "-m", "experiments.tracking.ui", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifacts", str(tmp_path / "art")]
+    session = subprocess.Popen([sys.executable, "-c", f"import subprocess, time; subprocess.Popen({command!r}); "
+                                "time.sleep(600)"], cwd=project_root(), start_new_session=True)
+    try:
+        assert wait_for(lambda: listening(port), 90), "the UI never started"
+        session.terminate()
+        session.wait(10)
+        assert wait_for(lambda: not listening(port), 30), "the server outlived its session"
+    finally:
+        session.kill()
 
 
 def test_tune_results_carry_each_trials_hyperparameters(smoke_sweep, store):

@@ -101,8 +101,28 @@ def chart_url(url: str, experiment_id: str, metric: str = "val/all/s1_4/nats_per
     return f"{url}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
+def stop_with_parent() -> None:
+    """On Linux, have the kernel send this process SIGTERM when its parent dies: ``kill <pid of nox -s
+    mlflow_ui>`` ends nox at once, without passing the signal on to the session's command."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     telemetry.apply()
+
+    def stop(signum, frame):  # SIGTERM (e.g. `kill` of the session) stops the server as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    parent = os.getppid()
+    stop_with_parent()
+    if os.getppid() != parent:  # the parent died before the kernel was told to signal us
+        return
     root = project_root()
     parser = argparse.ArgumentParser(description="Serve the MLflow UI of this repository on 127.0.0.1")
     parser.add_argument("--backend-store-uri", default=f"sqlite:///{root}/mlflow.db")
@@ -112,12 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chart", default="val/all/s1_4/nats_per_token",
                         help="the metric whose runs the printed chart link compares")
     args = parser.parse_args(argv)
-    process = start_server(args.backend_store_uri, args.artifacts, args.port)
-
-    def stop(signum, frame):  # SIGTERM (e.g. `kill` of the session) stops the server as Ctrl-C does
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    try:
+        process = start_server(args.backend_store_uri, args.artifacts, args.port)  # stops it if interrupted
+    except KeyboardInterrupt:
+        return
     url = f"http://127.0.0.1:{args.port}"
     try:
         from mlflow.tracking import MlflowClient
