@@ -168,7 +168,9 @@ def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str):
                 name=experiment_name,
                 storage_path=str(Path(sweep.storage).resolve()),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Tune snapshots the experiment state whenever a trial has checkpointed num_to_keep times since
+                # the last snapshot; with 1, every checkpoint forced one and short trials warned about it.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 verbose=sweep.verbose,
             ),
         )
