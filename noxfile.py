@@ -1,8 +1,7 @@
 """Sessions: `nox -s dev` (the environment), `nox` (tests), `nox -s tests slow core_alone`, `nox -s lint`,
 `nox -s reproduce_table1 -- scale=smoke`, `nox -s reproduce_table2|3|4`, `nox -s reproduce_figure3|4`,
-`nox -s reproduce_split_study`, `nox -s reproduce_ablations`, `nox -s reproduce_table1_long`,
-`nox -s reproduce_encoders`,
-`nox -s reports`, `nox -s mlflow_ui`.
+`nox -s reproduce_split_study`, `nox -s reproduce_ablations`, `nox -s reproduce_generators`,
+`nox -s reproduce_table1_long`, `nox -s reproduce_encoders`, `nox -s reports`, `nox -s mlflow_ui`.
 
 One environment, `.venv` in the repository, serves every session, the README's hand commands and the
 notebooks: the first session that needs it builds it (pip in a plain venv, never uv: uv ignores the local
@@ -198,6 +197,19 @@ def reproduce_ablations(session: nox.Session) -> None:
     overrides, scale = with_scale(session.posargs)
     run(session, "python", "experiments/sweep.py", "experiment=ablations", *overrides)
     run_notebook(session, "ablations", scale, overrides)
+
+
+@nox.session(venv_backend="none")
+def reproduce_generators(session: nox.Session) -> None:
+    """The weight generators of App. B side by side (conf/experiment/generators.yaml; needs a finished Table 1
+    sweep of the scale, whose stage-1 models its cells start from and whose P_s and baselines it reuses): the
+    sweep, then reports/<scale>/generators.{md,csv,png} and one sample grid per generator."""
+    overrides, scale = with_scale(session.posargs)
+    missing = missing_reports(session, ["table1"], notebook_env(scale, overrides))
+    if missing:  # the sweep would refuse too; say what to run first as the session's last line
+        session.error(f"generators needs Table 1's sweep first: {missing['table1'].removeprefix('table1: ')}")
+    run(session, "python", "experiments/sweep.py", "experiment=generators", *overrides)
+    run_notebook(session, "generators", scale, overrides)
 
 
 @nox.session(venv_backend="none")

@@ -79,3 +79,63 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds * 1e3:.0f}"
+
+
+def _proc_kib(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    raise OSError(field)
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return None
+
+
+def _mallopt(threshold: int) -> bool:
+    """glibc's M_MMAP_THRESHOLD: allocations above it get a mapping of their own, unmapped when freed."""
+    libc = _libc()
+    try:
+        return bool(libc.mallopt(-3, threshold))  # -3: M_MMAP_THRESHOLD
+    except AttributeError:  # not glibc
+        return False
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
+    """Bytes ``fn`` needed above what was allocated before it: the CUDA allocator's peak on a GPU; on a
+    Linux CPU the process's peak resident set (VmHWM, reset through /proc/self/clear_refs) above its
+    resident set before the call, after glibc has handed its freed pages back (``malloc_trim``) and with
+    every allocation above 128 KiB mapped on its own for the call, so that memory freed earlier and reused
+    during the call counts; NaN where neither works."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        return float(torch.cuda.max_memory_allocated(device) - before)
+    if not _mallopt(128 * 1024):
+        fn()
+        return float("nan")
+    try:
+        _libc().malloc_trim(0)  # hand freed heap pages back: reusing them during the call counts again
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # resets VmHWM to the current resident set
+        before = _proc_kib("VmRSS")
+        fn()
+        return 1024.0 * max(_proc_kib("VmHWM") - before, 0.0)
+    except OSError:
+        return float("nan")
+    finally:
+        _mallopt(32 * 2**20)  # glibc's largest dynamic threshold: large tensors stay mapped, small ones reused
+
+
+def mib(nbytes: float) -> str:
+    return "n/a" if nbytes != nbytes else f"{nbytes / 2**20:,.1f}"

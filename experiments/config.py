@@ -229,22 +229,48 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
         raise ConfigError(f"seed={cfg.seed} must be >= 0")
     if cfg.threads < 1:
         raise ConfigError(f"threads={cfg.threads} must be >= 1 (torch threads of this run)")
+    model = build_section(GPTConfig, cfg.model, "model")
+    projector = build_section(ProjectorConfig, cfg.projector, "projector")
+    init_from = None if cfg.init_from is None else str(cfg.init_from)
+    if cfg.kind == "projected":
+        check_generator(model, projector, width, init_from)
     return RunConfig(
         kind=str(cfg.kind),
         width=width,
         seed=int(cfg.seed),
         threads=int(cfg.threads),
         device=str(cfg.device),
-        init_from=None if cfg.init_from is None else str(cfg.init_from),
+        init_from=init_from,
         run_dir=str(Path(cfg.run_dir if cfg.run_dir is not None else default_run_dir(cfg)).resolve()),
         data=build_section(data_config_class(cfg.data), cfg.data, "data"),
-        model=build_section(GPTConfig, cfg.model, "model"),
-        projector=build_section(ProjectorConfig, cfg.projector, "projector"),
+        model=model,
+        projector=projector,
         train=build_section(TrainConfig, cfg.train, "train"),
         eval=EvalConfig.from_node(cfg.eval),
         paths=build_section(PathsConfig, cfg.paths, "paths"),
         tracking=build_section(TrackingConfig, cfg.tracking, "tracking"),
     )
+
+
+def check_generator(model: Any, projector: Any, width: float, init_from: str | None) -> None:
+    """A projected run's generator fits its source (width ``width`` of ``model``) at every scale: the scale
+    divides the source's widths (and, for ``blocks``, its head size), ``generator_rank`` fits the small model.
+    A source-free generator (low_rank, linear) started from saved weights starts from one M_s, so it has one
+    scale."""
+    from projectable.generators import generator_class
+
+    try:
+        source = model.scaled(width) if width != 1.0 else model
+        for scale in projector.scales:
+            generator_class(projector.generator).check(source, projector, scale)
+    except ValueError as err:
+        raise ConfigError(f"projector.generator={projector.generator!r} with width={width:g}: {err}") from err
+    if not projector.reads_source and init_from is not None and len(projector.scales) != 1:
+        raise ConfigError(
+            f"init_from={init_from} starts the {projector.generator!r} generator's base weights from one M_s, but "
+            f"projector.scales={list(projector.scales)} has {len(projector.scales)} scales; give one scale, or "
+            "leave init_from unset"
+        )
 
 
 def default_run_dir(cfg: DictConfig) -> str:
@@ -319,12 +345,16 @@ def effective_config(cfg: Any, sweep: bool = False) -> dict[str, str]:
     """The flattened keys of a run's config (with ``sweep``, of a sweep's: its experiment and budget too)
     that change its results (None values without a default left out). This is what "the same config" means
     everywhere: the params logged to MLflow, and through ``config_key`` and ``config_differences`` the run
-    directory's key, the refusal to resume another config's directory, the sweep id and Table 3's reuse."""
+    directory's key, the refusal to resume another config's directory, the sweep id and Table 3's reuse.
+    Only the config's own keys count: params a run's store holds besides them (MLflow logs a logged model's
+    ``model_config`` as run params, e.g. ``scale`` in runs made before it moved to an artifact) are left out."""
     flat = flatten(to_plain(cfg) if not isinstance(cfg, dict) else cfg)
     skipped = NOT_RESULTS + (() if sweep else tuple(f"{s}." for s in SWEEP_SECTIONS))
+    roots = {f.name for f in dataclasses.fields(RunConfig)} | (set(SWEEP_SECTIONS) if sweep else set())
     defaults = _section_defaults()
     return {key: value for key, value in flat.items()
-            if not key.startswith(skipped) and not (_canonical(value) == "null" and defaults.get(key) is None)}
+            if key.split(".", 1)[0] in roots and not key.startswith(skipped)
+            and not (_canonical(value) == "null" and defaults.get(key) is None)}
 
 
 def _identity(cfg: Any, sweep: bool) -> dict[str, str]:

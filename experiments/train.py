@@ -179,8 +179,13 @@ def log_start(cfg: DictConfig, run: RunConfig, trainee, extra_artifacts: Mapping
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
     counts = {"num_params/trained": sum(p.numel() for p in trainee.module.parameters() if p.requires_grad)}
     if run.kind == "projected":
+        from projectable.generators import generator_params
+
         for scale in run.projector.scales:
+            # all own parameters of P_s (generator, base weights, small parts), and the t-dependent ones alone
             counts[f"num_params/projector_{scale}"] = trainee.model.num_projector_params(scale)
+            own = generator_params(trainee.model.source_config, run.projector, scale)
+            counts[f"num_params/generator_task_{scale}"] = own.task
     mlflow.log_metrics({k: float(v) for k, v in counts.items()}, step=0)
     for name, path in extra_artifacts.items():
         if Path(path).exists():
@@ -263,6 +268,7 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
             **run.tracking.tags}
     if run.kind == "projected":
         tags["scales"] = ",".join(str(s) for s in run.projector.scales)
+        tags["generator"] = run.projector.generator
     run_id = tracking.start_run(run.tracking, run_dir, run_id, run.tracking.run_name or run_dir.name, tags)
     print(f"{'resuming' if start else 'starting'} {run_dir} at step {start}; {tracking.where(run.tracking, run_id)}")
     failed = True

@@ -4,12 +4,14 @@ An experiment is a list of stages; each stage is a grid of cells (what to train)
 may start its runs from the final weights of a cell of an earlier stage (Table 1: P_s, P~ and the control
 start from stage 1's M_1) or of another sweep's (``experiment.sources``: Table 3 starts from Table 1's
 stage-1 M_s and reuses the Table 1 cells it shares). ``plan_stage`` turns a stage into one ``TrialSpec``
-per cell and seed, each with its full resolved run config.
+per cell and seed, each with its full resolved run config; a cell naming a weight generator of App. B gets
+its size knob there (``size_generator``: own parameters matched to the projection's, ``experiment.match``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -58,10 +60,21 @@ class Cell:
     # 'matched_baseline': a baseline continued alone for this stage's steps so that it has taken as many
     # steps as the models it is compared with (kept with experiment.baselines=matched, dropped with stage1).
     role: str | None = None
+    # A weight generator of App. B (blocks, low_rank, linear) for this projected cell, its size knob chosen
+    # when the cell is planned so that its own parameters match the projection's (``size_generator``).
+    generator: str | None = None
 
     def __post_init__(self):
+        from projectable.projector import GENERATORS
+
         if self.role not in (None, "matched_baseline"):
             raise ValueError(f"role={self.role!r} must be null or 'matched_baseline'")
+        if self.generator is not None:
+            if self.generator not in GENERATORS:
+                raise ValueError(f"generator={self.generator!r} is not one of {GENERATORS}")
+            if self.kind != "projected" or self.scales is None or len(self.scales) != 1:
+                raise ValueError(f"generator={self.generator!r} sizes a projected cell of one scale; this cell has "
+                                 f"kind={self.kind!r}, scales={self.scales}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,76 @@ def trial_name(cell: str, seed: int) -> str:
     return f"{cell}-seed{seed}"
 
 
+# ------------------------------------------------------------------------------------------------
+# Generator cells: the size knob that matches the projection's parameters (``experiment.match``)
+
+MATCH_COUNTS = ("task", "total")  # the t-dependent parameters only, or every own parameter
+MATCHED_KEYS = ("generator", "generator_rank", "rank", "small_parts", "mlp")  # what match_budget sets
+
+
+class GeneratorBudget(NamedTuple):
+    """The size chosen for a generator cell and the parameter counts behind it (each run's ``match/*`` tags)."""
+
+    generator: str
+    count: str  # what was matched: "task" or "total" (``experiment.match``)
+    knob: str  # the ProjectorConfig field sized: "rank" (blocks) or "generator_rank" (low_rank, linear)
+    size: int
+    own_total: int  # every own parameter: t-dependent machinery, base weights, small parts (no source)
+    own_task: int  # the t-dependent ones alone
+    with_source: int  # own_total plus the co-trained source's parameters (own_total when it reads none)
+    source: int  # parameters of the run's source M_1 (co-trained by the projection and blocks only)
+    projection_rank: int  # the projection it was matched to: its rank r, and the same counts of it
+    projection_total: int
+    projection_task: int
+
+    def tags(self) -> dict[str, str]:
+        return {f"match/{key}": str(value) for key, value in self._asdict().items()}
+
+
+class SizedGenerator(NamedTuple):
+    config: Any  # the run's ProjectorConfig with the generator and its size set
+    budget: GeneratorBudget
+
+
+def size_generator(model: Any, projector: Any, width: float, generator: str, count: str) -> SizedGenerator:
+    """Size ``generator`` by ``projectable.generators.match_budget`` so that its own parameters (``count``:
+    all of them, or the t-dependent ones) match the projection configured by ``projector`` (its rank, MLP
+    layout and small parts) on the source of width ``width`` of ``model``, at the projector's one scale."""
+    import torch
+    from projectable import GPT
+    from projectable.generators import generator_params, match_budget
+
+    if count not in MATCH_COUNTS:
+        raise ConfigError(f"experiment.match={count!r} must be one of {', '.join(MATCH_COUNTS)}")
+    (scale,) = projector.scales
+    source = dataclasses.replace(model.scaled(width) if width != 1.0 else model, task_dim=0)
+    match = match_budget(source, projector, scale, generator, count)
+    projection = generator_params(source, dataclasses.replace(projector, generator="projection", generator_rank=0),
+                                  scale)
+    with torch.device("meta"):  # counted, never allocated (the paper's source is 76.7M)
+        source_params = sum(p.numel() for p in GPT(source).parameters())
+    read = source_params if match.config.reads_source else 0
+    budget = GeneratorBudget(generator, count, match.knob, match.size, match.params.total, match.params.task,
+                             match.params.total + read, source_params, projector.rank, projection.total,
+                             projection.task)
+    return SizedGenerator(match.config, budget)
+
+
+def sized_cell(run_cfg: DictConfig, cell_name: str, cell: Cell, count: str) -> GeneratorBudget:
+    """Set a generator cell's projector keys in ``run_cfg`` to the size ``size_generator`` picks."""
+    from projectable import GPTConfig, ProjectorConfig
+
+    model = build_section(GPTConfig, run_cfg.model, "model")
+    projector = build_section(ProjectorConfig, run_cfg.projector, "projector")
+    try:
+        sized = size_generator(model, projector, float(run_cfg.width), cell.generator, count)
+    except ValueError as err:
+        raise ConfigError(f"cell {cell_name}: cannot size generator {cell.generator!r}: {err}") from err
+    for key in MATCHED_KEYS:
+        OmegaConf.update(run_cfg, f"projector.{key}", getattr(sized.config, key), merge=False)
+    return sized.budget
+
+
 def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, parent_run_id: str | None,
                init_uris: Mapping[str, list[str]]) -> list[TrialSpec]:
     """One TrialSpec per cell and seed, each with its full resolved run config."""
@@ -160,6 +243,9 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
                     OmegaConf.update(run_cfg, key, value, merge=False)
                 except Exception as err:
                     raise ConfigError(f"cell {cell_name}: cannot set {key}={value!r}: {err}") from err
+            budget = None
+            if cell.generator is not None:  # after the overrides: a cell's projector.rank is its reference
+                budget = sized_cell(run_cfg, cell_name, cell, str(cfg.experiment.get("match", "task")))
             tags = {
                 "role": cell_role(cell, stage),
                 "sweep_id": sweep_id,
@@ -171,6 +257,8 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
             }
             if source is not None:
                 tags["init_cell"] = source
+            if budget is not None:
+                tags.update(budget.tags())
             if parent_run_id is not None:
                 tags["mlflow.parentRunId"] = parent_run_id
                 tags["mlflow.source.name"] = "experiments/sweep.py"  # the trial's entry point, not Ray's worker
@@ -221,9 +309,12 @@ def decide_reuse(reuse: Mapping[str, str], specs: list[TrialSpec], runs_of_cell)
     ``runs_of_cell(cell) -> {seed: params}`` reads the source sweep."""
     reused, retrained = {}, {}
     for cell, source_cell in reuse.items():
+        cell_specs = [s for s in specs if s["cell"] == cell]
+        if not cell_specs:  # not planned (a matched baseline with experiment.baselines=stage1): nothing to reuse
+            continue
         runs = runs_of_cell(source_cell)
         diffs = []
-        for spec in (s for s in specs if s["cell"] == cell):
+        for spec in cell_specs:
             params = runs.get(spec["seed"])
             diffs += [f"seed {spec['seed']} missing"] if params is None else config_differences(spec["config"], params)
         if diffs:

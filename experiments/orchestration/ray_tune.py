@@ -133,11 +133,13 @@ def run_trial(config: dict, specs: Mapping[str, TrialSpec], fail_once: Mapping[s
 def hyperparameters(spec: TrialSpec) -> dict[str, Any]:
     """What Tune's readers group a trial by (``ExperimentAnalysis(...).dataframe()``'s ``config/trial/*``):
     its name, stage and cell, and the hyperparameters that tell its runs apart."""
-    cfg = spec["config"]
-    scales = cfg["projector"]["scales"] if cfg["kind"] == "projected" else None
+    cfg, projector = spec["config"], spec["config"]["projector"]
+    scales = projector["scales"] if cfg["kind"] == "projected" else None
     return {"name": spec["name"], "stage": spec["stage"], "cell": spec["cell"], "kind": cfg["kind"],
             "width": float(cfg["width"]), "scales": ",".join(str(s) for s in scales) if scales else "",
-            "rank": int(cfg["projector"]["rank"]) if scales else 0, "seed": int(cfg["seed"]),
+            "rank": int(projector["rank"]) if scales else 0,
+            "generator": projector.get("generator", "projection") if scales else "",
+            "generator_rank": int(projector.get("generator_rank", 0)) if scales else 0, "seed": int(cfg["seed"]),
             "steps": int(cfg["train"]["steps"])}
 
 

@@ -35,10 +35,18 @@ The contrast's df is Welch-Satterthwaite's, ``df = (sum_i v_i)^2 / sum_i (v_i^2 
 components, and the critical value is ``t(0.975, df)``. With many images and single-run cells df ~ N - 1 and
 t ~ 1.96, the old rule; a seed term with 1-2 df pulls df down and the rule gets stricter. ``Verdict.two_se``
 keeps its name but holds ``t(0.975, df) x SE``.
+
+Many comparisons at once (``holm_bonferroni``): a report that judges a family of m inequalities, each by the
+rule above, would see about one in 20 false "holds" among true nulls. Each inequality's rule is a test at
+level 0.05 with ``p = 2 P(T_df > difference / SE)`` (``p_value``; p < 0.05 exactly when difference >
+t(0.975, df) x SE), and Holm's step-down keeps the family's level: order the p values, the i-th smallest
+(i = 0, 1, ...) holds when it and every smaller one lie below ``alpha / (m - i)``. An untested comparison
+counts with p = 1, so the family is what the report plans, not what happened to finish.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -205,3 +213,53 @@ def summarise(verdicts: Sequence[Verdict]) -> dict[str, str]:
         else:
             out[claim] = "not tested (missing cells)"
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# A family of comparisons: Holm-Bonferroni
+
+
+def p_value(verdict: Verdict) -> float:
+    """``2 P(T_df > difference / SE)`` of an inequality verdict, capped at 1: below 0.05 exactly when its
+    rule (difference > t(0.975, df) x SE) holds. NaN when it was not tested."""
+    if verdict.held is None or math.isnan(verdict.critical):
+        return math.nan
+    se = verdict.two_se / verdict.critical
+    if se == 0:
+        return 0.0 if verdict.difference > 0 else 1.0
+    return min(1.0, 2.0 * float(student_t.sf(verdict.difference / se, verdict.df)))
+
+
+class HolmResult(NamedTuple):
+    p: float  # the comparison's own p value (NaN: not tested)
+    adjusted: float  # Holm-adjusted p: the smallest family level at which it would hold
+    level: float  # alpha / (m - i): what its p had to stay below at its place i in the step-down
+    held: bool | None  # None: not tested
+
+
+def holm_bonferroni(p_values: Sequence[float], alpha: float = 0.05) -> list[HolmResult]:
+    """Holm's step-down over a family of m comparisons, in the order given: the i-th smallest p (i = 0, 1,
+    ...) holds when it and every smaller one lie below ``alpha / (m - i)``; an untested one (NaN) counts as
+    p = 1 and is reported as not tested. Keeps the chance of any false "holds" in the family below alpha."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha} must lie in (0, 1)")
+    m = len(p_values)
+    effective = [1.0 if math.isnan(p) else float(p) for p in p_values]
+    order = sorted(range(m), key=lambda i: (effective[i], i))
+    out: list[HolmResult | None] = [None] * m
+    adjusted, holding = 0.0, True
+    for rank, i in enumerate(order):
+        level = alpha / (m - rank)
+        adjusted = max(adjusted, min(1.0, (m - rank) * effective[i]))
+        holding = holding and effective[i] < level
+        out[i] = HolmResult(p_values[i], adjusted, level, None if math.isnan(p_values[i]) else holding)
+    return out
+
+
+def holm_verdicts(verdicts: Sequence[Verdict], alpha: float = 0.05) -> tuple[list[Verdict], list[HolmResult]]:
+    """The family's verdicts with Holm-Bonferroni's decision in place of each one's own (and its rule in
+    words), beside the per-comparison results."""
+    results = holm_bonferroni([p_value(v) for v in verdicts], alpha)
+    rule = f"Holm-Bonferroni over {len(verdicts)} comparisons at family level {alpha:g}"
+    corrected = [dataclasses.replace(v, rule=rule, held=h.held) for v, h in zip(verdicts, results)]
+    return corrected, results

@@ -1,8 +1,8 @@
 """What every report shares, written once: the notebooks' parameters, the sweep a report reads, provenance,
 claim verdicts, cell formatting, runs per cell, the ours-beside-the-paper plot and the md/csv/png files.
 
-Each artefact module (``table1`` ... ``table4``, ``figure3``, ``figure4``) keeps only its own table logic and
-the paper's numbers; the generic claim rules are in ``claims``. Reports read the MLflow store
+Each artefact module (``table1`` ... ``table4``, ``figure3``, ``figure4``, ``generators`` ...) keeps only its
+own table logic and the paper's numbers; the generic claim rules are in ``claims``. Reports read the MLflow store
 (``experiments.tracking``), never the trainer.
 """
 
@@ -46,6 +46,7 @@ ARTEFACTS: dict[str, tuple[str, str]] = {
     "figure4": ("table1", "reproduce_table1"),
     "split_study": ("split_study", "reproduce_split_study"),
     "ablations": ("ablations", "reproduce_ablations"),
+    "generators": ("generators", "reproduce_generators"),
 }
 
 

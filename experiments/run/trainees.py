@@ -3,7 +3,8 @@ holds, samples, and the files of its final weights.
 
 * ``GPTTrainee``: M_s (unconditional) or M~_s (conditional: t is mapped to the first embedding).
 * ``ProjectedTrainee``: the source M_1 co-trained with P_s for every s in its projector (Eq. 2); one
-  scale is a P_s run, several are P~ (Sec. 3.3.3).
+  scale is a P_s run, several are P~ (Sec. 3.3.3). With a generator that reads no source (``low_rank``,
+  ``linear``, App. B) it holds only the generator and its own base weights: no source loss, metric or file.
 Both wrap the core's classes; no model code lives here.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, sample
+from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, sample, scale_name
 
 from experiments.run.evaluate import NLLFn, width_key
 
@@ -72,7 +73,9 @@ class GPTTrainee:
 
 class ProjectedTrainee:
     """The source (width ``width`` of the width-1 model; M_1 in Table 1) and its projectors P_s (Eq. 2: sum
-    of projected losses + w_src * source loss). P_s is named by its own width, ``width * s``."""
+    of projected losses + w_src * source loss). P_s is named by its own width, ``width * s``. A generator
+    that reads no source leaves only the P_s: ``roles``, ``loss``, ``nll_fns``, ``samples`` and ``save``
+    then have no source entry."""
 
     def __init__(self, model: ProjectableGPT, width: float = 1.0):
         self.model = model
@@ -80,21 +83,28 @@ class ProjectedTrainee:
         self.name = width_key(width)  # the source's
         self.module: torch.nn.Module = model
 
+    @property
+    def reads_source(self) -> bool:
+        return self.model.reads_source
+
     def projected_key(self, scale: float) -> str:
         return width_key(self.width * scale)
 
     def roles(self) -> dict[str, str]:
-        return {self.name: "source", **{self.projected_key(s): "P_s" for s in self.model.config.scales}}
+        source = {self.name: "source"} if self.reads_source else {}
+        return {**source, **{self.projected_key(s): "P_s" for s in self.model.config.scales}}
 
     def loss(self, tokens: torch.Tensor, tasks: torch.Tensor) -> StepLoss:
         out = self.model.loss(tokens, tasks)
-        parts = {self.name: out.source, **{self.projected_key(s): v for s, v in out.projected.items()}}
-        return StepLoss(out.total, parts)
+        source = {self.name: out.source} if out.source is not None else {}
+        return StepLoss(out.total, {**source, **{self.projected_key(s): v for s, v in out.projected.items()}})
 
     def nll_fns(self) -> dict[str, NLLFn]:
-        source = self.model.source
-        source_task = (lambda t: t) if source.config.conditional else (lambda t: None)
-        fns: dict[str, NLLFn] = {self.name: lambda tokens, tasks: source.sequence_nll(tokens, source_task(tasks))}
+        fns: dict[str, NLLFn] = {}
+        if self.reads_source:
+            source = self.model.source
+            source_task = (lambda t: t) if source.config.conditional else (lambda t: None)
+            fns[self.name] = lambda tokens, tasks: source.sequence_nll(tokens, source_task(tasks))
         for scale in self.model.config.scales:
             fns[self.projected_key(scale)] = (
                 lambda tokens, tasks, s=scale: self.model.sequence_nll(tokens, tasks, scale=s)
@@ -102,10 +112,13 @@ class ProjectedTrainee:
         return fns
 
     def samples(self, n: int, tasks: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Source samples, and for each P_s a few generated models (one per task) sampled in turn."""
-        source = self.model.source
-        out = {self.name: sample(source, n, task=tasks[:n] if source.config.conditional else None,
-                                 generator=generator)}
+        """Source samples (when there is a source), and for each P_s a few generated models (one per task)
+        sampled in turn."""
+        out = {}
+        if self.reads_source:
+            source = self.model.source
+            out[self.name] = sample(source, n, task=tasks[:n] if source.config.conditional else None,
+                                    generator=generator)
         rows = max(1, int(n**0.5))
         for scale in self.model.config.scales:
             per_task = []
@@ -115,12 +128,14 @@ class ProjectedTrainee:
             out[self.projected_key(scale)] = torch.cat(per_task)
         return out
 
-    def source(self) -> GPT:
+    def source(self) -> GPT | None:
         return self.model.source
 
     def save(self, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save(folder / PROJECTABLE_FILE)
+        if not self.reads_source:
+            return [folder / PROJECTABLE_FILE]
         self.model.source.save(folder / MODEL_FILE)
         return [folder / PROJECTABLE_FILE, folder / MODEL_FILE]
 
@@ -132,7 +147,12 @@ def build_trainee(kind: str, width: float, model: GPTConfig, projector: Projecto
     ``init_from`` (a GPT file or a folder holding one) starts the run's GPT, or a projected run's source,
     from saved weights. A projected run's projectors are built after the source is loaded, so that the small
     model's own parts (``small_parts="own"``) start as the group averages of the *loaded* source, exactly as
-    they would of a fresh one: P_s then starts as the pretrained source with averaged units."""
+    they would of a fresh one: P_s then starts as the pretrained source with averaged units.
+
+    A generator that reads no source (``low_rank``, ``linear``) has only the source's config, for shapes;
+    its ``init_from`` is a standalone M_s of the generated width (e.g. Table 1's stage-1 M_s), which becomes
+    its base weights and small parts (``ProjectableGPT.load_base``), so that it starts as that M_s for every
+    t. A model of another width is refused before any training."""
     base = model.scaled(width) if width != 1.0 else model
     if kind not in ("unconditional", "conditional", "projected"):
         raise ValueError(f"kind={kind!r} is not one of unconditional, conditional, projected")
@@ -141,7 +161,14 @@ def build_trainee(kind: str, width: float, model: GPTConfig, projector: Projecto
             f"projector.task_dim={projector.task_dim} but the data's task vectors have {task_dim} "
             f"coordinates; set projector.task_dim={task_dim}"
         )
-    gpt = GPT(dataclasses.replace(base, task_dim=task_dim if kind == "conditional" else 0))
+    source_config = dataclasses.replace(base, task_dim=task_dim if kind == "conditional" else 0)
+    if kind == "projected" and not projector.reads_source:
+        trainee = ProjectedTrainee(ProjectableGPT(source_config, projector), width)
+        if init_from is not None:
+            load_base_weights(trainee.model, init_from)
+        trainee.module.to(device)
+        return trainee
+    gpt = GPT(source_config)
     if init_from is not None:
         load_weights(gpt, init_from)
     if kind == "projected":
@@ -150,6 +177,32 @@ def build_trainee(kind: str, width: float, model: GPTConfig, projector: Projecto
         trainee = GPTTrainee(gpt, width)
     trainee.module.to(device)
     return trainee
+
+
+@torch.no_grad()
+def load_base_weights(model: ProjectableGPT, path: str | Path) -> None:
+    """Start a source-free generator's base weights and small parts from the saved M_s at ``path``; it must
+    be an unconditional GPT of the generated width (the scale of a one-scale projector)."""
+    (scale,) = model.config.scales  # parse_run refuses init_from with several scales for these generators
+    expected = model.small_config(scale)
+    loaded = GPT.load(resolve_weights_file(path))
+    generator = model.config.generator
+    if loaded.config.n_embd != expected.n_embd:
+        raise ValueError(
+            f"init_from={path} holds a model of width {loaded.config.n_embd}, but the {generator!r} generator at "
+            f"scale {scale_name(scale)} of this width-{model.source_config.n_embd} source generates width "
+            f"{expected.n_embd}: start it from the M_s of width {expected.n_embd} (Table 1's stage-1 cell "
+            f"M{round(1 / scale)} for a width-1 source)"
+        )
+    if loaded.config.conditional:
+        raise ValueError(
+            f"init_from={path} holds a conditional model (task_dim={loaded.config.task_dim}); the {generator!r} "
+            "generator's base is an unconditional M_s (t acts through the generator): start it from M_s, not M~_s"
+        )
+    try:
+        model.load_base(scale, loaded)
+    except ValueError as err:
+        raise ValueError(f"init_from={path}: {err}") from err
 
 
 def resolve_weights_file(path: str | Path) -> Path:

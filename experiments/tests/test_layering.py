@@ -43,7 +43,8 @@ def test_run_layer_imports_neither_tracking_nor_reporting():
 def test_reporting_reads_tracking_never_the_trainer():
     modules = imported_modules("import experiments.reporting.table1, experiments.reporting.table2, "
                                "experiments.reporting.table3, experiments.reporting.table4, "
-                               "experiments.reporting.figure3, experiments.reporting.figure4")
+                               "experiments.reporting.figure3, experiments.reporting.figure4, "
+                               "experiments.reporting.generators")
     assert "experiments.tracking.sweeps" in modules
     assert not {m for m in modules if m.startswith(("experiments.train", "experiments.orchestration",
                                                     "experiments.sweep"))}

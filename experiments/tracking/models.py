@@ -4,12 +4,16 @@ validation metrics of its width as a logged model. ``mlflow.pyfunc.load_model(f"
 the run page's "Logged models", give per-sequence nats/token.
 
 Logged-model names are ``<what>-<width>`` (``unconditional-s1_4``, ``conditional-s1_4``, ``source-s1``,
-``projected-s1_4``): never a run artifact folder's name (``model``, ``samples``, ``eval``, ``config``), which
-MLflow 3 would resolve ``runs:/<id>/<name>`` to as well.
+``projected-s1_4`` whatever its weight generator, which a ``generator`` tag names; a generator that reads no
+source logs no ``source-*``): never a run artifact folder's name (``model``, ``samples``, ``eval``,
+``config``), which MLflow 3 would resolve ``runs:/<id>/<name>`` to as well. Which model the weights hold is
+the logged model's ``config`` artifact (not MLflow's ``model_config``, which it would log as run params).
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,26 +61,31 @@ def log_models(trainee, folder: Path, metrics: Mapping[str, float], step: int, e
     ids = {}
     roles = trainee.roles()
     registered = register
-    for key, role in roles.items():
-        projected = role == "P_s"
-        if projected:
-            scale = next(s for s in trainee.model.config.scales if trainee.projected_key(s) == key)
-            config, weights = {"kind": "projected", "scale": scale}, folder / PROJECTABLE_FILE
-        else:
-            kind = "conditional" if role == "M~_s" else "unconditional"
-            config, weights = {"kind": kind}, folder / MODEL_FILE
-        conditional = projected or role == "M~_s"
-        take_registration = registered if (projected or not isinstance(trainee, ProjectedTrainee)) else None
-        info = mlflow.pyfunc.log_model(
-            name=f"{ROLE_NAMES[role]}-{key}", python_model=str(PYFUNC_CODE), artifacts={"weights": str(weights)},
-            model_config=config, signature=signature(),
-            input_example=input_example(example_batch.tokens, example_batch.task, conditional),
-            pip_requirements=pip_requirements(), registered_model_name=take_registration,
-            tags={"model_role": role, "width": key}, step=step,
-        )
-        if take_registration:
-            registered = None
-        linked = {k: v for k, v in metrics.items() if k.split("/")[2:3] == [key]}
-        mlflow.log_metrics(linked, step=step, model_id=info.model_id)
-        ids[info.name] = info.model_id
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, role in roles.items():
+            projected = role == "P_s"
+            if projected:
+                scale = next(s for s in trainee.model.config.scales if trainee.projected_key(s) == key)
+                config, weights = {"kind": "projected", "scale": scale}, folder / PROJECTABLE_FILE
+            else:
+                kind = "conditional" if role == "M~_s" else "unconditional"
+                config, weights = {"kind": kind}, folder / MODEL_FILE
+            # an artifact, not ``model_config``: MLflow logs a model_config as run params, beside the config's
+            config_file = Path(tmp) / f"{key}.json"
+            config_file.write_text(json.dumps(config))
+            conditional = projected or role == "M~_s"
+            generator = {"generator": trainee.model.config.generator} if projected else {}
+            take_registration = registered if (projected or not isinstance(trainee, ProjectedTrainee)) else None
+            info = mlflow.pyfunc.log_model(
+                name=f"{ROLE_NAMES[role]}-{key}", python_model=str(PYFUNC_CODE),
+                artifacts={"weights": str(weights), "config": str(config_file)}, signature=signature(),
+                input_example=input_example(example_batch.tokens, example_batch.task, conditional),
+                pip_requirements=pip_requirements(), registered_model_name=take_registration,
+                tags={"model_role": role, "width": key, **generator}, step=step,
+            )
+            if take_registration:
+                registered = None
+            linked = {k: v for k, v in metrics.items() if k.split("/")[2:3] == [key]}
+            mlflow.log_metrics(linked, step=step, model_id=info.model_id)
+            ids[info.name] = info.model_id
     return ids

@@ -5,8 +5,11 @@ into every logged model and needs only ``projectable``, torch, numpy and pandas 
 token ids per row) and, for a conditional model or a projected P_s, ``task`` (its task vector), and returns a
 DataFrame with ``nats_per_token``: each sequence's mean negative log-likelihood, the number the run logged
 per validation image. The model config says which model the weights hold: ``{"kind": "unconditional" |
-"conditional" | "projected", "scale": s}`` (P_s of the projected weights for ``scale``).
+"conditional" | "projected", "scale": s}`` (P_s of the projected weights for ``scale``), the artifact
+``config`` (older models: the model config).
 """
+
+import json
 
 import mlflow
 import numpy as np
@@ -18,7 +21,10 @@ class ProjectableModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from projectable import GPT, ProjectableGPT
 
-        config = dict(context.model_config or {})
+        config = dict(context.model_config or {})  # models logged before the config became an artifact
+        if "config" in context.artifacts:
+            with open(context.artifacts["config"]) as file:
+                config = json.load(file)
         self.kind, self.scale = config["kind"], config.get("scale")
         path = context.artifacts["weights"]
         self.model = (ProjectableGPT if self.kind == "projected" and self.scale else GPT).load(path).eval()

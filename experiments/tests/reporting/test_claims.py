@@ -10,8 +10,11 @@ from experiments.reporting.claims import (
     Cell,
     combine_runs,
     contrast_error,
+    holm_bonferroni,
+    holm_verdicts,
     less_than,
     no_worse,
+    p_value,
     summarise,
     t_critical,
     welch_df,
@@ -190,3 +193,34 @@ def test_few_seeds_make_the_rule_stricter_than_two_standard_errors():
                                                  tuple(x + 0.3 for x in b.per_image), b.seed_var), 0.3)
     assert same.difference == pytest.approx(0.0) and 2 * se < 0.3 < same.two_se
     assert same.held is False
+
+
+def test_holm_bonferroni_on_known_p_values():
+    # sorted: 0.005 < 0.05/4, 0.01 < 0.05/3, then 0.03 >= 0.05/2 stops the step-down: 0.03 and 0.04 fail,
+    # though each alone is below 0.05
+    results = holm_bonferroni([0.01, 0.04, 0.03, 0.005], alpha=0.05)
+    assert [r.held for r in results] == [True, False, False, True]
+    assert [r.level for r in results] == pytest.approx([0.05 / 3, 0.05, 0.05 / 2, 0.05 / 4])
+    assert [r.adjusted for r in results] == pytest.approx([0.03, 0.06, 0.06, 0.02])  # monotone in p
+    assert all((r.adjusted < 0.05) == r.held for r in results)
+    # an untested comparison counts as p = 1 (the family stays the planned one) and is reported as not tested
+    results = holm_bonferroni([0.001, math.nan, 0.02], alpha=0.05)
+    assert [r.held for r in results] == [True, None, True] and results[1].level == pytest.approx(0.05)
+    assert [r.held for r in holm_bonferroni([0.02, 0.02], alpha=0.05)] == [True, True]  # < 0.05 / 2, then < 0.05
+    with pytest.raises(ValueError, match="alpha"):
+        holm_bonferroni([0.1], alpha=1.5)
+
+
+def test_p_value_agrees_with_the_uncorrected_rule_and_holm_is_stricter():
+    # unpaired single-run cells: SE = 0.002 sqrt(2), df unlimited, so the bound is 1.96 x 0.00283 = 0.0055
+    cells = [Cell(0.50, 0.002, 1), Cell(0.5060, 0.002, 1), Cell(0.520, 0.002, 1), Cell(0.5058, 0.002, 1)]
+    verdicts = [less_than("claim", f"a < {i}", cells[0], cell) for i, cell in enumerate(cells[1:])]
+    for v in verdicts:  # p < 0.05 exactly when difference > t(0.975, df) x SE
+        assert (p_value(v) < 0.05) == v.held
+    assert [v.held for v in verdicts] == [True, True, True]
+    assert [p_value(v) for v in verdicts] == pytest.approx([0.034, 0.0, 0.040], abs=0.001)
+    corrected, results = holm_verdicts(verdicts, alpha=0.05)
+    assert [v.held for v in corrected] == [r.held for r in results] == [False, True, False]
+    assert corrected[0].rule == "Holm-Bonferroni over 3 comparisons at family level 0.05"
+    missing = less_than("claim", "missing", None, cells[0])
+    assert math.isnan(p_value(missing)) and holm_verdicts([missing])[0][0].held is None

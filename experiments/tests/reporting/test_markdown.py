@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.reporting import figure3, figure4, table1, table2, table3, table4, toolkit
+from experiments.reporting import figure3, figure4, generators, table1, table2, table3, table4, toolkit
 from experiments.reporting.claims import Cell
 from experiments.run.evaluate import width_key
 
@@ -192,3 +192,64 @@ def test_split_study_rule_picks_the_lowest_mean_and_breaks_ties_to_the_largest_f
     files = split_study.write_report(tmp_path, frame({0.0: 0.5, 0.6: 0.52}), tie, PROV, 1000, 0.01)
     md = files.markdown.read_text()
     assert "| 0.6 | 600 + 400 |" in md and "a tie goes to the paper's protocol, the largest f" in md
+
+
+def generator_trials() -> pd.DataFrame:
+    """Two seeds per cell: the projection best, blocks close behind, low_rank and linear between it and M~_s;
+    generator cells carry the match/* tags their plan gave them (as ``generators.load_runs`` reads them)."""
+    rows = []
+    for i, k in enumerate((2, 4, 8)):
+        s = 1 / k
+        losses = {"P": 0.50, "B": 0.5005, "LR": 0.56, "Lin": 0.58, "Mm": 0.70, "Mcm": 0.65}
+        for prefix, loss in losses.items():
+            cell = f"{prefix[:-1]}{k}m" if prefix.endswith("m") else f"{prefix}{k}"
+            for seed in (0, 1):
+                row = trial(cell, "stage2", seed, **{KEY[k]: loss + 0.1 * i + 0.001 * seed})
+                row["reused_from"] = "table1-smoke-abcd1234/" + cell if prefix in ("P", "Mm", "Mcm") else ""
+                row[f"num_params/projector_{s}"] = 1000 + k
+                if prefix in ("B", "LR", "Lin"):
+                    row.update(match_count="task", match_knob="rank" if prefix == "B" else "generator_rank",
+                               match_size=str(10 * k), match_own_total=str(5000 + k), match_own_task=str(1010 + k),
+                               match_with_source=str(9000 + k if prefix == "B" else 5000 + k), match_source="4000",
+                               match_projection_rank="8", match_projection_total=str(1000 + k),
+                               match_projection_task="1000")
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_generators_files_from_synthetic_runs(tmp_path):
+    trials = generator_trials()
+    table = generators.generator_cells(trials, "matched")
+    assert table.cells[("low_rank", 0.25)].seeds == 2 and table.cells[("M", 0.125)].mean == pytest.approx(0.9005)
+    claims = generators.judge(table.cells, alpha=0.05)
+    assert len(claims.corrected) == 18
+    held = {v.comparison: v.held for v in claims.corrected}
+    assert held["P_1/2 < low_rank_1/2"] and held["linear_1/8 < M~_1/8"]
+    assert not held["P_1/2 < blocks_1/2"]  # 0.0005 apart: within the bound
+    params = generators.params_frame(trials)
+    row = params[(params.generator == "low_rank") & (params.s == "1/4")].iloc[0]
+    assert (row.knob, row["size"], row.own_task, row.projection_task) == ("generator_rank", 40, 1014, 1000)
+    assert row.relative_difference == pytest.approx(0.014) and row.logged_own_total == 1004
+    projection = params[(params.generator == "projection") & (params.s == "1/8")].iloc[0]
+    assert (projection.knob, projection["size"], projection.with_source) == ("rank", 8, 1008 + 4000)
+
+    class SweepRun:
+        class data:
+            tags = {"sweep_id": "generators-smoke-0123abcd", "source_sweep": "table1-smoke-abcd1234",
+                    "reused": '{"P2": "P2", "M2m": "M2m"}'}
+
+    runs = generators.GeneratorRuns(SweepRun, trials, "table1-smoke-abcd1234", 20)
+    sample = tmp_path / "generators_samples_blocks.png"
+    files = generators.write_report(tmp_path, table, claims, params, PROV, runs, samples=[sample])
+    md = files.markdown.read_text()
+    assert md.startswith("# Weight generators at scale `smoke`")
+    assert "| 1/4 | 0.800 ± 0.002 (n=2) | 0.750 ± 0.002 (n=2) | 0.601 ± 0.002 (n=2) | 0.601 ± 0.002 (n=2) |" in md
+    assert "| low_rank | 1/4 | generator_rank = 40 | 1,014 | 1,000 | +1.4% | 5,004 | 1,014 | 5,004 | 1,004 |" in md
+    assert "`experiment.match=task`" in md and "Holm-Bonferroni over 18" in md
+    assert "- **the projection beats low_rank**: holds (Holm-Bonferroni over 18)" in md
+    assert "Reused from Table 1 (same config, not retrained): P2, M2m." in md
+    assert "![generators_samples_blocks](generators_samples_blocks.png)" in md
+    assert "sources and reused runs from `table1-smoke-abcd1234`" in md and "## Provenance" in md
+    frame = pd.read_csv(files.csv)
+    assert len(frame) == 18 and frame.loc[(frame.model == "linear") & (frame.s == "1/2"), "size"].item() == 20
+    assert files.png.stat().st_size > 10_000

@@ -1,0 +1,400 @@
+"""The weight generators of App. B side by side (``experiment=generators``): the validation loss of the
+projection's P_s and of the blocks, low_rank and linear generators beside M_s and M~_s at s = 1/2, 1/4, 1/8,
+from the newest finished generators sweep of a scale and the Table 1 runs it reused; each generator's size
+knob and parameter counts beside the projection's; the claims "the projection beats generator X at s" and
+"generator X beats M~_s" by Table 1's rule, corrected for the family of comparisons by Holm-Bonferroni
+(``claims.holm_verdicts``); one sample grid per generator, drawn as Figure 3 draws P_s;
+``reports/<scale>/generators.{md,csv,png}`` and ``generators_samples_<generator>.png``.
+The notebook ``analysis/generators.py`` calls these functions step by step."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from experiments.reporting import toolkit
+from experiments.reporting.claims import Cell, HolmResult, Verdict, holm_verdicts, less_than, summarise
+from experiments.reporting.toolkit import (
+    Provenance,
+    ReportFiles,
+    fmt_cell,
+    fmt_df,
+    md_table,
+    scale_label,
+    section,
+)
+from experiments.run.trainees import projected_name
+from experiments.tracking.store import MlflowClient
+from experiments.tracking.sweeps import find_sweep, load_trials
+
+GENERATORS = ("projection", "blocks", "low_rank", "linear")
+OTHERS = GENERATORS[1:]  # the generators compared with the projection
+WIDTHS = (0.5, 0.25, 0.125)
+PREFIX = {"projection": "P", "blocks": "B", "low_rank": "LR", "linear": "Lin", "M": "M", "Mc": "Mc"}
+LABELS = {"M": "M_s", "Mc": "M~_s", "projection": "P_s (projection)", "blocks": "blocks", "low_rank": "low_rank",
+          "linear": "linear"}
+COLOURS = {"M": "tab:gray", "Mc": "tab:blue", "projection": "tab:orange", "blocks": "tab:green",
+           "low_rank": "tab:red", "linear": "tab:purple"}
+WHAT = {
+    "projection": "W_s = P(t) W_1 Q(t) (Sec. 2.2); reads the source and co-trains it (Eq. 2)",
+    "blocks": "a t-weighted sum of the source's k x k blocks (App. B.2); reads the source and co-trains it",
+    "low_rank": "its own base weights + L(t) R(t) (Eq. 6); reads no source, base from stage 1's M_s",
+    "linear": "its own base weights + U C(t) V^T with C linear in t (Eq. 4); reads no source, base from M_s",
+}
+MATCH_FIELDS = ("count", "knob", "size", "own_total", "own_task", "with_source", "source", "projection_rank",
+                "projection_total", "projection_task")  # the ``match/*`` tags a generator cell's runs carry
+
+
+def cell_of(column: str, s: float) -> str:
+    """The sweep's cell of a column at width s: ('low_rank', 0.25) -> 'LR4', ('Mc', 0.5) -> 'Mc2'."""
+    return f"{PREFIX[column]}{round(1 / s)}"
+
+
+# Cell -> (column, s, legacy model name) of the runs it is made of; stage-1 baselines read from their
+# stage-2 continuations with matched baselines (``toolkit.baseline_sources``).
+CELL_SOURCES = {cell_of(g, s): [(g, s, projected_name(s))] for g in GENERATORS for s in WIDTHS}
+CELL_SOURCES.update({cell_of(c, s): [(c, s, "model")] for c in ("M", "Mc") for s in WIDTHS})
+MATCHED = {cell_of(c, s): f"{cell_of(c, s)}m" for c in ("M", "Mc") for s in WIDTHS}
+
+
+class GeneratorRuns(NamedTuple):
+    sweep_run: object  # the generators sweep's MLflow run
+    trials: pd.DataFrame  # its trials and the Table 1 runs it reused (``reused_from`` names them)
+    source_sweep: str  # the Table 1 sweep it started from
+    stage1_steps: int | None  # that sweep's stage-1 steps (what every compared model started from)
+
+
+def load_runs(tracking_uri: str, experiment: str, scale: str) -> GeneratorRuns:
+    """The newest finished generators sweep of ``scale``, its trials plus the Table 1 runs it reused under
+    this sweep's cell names (and, with ``experiment.baselines=stage1``, Table 1's stage-1 baselines), each
+    with its ``generator`` and ``match/*`` tags as columns (``generator``, ``match_<field>``)."""
+    sweep_run = find_sweep(tracking_uri, experiment, scale, "generators")
+    if sweep_run is None:
+        raise toolkit.MissingRuns(f"generators: no finished generators sweep at scale {scale} in {tracking_uri}; "
+                                  f"run `{toolkit.make_command('generators', scale)}` first")
+    tags = sweep_run.data.tags
+    trials = load_trials(tracking_uri, experiment, tags["sweep_id"]).assign(reused_from="")
+    source_sweep = tags.get("source_sweep", "")
+    wanted = dict(json.loads(tags.get("reused", "{}")))  # this sweep's cell -> the source sweep's
+    if toolkit.baselines_of(sweep_run) == "stage1":
+        wanted.update({cell: cell for cell in MATCHED})
+    client = MlflowClient(tracking_uri)
+    stage1_steps = None
+    if source_sweep:
+        source = load_trials(tracking_uri, experiment, source_sweep)
+        parts = [source[source.cell == theirs].assign(cell=mine, reused_from=f"{source_sweep}/{theirs}")
+                 for mine, theirs in wanted.items()]
+        trials = pd.concat([trials, *parts], ignore_index=True)
+        parents = client.search_runs([sweep_run.info.experiment_id],
+                                     f"tags.sweep_id = '{source_sweep}' and tags.role = 'sweep'")
+        if parents and "experiment.stages.stage1.steps" in parents[0].data.params:
+            stage1_steps = int(parents[0].data.params["experiment.stages.stage1.steps"])
+    columns = []
+    for row in trials.itertuples():
+        run_tags = client.get_run(row.run_id).data.tags
+        generator = run_tags.get("generator", "projection" if row.kind == "projected" else "")
+        columns.append({"generator": generator,
+                        **{f"match_{key}": run_tags.get(f"match/{key}") for key in MATCH_FIELDS}})
+    trials = pd.concat([trials.reset_index(drop=True), pd.DataFrame(columns, index=range(len(trials)))], axis=1)
+    return GeneratorRuns(sweep_run, trials.sort_values(["cell", "seed"]).reset_index(drop=True), source_sweep,
+                         stage1_steps)
+
+
+# ------------------------------------------------------------------------------------------------
+# Cells, counts, claims
+
+
+class GeneratorTable(NamedTuple):
+    cells: dict[tuple[str, float], Cell]  # (column, s) -> cell; columns M, Mc and GENERATORS
+    baselines: str  # 'matched' or 'stage1' (the sweep's experiment.baselines)
+
+
+def generator_cells(trials: pd.DataFrame, baselines: str = "matched", subset: str = "all") -> GeneratorTable:
+    """Combine the trials (seeds) into the table's cells; with matched baselines M_s and M~_s are read from
+    their stage-2 continuations, as in Table 1."""
+    sources = toolkit.baseline_sources(CELL_SOURCES, baselines, MATCHED)
+    return GeneratorTable(toolkit.gather_cells(trials, sources, subset), baselines)
+
+
+def generator_verdicts(cells: Mapping[tuple[str, float], Cell]) -> list[Verdict]:
+    """The family of 18 comparisons, each by Table 1's rule before any correction: for every other generator
+    X and s, "the projection beats X" (P_s < X_s) and "X beats M~_s" (X_s < M~_s)."""
+    get = cells.get
+    out = []
+    for generator in OTHERS:
+        for s in WIDTHS:
+            name = scale_label(s)
+            out.append(less_than(f"the projection beats {generator}", f"P_{name} < {generator}_{name}",
+                                 get(("projection", s)), get((generator, s))))
+    for generator in OTHERS:
+        for s in WIDTHS:
+            name = scale_label(s)
+            out.append(less_than(f"{generator} beats M~_s", f"{generator}_{name} < M~_{name}",
+                                 get((generator, s)), get(("Mc", s))))
+    return out
+
+
+class Claims(NamedTuple):
+    uncorrected: list[Verdict]  # each comparison by Table 1's rule alone
+    corrected: list[Verdict]  # the same with Holm-Bonferroni's decision
+    holm: list[HolmResult]
+    alpha: float
+
+
+def judge(cells: Mapping[tuple[str, float], Cell], alpha: float = 0.05) -> Claims:
+    """The comparisons by Table 1's rule, then Holm-Bonferroni over all of them at family level ``alpha``."""
+    uncorrected = generator_verdicts(cells)
+    corrected, holm = holm_verdicts(uncorrected, alpha)
+    return Claims(uncorrected, corrected, holm, alpha)
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def params_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per generator and s: its size knob and the counts its cell was planned with (``match_*``
+    columns), the projection's, the relative difference of the matched count, and the count the runs logged
+    (``num_params/projector_<s>``: every own parameter, as built)."""
+    rows = []
+    for s in WIDTHS:
+        planned = {}
+        for generator in OTHERS:
+            runs = trials[trials.cell == cell_of(generator, s)]
+            if "match_size" in runs and runs.match_size.notna().any():
+                planned[generator] = runs[runs.match_size.notna()].iloc[0]
+        reference = next(iter(planned.values()), None)
+        for generator in GENERATORS:
+            runs = trials[trials.cell == cell_of(generator, s)]
+            logged = runs.get(f"num_params/projector_{s}")
+            logged = _number(logged.dropna().iloc[0]) if logged is not None and logged.notna().any() else math.nan
+            row = {"generator": generator, "s": scale_label(s), "knob": "", "size": math.nan, "count": "",
+                   "own_total": math.nan, "own_task": math.nan, "with_source": math.nan,
+                   "projection_total": math.nan, "projection_task": math.nan, "logged_own_total": logged}
+            if reference is not None:
+                count = str(reference.match_count)
+                row.update(count=count, projection_total=_number(reference.match_projection_total),
+                           projection_task=_number(reference.match_projection_task))
+                if generator == "projection":
+                    row.update(knob="rank", size=_number(reference.match_projection_rank),
+                               own_total=row["projection_total"], own_task=row["projection_task"],
+                               with_source=row["projection_total"] + _number(reference.match_source))
+            if generator in planned:
+                run = planned[generator]
+                row.update(knob=str(run.match_knob), size=_number(run.match_size),
+                           own_total=_number(run.match_own_total), own_task=_number(run.match_own_task),
+                           with_source=_number(run.match_with_source))
+            own = row["own_task"] if row["count"] == "task" else row["own_total"]
+            target = row["projection_task"] if row["count"] == "task" else row["projection_total"]
+            row["relative_difference"] = (own - target) / target if target and not math.isnan(target) else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def results_frame(table: GeneratorTable, params: pd.DataFrame) -> pd.DataFrame:
+    """The CSV: one row per column and s, the loss with its standard error and, for the generators, the
+    size knob and parameter counts."""
+    rows = []
+    for column in ("M", "Mc", *GENERATORS):
+        for s in WIDTHS:
+            cell = table.cells.get((column, s))
+            row = {"model": LABELS[column], "s": scale_label(s), "ours_nats": getattr(cell, "mean", math.nan),
+                   "ours_se": getattr(cell, "se", math.nan), "seeds": getattr(cell, "seeds", 0)}
+            counts = params[(params.generator == column) & (params.s == scale_label(s))]
+            if len(counts):
+                row.update(counts.iloc[0].drop(["generator", "s"]).to_dict())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown, figure, samples
+
+
+def _count(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{int(value):,}"
+
+
+def _knob(row) -> str:
+    return "-" if not row.knob or math.isnan(row.size) else f"{row.knob} = {int(row.size)}"
+
+
+def params_lines(params: pd.DataFrame) -> list[str]:
+    """The parameter table: knob, own (matched) count beside the projection's, relative difference, all
+    counts."""
+    rows = []
+    for row in params.itertuples():
+        matched = row.own_task if row.count == "task" else row.own_total
+        target = row.projection_task if row.count == "task" else row.projection_total
+        difference = "-" if math.isnan(row.relative_difference) else f"{100 * row.relative_difference:+.1f}%"
+        rows.append([row.generator, row.s, _knob(row), _count(matched), _count(target), difference,
+                     _count(row.own_total), _count(row.own_task), _count(row.with_source),
+                     _count(row.logged_own_total)])
+    return md_table(["generator", "s", "size knob", "own (matched count)", "projection's", "relative difference",
+                     "own, all", "own, t-dependent", "with the co-trained source", "logged by the runs"], rows)
+
+
+def claim_lines(claims: Claims) -> list[str]:
+    """Each claim's summary after the correction, then every comparison: difference, t·SE, df, p, the
+    level Holm's step-down held it to, and the verdict before and after the correction."""
+    m = len(claims.corrected)
+    summary = summarise(claims.corrected)
+    lines = [f"- **{claim}**: {verdict} (Holm-Bonferroni over {m})" for claim, verdict in summary.items()]
+    rows = []
+    for before, after, holm in zip(claims.uncorrected, claims.corrected, claims.holm):
+        tested = not math.isnan(before.difference)
+        rows.append([before.claim, before.comparison, f"{before.difference:+.4f}" if tested else "-",
+                     f"{before.two_se:.4f}" if tested else "-", fmt_df(before.df),
+                     "-" if math.isnan(holm.p) else f"{holm.p:.2g}", f"{holm.level:.4f}",
+                     "-" if math.isnan(holm.p) else f"{holm.adjusted:.2g}", before.verdict, after.verdict])
+    header = ["claim", "comparison", "difference", "t·SE", "df", "p", "Holm level", "Holm-adjusted p",
+              "Table 1's rule alone", f"Holm-Bonferroni (family {claims.alpha:g})"]
+    return [*lines, "", *md_table(header, rows)]
+
+
+def markdown(table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: Provenance, runs: GeneratorRuns,
+             samples: Sequence[Path] = ()) -> str:
+    """reports/<scale>/generators.md."""
+    tags = runs.sweep_run.data.tags
+    reused = json.loads(tags.get("reused", "{}"))
+    count = next((c for c in params["count"] if c), "task")
+    steps1, steps2 = runs.stage1_steps or "?", prov.stage_steps.get("stage2", "?")
+    rows = []
+    for s in WIDTHS:
+        rows.append([scale_label(s), *(fmt_cell(table.cells.get((column, s))) for column in ("M", "Mc", *GENERATORS))])
+    counted = ("the t-dependent parameters only (MLPs, coefficient heads, subspace maps): the base weights and "
+               "small parts of low_rank and linear are an M_s of the target width, which every compared model of "
+               "that width holds too" if count == "task" else
+               "every own parameter (t-dependent machinery, base weights, small parts); low_rank and linear may "
+               "then sit at their smallest rank and still above the budget where a base M_s alone exceeds it")
+    lines = [
+        f"# Weight generators at scale `{prov.scale}`: validation loss (nats/token) on SynthMNIST",
+        "",
+        "The small model's dense weights made from t in four ways (App. B), at equal parameter budgets, beside "
+        "the baselines of the same width. Ours: mean ± standard error (n = runs averaged).",
+        "",
+        *md_table(["s", "M_s", "M~_s", "P_s (projection)", "blocks", "low_rank", "linear"], rows),
+        "",
+        "![loss per s per generator](generators.png)",
+        "",
+        *section("The generators", *(f"- `{g}`: {WHAT[g]}." for g in GENERATORS)),
+        *section(
+            "Parameters",
+            f"Each generator cell was sized when planned (`experiments.orchestration.plan.size_generator`, "
+            f"`projectable.generators.match_budget`) so that its own parameters, the source never counted, come "
+            f"closest to the projection's at its rank (`experiment.match={count}`: {counted}). Counts are "
+            "per P_s; the co-trained source is M_1's parameters, read by the projection and blocks only. "
+            "\"Logged by the runs\" is `num_params/projector_<s>`, every own parameter of the built model.",
+            "",
+            *params_lines(params),
+        ),
+        *section(
+            "Protocol",
+            f"- Sources: stage 1's M_1, M_1/2, M_1/4, M_1/8 of Table 1 sweep `{runs.source_sweep or '?'}` "
+            f"({steps1} steps from scratch). Every new cell trains for {steps2} steps, Table 1's stage-2 budget, "
+            "with the same schedule and seeds (seed i starts from seed i of its stage-1 cell).",
+            "- blocks co-trains stage 1's M_1 with its generator exactly as P_s does (Eq. 2, w_src = 1). low_rank "
+            "and linear read no source: each starts its base weights and small parts from stage 1's M_s of its "
+            "width (`ProjectableGPT.load_base`), so it starts as that M_s for every t, and has no source loss.",
+            "- Reused from Table 1 (same config, not retrained): "
+            + (", ".join(f"{mine}" + (f" ({theirs})" if theirs != mine else "") for mine, theirs in reused.items())
+               or "none") + ".",
+            toolkit.baselines_line(table.baselines, steps1, steps2),
+        ),
+        *section(
+            "Claims",
+            "Each comparison is judged by Table 1's rule: an inequality holds when its margin exceeds t(0.975, df) "
+            "x SE of the difference, paired over the validation images with each cell's seed term, df by "
+            "Welch-Satterthwaite (`experiments/reporting/claims.py`). The report makes "
+            f"{len(claims.corrected)} such comparisons, so it corrects for them as one family: each rule is a "
+            "test with p = 2 P(T_df > difference / SE) (below 0.05 exactly when the rule alone holds), and "
+            "Holm-Bonferroni's step-down holds the i-th smallest p (i = 0, 1, ...) to "
+            f"{claims.alpha:g} / ({len(claims.corrected)} - i), stopping at the first that fails; an untested "
+            "comparison counts with p = 1. The summaries and the last column are after the correction.",
+            "",
+            *claim_lines(claims),
+        ),
+    ]
+    if samples:
+        lines += section(
+            "Samples",
+            "One sample per validation task vector t (columns) from the standalone model each generator makes for "
+            "t (`ProjectableGPT.generate`), seed 0 of each cell, under the data package's render of t and its "
+            "quantised version, as in Figure 3:",
+            "",
+            *(f"![{Path(p).stem}]({Path(p).name})" for p in samples),
+        )
+    lines += [*toolkit.runs_per_cell(runs.trials),
+              *toolkit.provenance_lines(prov, sources=runs.source_sweep or None,
+                                        wall_time_note=" for the new cells (the reused ones were timed in Table 1)")]
+    return "\n".join(lines)
+
+
+def plot(table: GeneratorTable, path, title: str):
+    """Loss against s, one line per generator and baseline, ±1 SE bars."""
+    fig, ax = toolkit.new_figure((6.5, 4.2))
+    for column in ("M", "Mc", *GENERATORS):
+        points = [(1 / s, c.mean, c.se) for s in WIDTHS if (c := table.cells.get((column, s))) is not None]
+        if points:
+            x, y, e = zip(*points)
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=COLOURS[column], label=LABELS[column])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([1 / s for s in WIDTHS], [scale_label(s) for s in WIDTHS])
+    ax.set_xlabel("s (width / source width)")
+    ax.set_ylabel("validation loss (nats/token), ±1 SE")
+    ax.legend(fontsize=8)
+    return toolkit.save_figure(fig, title, path)
+
+
+def write_report(out_dir, table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: Provenance,
+                 runs: GeneratorRuns, samples: Sequence[Path] = ()) -> ReportFiles:
+    title = f"Weight generators, scale {prov.scale} (sweep {prov.sweep_id})"
+    return toolkit.write_report(out_dir, "generators", markdown(table, claims, params, prov, runs, samples),
+                                results_frame(table, params), lambda path: plot(table, path, title))
+
+
+class SampleModels(NamedTuple):
+    models: dict[tuple[str, float], object]  # (generator, s) -> the ProjectableGPT of seed 0 of its cell
+    data: object  # the runs' dataset
+
+
+def load_sample_models(trials: pd.DataFrame, tracking_uri: str, cache_dir: str | Path) -> SampleModels:
+    """Seed 0 of every generator cell that finished (Table 1's reused P_s among them), from MLflow."""
+    wanted = {cell_of(g, s): (g, s) for g in GENERATORS for s in WIDTHS}
+    finished = set(trials[trials.status == "FINISHED"].cell)
+    cells = [cell for cell in wanted if cell in finished]
+    saved = toolkit.load_saved_models(trials, cells, tracking_uri, cache_dir, seed=0, device="cpu")
+    return SampleModels({wanted[cell]: model for cell, model in zip(saved.runs.cell, saved.models)}, saved.data)
+
+
+def sample_grids(models: SampleModels, tasks, digit_indices, out_dir: str | Path, title: str,
+                 seed: int = 0) -> list[Path]:
+    """``generators_samples_<generator>.png``: for each generator, its P_s(t) rows at s = 1/2, 1/4, 1/8 for
+    the same task vectors (N, t), under the renders, as ``figure3.compose_figure`` lays them out."""
+    import torch
+
+    from experiments.reporting import figure3
+
+    out = []
+    for generator in GENERATORS:
+        rows = []
+        for s in WIDTHS:
+            model = models.models.get((generator, s))
+            if model is None:
+                continue
+            rng = torch.Generator().manual_seed(seed)
+            rows.append(figure3.SampleRow(f"{generator} {scale_label(s)}(t)",
+                                          figure3.projected_samples(model, s, tasks, rng)))
+        if rows:
+            path = Path(out_dir) / f"generators_samples_{generator}.png"
+            out.append(figure3.compose_figure(models.data, tasks, digit_indices, rows, path,
+                                              title=f"{generator}, {title}"))
+    return out
