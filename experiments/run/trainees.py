@@ -183,7 +183,10 @@ def build_trainee(kind: str, width: float, model: GPTConfig, projector: Projecto
 def load_base_weights(model: ProjectableGPT, path: str | Path) -> None:
     """Start a source-free generator's base weights and small parts from the saved M_s at ``path``; it must
     be an unconditional GPT of the generated width (the scale of a one-scale projector)."""
-    (scale,) = model.config.scales  # parse_run refuses init_from with several scales for these generators
+    if len(model.config.scales) != 1:  # parse_run refuses this config; direct callers get the same message
+        raise ValueError(f"init_from starts a source-free generator's base from one M_s, but this projector has "
+                         f"scales={model.config.scales}; give one scale")
+    (scale,) = model.config.scales
     expected = model.small_config(scale)
     loaded = GPT.load(resolve_weights_file(path))
     generator = model.config.generator

@@ -13,7 +13,7 @@ from projectable.cli import main
 from projectable.generators import GENERATOR_CLASSES, generator_params, match_budget, max_rank
 from projectable.gpt import DENSE_KINDS
 from projectable.projected import DerivedParts
-from projectable.projector import GENERATORS, scale_key
+from projectable.projector import GENERATORS, route_cost, scale_key
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -32,10 +32,15 @@ def config(generator: str, scales=(0.5, 0.25), **kw) -> ProjectorConfig:
                            generator_rank=RANKS.get(generator, 0), **kw)
 
 
+def projectable(source: GPT, projector: ProjectorConfig) -> ProjectableGPT:
+    """The source for generators that read it, its config for those that do not."""
+    return ProjectableGPT(source if projector.reads_source else source.config, projector)
+
+
 def build(source: GPT, generator: str, scales=(0.5, 0.25), spread=0.3, **kw) -> ProjectableGPT:
     """A model whose generator really depends on t: every t-dependent parameter is perturbed (the deltas of
     low_rank and linear start at zero), base weights and small parts are left as built."""
-    model = ProjectableGPT(source, config(generator, scales, **kw)).to(source.parts.wte.dtype)
+    model = projectable(source, config(generator, scales, **kw)).to(source.parts.wte.dtype)
     with torch.no_grad():
         for name, param in model.generators.named_parameters():
             if ".base." not in name:
@@ -148,7 +153,7 @@ def test_zero_delta_reproduces_the_base_model(tiny_source, generator):
     """low_rank with L = 0 and linear with S = 0 (every other parameter random) are their base model, exactly,
     whatever t; a fresh generator has L = 0 / S = 0 already."""
     zero = {"low_rank": ("_left_w", "_left_b"), "linear": ("_a",)}[generator]
-    fresh = ProjectableGPT(tiny_source, config(generator))
+    fresh = projectable(tiny_source, config(generator))
     for name, param in fresh.generators.named_parameters():
         assert not name.endswith(zero) or not param.any(), name
     one, other = fresh.generate(torch.rand(3), 0.5), fresh.generate(torch.rand(3), 0.5)
@@ -236,11 +241,18 @@ def test_generated_model_equals_batched_forward(tiny_source, generator):
 
 
 @pytest.mark.parametrize("generator", ALL)
-def test_auto_route_is_one_of_the_exact_ones(tiny_source, generator):
+def test_auto_route_follows_the_cost_and_the_memory_limit(tiny_source, generator):
     model = build(tiny_source, generator)
     gen = model.generators["1_2"]
-    assert gen.route("auto", 1, 2, 12) in ("materialize", "expand")
-    assert gen.route("auto", 10**6, 10**6, 12) == "expand"  # per-task weights of 10^6 tasks exceed the memory limit
+    if generator == "blocks":  # its expand route holds k^2 copies of every input: never the memory saver
+        assert gen.route("auto", 1, 2, 12) == gen.route("auto", 10**6, 10**6, 12) == "materialize"
+    else:
+        if generator == "projection":  # its cost model is the projector's own (projector.route_cost)
+            materialize, expand, _ = route_cost(tiny_source.config, 2, 1, 2, 12)
+        else:
+            materialize, expand, _ = gen.cost(1, 2, 12)
+        assert gen.route("auto", 1, 2, 12) == ("materialize" if materialize <= expand else "expand")
+        assert gen.route("auto", 10**6, 10**6, 12) == "expand"  # 10^6 tasks' weights exceed the memory limit
     x, tasks = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
     torch.testing.assert_close(model.projected_logits(x, tasks, 0.5),
                                model.projected_logits(x, tasks, 0.5, route="materialize"))
@@ -324,7 +336,7 @@ def test_cli_generates_and_describes_a_source_free_checkpoint(tmp_path, tiny_sou
 @pytest.mark.parametrize("generator, mlp, small_parts", VALID)
 def test_parameter_counts_equal_the_built_generators(tiny_source, generator, mlp, small_parts):
     cfg = config(generator, mlp=mlp, small_parts=small_parts)
-    model = ProjectableGPT(tiny_source, cfg)
+    model = projectable(tiny_source, cfg)
     for scale, key in ((0.5, "1_2"), (0.25, "1_4")):
         count = generator_params(tiny_source.config, cfg, scale)
         assert count.total == model.num_projector_params(scale) == count.task + count.base + count.parts
@@ -402,8 +414,8 @@ def test_a_rank_that_does_not_fit_the_small_model_is_refused(tiny_source, genera
     with monkeypatch.context() as patch:
         patch.setattr(cls, "__init__", build_nothing)
         with pytest.raises(ValueError, match=r"generator_rank=9 does not fit .* scale 1/4.*generator_rank in 1\.\.8"):
-            ProjectableGPT(tiny_source, cfg)  # fits 1/2 (rank up to 16), not 1/4 (8)
-    ProjectableGPT(tiny_source, ProjectorConfig(task_dim=3, scales=(0.25,), generator=generator, generator_rank=8))
+            projectable(tiny_source, cfg)  # fits 1/2 (rank up to 16), not 1/4 (8)
+    projectable(tiny_source, ProjectorConfig(task_dim=3, scales=(0.25,), generator=generator, generator_rank=8))
 
 
 @pytest.mark.parametrize("scales, match", [((1 / 32,), "does not divide the source head size"),
@@ -413,8 +425,13 @@ def test_a_block_count_that_does_not_fit_is_refused(tiny_source, scales, match):
         ProjectableGPT(tiny_source, ProjectorConfig(task_dim=3, scales=scales, generator="blocks"))
 
 
+def test_a_source_given_to_a_generator_that_reads_none_is_refused_not_dropped(tiny_source):
+    with pytest.raises(ValueError, match="reads no source.*load_base"):
+        ProjectableGPT(tiny_source, config("low_rank"))
+
+
 def test_load_base_refuses_what_does_not_fit(tiny_source):
-    model = ProjectableGPT(tiny_source, config("low_rank"))
+    model = ProjectableGPT(tiny_source.config, config("low_rank"))
     with pytest.raises(ValueError, match="needs a GPT with .*'n_embd': 16.*got .*'n_embd': 32"):
         model.load_base(0.5, tiny_source)
     with pytest.raises(ValueError, match="unconditional"):

@@ -297,7 +297,7 @@ h, w = json.load(open(f"{folder}/vqvae.json"))["token_grid"]
 tokens = model.generate(num_return_sequences=4)[:, 1:]           # (4, h * w): drop the start token
 vqvae = VQVAE.load(f"{folder}/vqvae.safetensors")
 images = vqvae.decode(tokens.reshape(4, h, w))                    # (4, 3, H, W) in [-1, 1], raster order
-pixels = ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (4, H, W, 3)
+pixels = ((images + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()  # (4, H, W, 3)
 Image.fromarray(np.concatenate(list(pixels), axis=1)).save("samples.png")   # the 4 images side by side
 """
 

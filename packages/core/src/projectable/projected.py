@@ -122,6 +122,12 @@ class ProjectableGPT(nn.Module):
         self.source_config = source_config
         if config.reads_source:
             self.source = source if isinstance(source, GPT) else GPT(source)
+        elif isinstance(source, GPT):
+            raise ValueError(
+                f"generator={config.generator!r} reads no source, so the weights of the GPT passed here would be "
+                "dropped; pass its config (model.config) and start the base from a trained model of the target "
+                "width with load_base(scale, gpt)"
+            )
         else:
             self.source = None  # only the config: no source parameters, compute or optimizer state
         self.config = config
