@@ -108,6 +108,37 @@ class WeightGenerator(nn.Module):
         )
 
 
+class SourceFreeGenerator(WeightGenerator):
+    """A generator that reads no source: base dense weights of the target width, trained (and started from a
+    standalone M_s by ``load_base``), plus a t-dependent delta sized by ``generator_rank``."""
+
+    reads_source = False
+    size_knob = "generator_rank"
+
+    def _init_base(self, source: GPTConfig, config: ProjectorConfig, scale: float) -> GPTConfig:
+        """Validate, build the base of the small model's width; return the small model's config."""
+        self.check(source, config, scale)
+        small = small_config(source, scale)
+        self.shapes, self.n_layer, self.rank = small.dense_shapes(), small.n_layer, config.generator_rank
+        self.base = DenseStack(small)
+        return small
+
+    @classmethod
+    def check(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
+        k = check_scale(scale, source)
+        check_rank(cls.name, source, config, scale)
+        return k
+
+    @staticmethod
+    def base_params(shapes: dict[str, tuple[int, int]], n_layer: int) -> int:
+        """The base's dense weights and biases."""
+        return sum(n_layer * (o * i + o) for o, i in shapes.values())
+
+    @torch.no_grad()
+    def load_base(self, dense: DenseStack) -> None:
+        copy_dense(self.base, dense)
+
+
 class TaskMLPGenerator(WeightGenerator):
     """A generator whose t-dependence starts with the paper's hidden layer, t -> Linear(r) -> swish, one per
     dense kind and layer (``mlp="per_operator"``, parameters ``{kind}_w1`` (L, r, t), ``{kind}_b1`` (L, r)) or

@@ -37,30 +37,22 @@ from projectable.generators.base import (
     DenseWeights,
     FactoredLinears,
     OwnParams,
-    WeightGenerator,
-    check_rank,
-    copy_dense,
+    SourceFreeGenerator,
     dense_macs,
     small_config,
 )
 from projectable.gpt import DENSE_KINDS, DenseStack, GPTConfig
 from projectable.projector import ProjectorConfig
-from projectable.validation import check_scale
 
 
-class LinearGenerator(WeightGenerator):
+class LinearGenerator(SourceFreeGenerator):
     """Base dense weights of the small model plus, per dense operator, the subspace map t -> U C(t) V^T."""
 
     name = "linear"
-    reads_source = False
-    size_knob = "generator_rank"
 
     def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
         super().__init__()
-        self.check(source, config, scale)
-        small = small_config(source, scale)
-        self.shapes, self.n_layer, self.rank = small.dense_shapes(), small.n_layer, config.generator_rank
-        self.base = DenseStack(small)
+        small = self._init_base(source, config, scale)
         L, m, t = small.n_layer, config.generator_rank, config.task_dim
         for kind, (out_dim, in_dim) in self.shapes.items():
             setattr(self, f"{kind}_u", nn.Parameter(torch.randn(L, out_dim, m) / math.sqrt(out_dim)))
@@ -68,18 +60,12 @@ class LinearGenerator(WeightGenerator):
             setattr(self, f"{kind}_a", nn.Parameter(torch.zeros(L, m * m, t)))  # S = 0: the base model
 
     @classmethod
-    def check(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
-        k = check_scale(scale, source)
-        check_rank(cls.name, source, config, scale)
-        return k
-
-    @classmethod
     def count_params(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> OwnParams:
         cls.check(source, config, scale)
         shapes, L = small_config(source, scale).dense_shapes(), source.n_layer
         m, t = config.generator_rank, config.task_dim
         task = sum(L * (m * (o + i + 1) + m * m * t) for o, i in shapes.values())
-        return OwnParams(task, sum(L * (o * i + o) for o, i in shapes.values()))
+        return OwnParams(task, cls.base_params(shapes, L))
 
     def cores(self, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
         """tasks (B, t) -> kind -> C(t) (B, L, m, m), linear in t."""
@@ -105,7 +91,3 @@ class LinearGenerator(WeightGenerator):
         delta = sum(o * m * (m + i + 1) for o, i in self.shapes.values()) * self.n_layer  # per task: (U C) V^T
         per_token = sum(m * (o + i + 1) + m * m for o, i in self.shapes.values()) * self.n_layer
         return tasks * delta + batch * seq * small, batch * seq * (small + per_token), 4.0 * tasks * small
-
-    @torch.no_grad()
-    def load_base(self, dense: DenseStack) -> None:
-        copy_dense(self.base, dense)

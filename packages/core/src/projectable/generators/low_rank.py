@@ -31,31 +31,24 @@ from projectable.generators.base import (
     DenseWeights,
     FactoredLinears,
     OwnParams,
+    SourceFreeGenerator,
     TaskMLPGenerator,
-    check_rank,
-    copy_dense,
     dense_macs,
     hidden_params,
     small_config,
 )
 from projectable.gpt import DENSE_KINDS, DenseStack, GPTConfig
 from projectable.projector import ProjectorConfig
-from projectable.validation import check_scale
 
 
-class LowRankGenerator(TaskMLPGenerator):
+class LowRankGenerator(SourceFreeGenerator, TaskMLPGenerator):
     """Base dense weights of the small model plus the MLPs t -> (L(t), R(t)) of every dense operator."""
 
     name = "low_rank"
-    reads_source = False
-    size_knob = "generator_rank"
 
     def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
         super().__init__()
-        self.check(source, config, scale)
-        small = small_config(source, scale)
-        self.shapes, self.n_layer, self.rank = small.dense_shapes(), small.n_layer, config.generator_rank
-        self.base = DenseStack(small)
+        small = self._init_base(source, config, scale)
         self._init_hidden(small.n_layer, config)
         L, r, m = small.n_layer, config.rank, config.generator_rank
         for kind, (out_dim, in_dim) in self.shapes.items():
@@ -67,18 +60,12 @@ class LowRankGenerator(TaskMLPGenerator):
             setattr(self, f"{kind}_right_b", nn.Parameter(torch.randn(L, m * (in_dim + 1)) * scale_in))
 
     @classmethod
-    def check(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
-        k = check_scale(scale, source)
-        check_rank(cls.name, source, config, scale)
-        return k
-
-    @classmethod
     def count_params(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> OwnParams:
         cls.check(source, config, scale)
         shapes, L = small_config(source, scale).dense_shapes(), source.n_layer
         m, r = config.generator_rank, config.rank
         task = hidden_params(L, config) + sum(L * m * (o + i + 1) * (r + 1) for o, i in shapes.values())
-        return OwnParams(task, sum(L * (o * i + o) for o, i in shapes.values()))
+        return OwnParams(task, cls.base_params(shapes, L))
 
     def factors(self, tasks: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """tasks (B, t) -> (kind -> L (B, L, o, m), kind -> R (B, L, m, i + 1))."""
@@ -109,8 +96,4 @@ class LowRankGenerator(TaskMLPGenerator):
         small = dense_macs(self.shapes, self.n_layer)
         delta = sum(o + i + 1 for o, i in self.shapes.values()) * self.n_layer * self.rank  # per token
         return tasks * self.rank * small + batch * seq * small, batch * seq * (small + delta), 4.0 * tasks * small
-
-    @torch.no_grad()
-    def load_base(self, dense: DenseStack) -> None:
-        copy_dense(self.base, dense)
 
