@@ -139,3 +139,21 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
 
 def mib(nbytes: float) -> str:
     return "n/a" if nbytes != nbytes else f"{nbytes / 2**20:,.1f}"
+
+
+def scales_arg(text: str) -> list[float]:
+    """``--scales 1/2,1/4`` -> [0.5, 0.25]."""
+    from fractions import Fraction
+
+    return [float(Fraction(s)) for s in text.split(",")]
+
+
+def reduced_shape(args: argparse.Namespace, layers: int | None, seq: int | None) -> tuple[int, int]:
+    """Depth and T of a batched forward: the paper's 24 x 1024 on a GPU, 4 x 64 on the CPU (2 x 32 quick),
+    unless given."""
+    cpu = args.device == "cpu"
+    if layers is None:
+        layers = (2 if args.quick else 4) if cpu else 24
+    if seq is None:
+        seq = (32 if args.quick else 64) if cpu else 1024
+    return layers, seq

@@ -26,7 +26,18 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from common import add_common_args, load_average, mib, ms, peak_memory, setup, table, timeit
+from common import (
+    add_common_args,
+    load_average,
+    mib,
+    ms,
+    peak_memory,
+    reduced_shape,
+    scales_arg,
+    setup,
+    table,
+    timeit,
+)
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, scale_name
 from projectable.generators import generator_params, match_budget
 from projectable.generators.base import small_config
@@ -175,14 +186,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=None, help="part 3 depth: 24 on cuda, 4 on cpu (2 quick)")
     parser.add_argument("--seq", type=int, default=None, help="part 3 T: 1024 on cuda, 64 on cpu (32 quick)")
     args = parser.parse_args()
-    from fractions import Fraction
-
-    args.scales = [float(Fraction(s)) for s in args.scales.split(",")]
-    cpu = args.device == "cpu"
-    if args.layers is None:
-        args.layers = (2 if args.quick else 4) if cpu else 24
-    if args.seq is None:
-        args.seq = (32 if args.quick else 64) if cpu else 1024
+    args.scales = scales_arg(args.scales)
+    args.layers, args.seq = reduced_shape(args, args.layers, args.seq)
     device = setup(args, "Weight generators at the paper source size (benchmarks/generators.py)")
     paper = GPTConfig.paper()
     configs = bench_params(args, paper)

@@ -22,7 +22,17 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from common import add_common_args, copy_bandwidth, load_average, ms, setup, table, timeit
+from common import (
+    add_common_args,
+    copy_bandwidth,
+    load_average,
+    ms,
+    reduced_shape,
+    scales_arg,
+    setup,
+    table,
+    timeit,
+)
 from einops import rearrange
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, scale_name
 from projectable.gpt import DENSE_KINDS
@@ -167,14 +177,8 @@ def main() -> None:
     parser.add_argument("--route-layers", type=int, default=None, help="default 24 on cuda, 4 on cpu (2 quick)")
     parser.add_argument("--route-seq", type=int, default=None, help="default 1024 on cuda, 64 on cpu (32 quick)")
     args = parser.parse_args()
-    from fractions import Fraction
-
-    args.scales = [float(Fraction(s)) for s in args.scales.split(",")]
-    cpu = args.device == "cpu"
-    if args.route_layers is None:
-        args.route_layers = (2 if args.quick else 4) if cpu else 24
-    if args.route_seq is None:
-        args.route_seq = (32 if args.quick else 64) if cpu else 1024
+    args.scales = scales_arg(args.scales)
+    args.route_layers, args.route_seq = reduced_shape(args, args.route_layers, args.route_seq)
     device = setup(args, "Projection of the paper-scale source (benchmarks/projection.py)")
     bench_projection(args, device)
     bench_routes(args, device)
