@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,8 +47,23 @@ def ray_node(*args: str, log: Path, env: dict[str, str], head: bool) -> subproce
         env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     else:
         command = [sys.executable, "-c", RAY_START_LOOPBACK, "start", "--block", *args]
-    return subprocess.Popen([*command, "--node-ip-address", "127.0.0.1"], env=env, stdout=open(log, "ab"),
+    return subprocess.Popen([*command, "--node-ip-address", "127.0.0.1", *node_ports()], env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def node_ports() -> list[str]:
+    """Every port a node opens, chosen free, so that two nodes on one machine never reach for the same default
+    (the dashboard agent's 52365, for one) or for a port another process holds."""
+    flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+    sockets = [socket.socket() for _ in flags]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [str(x) for flag, s in zip(flags, sockets) for x in (flag, s.getsockname()[1])]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -60,17 +76,26 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 90) -> None:
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path.name} was not written)"
+
+
+def wait_for_nodes(address: str, count: int, env: dict[str, str], logs: list[Path], timeout: float = 180) -> None:
+    """Until ``count`` nodes are alive; on a timeout the error carries the last answer and the nodes' logs."""
     code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
             "print(sum(n['Alive'] for n in ray.nodes()))")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True,
                              env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
         if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
             return
+        if time.monotonic() > deadline:
+            break
         time.sleep(2)
-    raise TimeoutError(f"Ray cluster at {address} did not reach {count} nodes")
+    raise TimeoutError(f"Ray cluster at {address} did not reach {count} nodes; last answer (rc {out.returncode}): "
+                       f"{out.stdout[-500:]}{out.stderr[-1500:]}\n"
+                       + "\n".join(f"--- {log.name}:\n{tail(log)}" for log in logs))
 
 
 def test_smoke_sweep_on_a_two_node_cluster_with_an_mlflow_server(tmp_path):
@@ -85,10 +110,10 @@ def test_smoke_sweep_on_a_two_node_cluster_with_an_mlflow_server(tmp_path):
                     head=True)
     worker = None
     try:
-        wait_for_nodes(address, 1, env)
+        wait_for_nodes(address, 1, env, [tmp_path / "head.log"])
         worker = ray_node("--address", address, "--num-cpus", "1", "--num-gpus", "0", log=tmp_path / "node.log",
                           env=env, head=False)
-        wait_for_nodes(address, 2, env)
+        wait_for_nodes(address, 2, env, [tmp_path / "head.log", tmp_path / "node.log"])
         uri = f"http://127.0.0.1:{port}"
         overrides = [
             "experiment=table1", "scale=smoke", "cluster=remote", f"cluster.address={address}",
