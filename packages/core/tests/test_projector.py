@@ -40,6 +40,32 @@ def test_structured_projection_equals_dense_reference(k):
             torch.testing.assert_close(bs[e, layer], P @ b[layer], rtol=1e-12, atol=1e-12)
 
 
+
+@pytest.mark.parametrize("tasks", [1, 3])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_projection_gradients_equal_those_of_the_dense_reference(k, tasks):
+    """The hand-written backward of ``project_weight`` against autograd through P @ W @ Q (float64), for every
+    subset of inputs that needs a gradient (the source frozen, the projector frozen, both training)."""
+    L, O, I = 2, 8, 12  # noqa: E741
+    w = torch.randn(L, O, I, dtype=torch.float64)
+    p = torch.randn(tasks, L, O, dtype=torch.float64)
+    q = torch.randn(tasks, L, I, dtype=torch.float64)
+    upstream = torch.randn(tasks, L, O // k, I // k, dtype=torch.float64)
+
+    def dense(w, p, q):
+        return torch.stack([torch.stack([dense_p(p[e, layer], k) @ w[layer] @ dense_q(q[e, layer], k)
+                                         for layer in range(L)]) for e in range(tasks)])
+
+    for needs in ([True, True, True], [True, False, False], [False, True, True], [False, False, True]):
+        ours = [x.clone().requires_grad_(need) for x, need in zip((w, p, q), needs)]
+        reference = [x.clone().requires_grad_(need) for x, need in zip((w, p, q), needs)]
+        (project_weight(*ours, k) * upstream).sum().backward()
+        (dense(*reference) * upstream).sum().backward()
+        for mine, theirs, need in zip(ours, reference, needs):
+            assert (mine.grad is None) == (not need)
+            if need:
+                torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-12, atol=1e-12)
+
 def test_identity_diagonals_at_scale_one_reproduce_source(tiny_source):
     model = ProjectableGPT(tiny_source, ProjectorConfig(task_dim=3, rank=4, scales=(1.0,), small_parts="derived"))
     with torch.no_grad():

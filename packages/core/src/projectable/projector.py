@@ -173,12 +173,80 @@ class DiagonalGenerator(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def project_weight(weight: torch.Tensor, p: torch.Tensor, q: torch.Tensor, k: int) -> torch.Tensor:
-    """W_s = P W Q for stacked weights: weight (L, O, I), p (B, L, O), q (B, L, I) -> (B, L, O/k, I/k)."""
+def _row_groups(weight: torch.Tensor, p: torch.Tensor, k: int) -> torch.Tensor:
+    """sum_a p[.., o, a] W[l, o*k + a, :]: weight (L, O, I), p (B, L, O) -> (B, L, o, I).
+
+    One multiply-add per position a over contiguous rows (k passes): this reads W once and keeps the
+    per-element work vectorised, where an einsum over the size-k axis lowers to k-wide matrix products."""
     w = rearrange(weight, "l (o a) i -> l o a i", a=k)
-    pw = torch.einsum("loai,bloa->bloi", w, rearrange(p, "b l (o a) -> b l o a", a=k))  # (B, L, o, I)
-    pw = rearrange(pw, "b l o (i c) -> b l o i c", c=k)
-    return torch.einsum("bloic,blic->bloi", pw, rearrange(q, "b l (i c) -> b l i c", c=k))
+    p = rearrange(p, "b l (o a) -> b l o a", a=k).unsqueeze(-1)  # (B, L, o, k, 1)
+    out = w[:, :, 0] * p[:, :, :, 0]
+    for a in range(1, k):
+        out.addcmul_(w[:, :, a], p[:, :, :, a])
+    return out
+
+
+def _column_groups(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Sum each group of k adjacent columns: (..., I) -> (..., I/k), as k strided adds (a reduction over a
+    trailing axis of size k is several times slower on CPU)."""
+    if k == 1:
+        return x.clone()
+    x = rearrange(x, "... (i c) -> ... i c", c=k)
+    out = x[..., 0] + x[..., 1]
+    for c in range(2, k):
+        out += x[..., c]
+    return out
+
+
+class _ProjectWeight(torch.autograd.Function):
+    """W_s = P W Q with hand-written forward and backward passes (``project_weight``). Autograd through the
+    reshapes and strided sums would write zero-filled full-size gradients for every slice; here each pass
+    reads W_1 once. Gradients, with G = dL/dW_s (B, L, o, i) and Gq[b, l, o, i*k + c] = G[b, l, o, i] q[b, l, i*k + c]:
+    dW_1[l, o*k + a, :] = sum_b p[b, l, o*k + a] Gq[b, l, o, :], dp[b, l, o*k + a] = <W_1[l, o*k + a, :], Gq[b, l, o, :]>,
+    dq[b, l, i*k + c] = sum_o (P W_1)[b, l, o, i*k + c] G[b, l, o, i]."""
+
+    @staticmethod
+    def forward(ctx, weight, p, q, k: int):
+        ctx.save_for_backward(weight, p, q)
+        ctx.k = k
+        return _column_groups(_row_groups(weight, p, k).mul_(q.unsqueeze(2)), k)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        weight, p, q = ctx.saved_tensors
+        k = ctx.k
+        need_w, need_p, need_q, _ = ctx.needs_input_grad
+        d_weight = d_p = d_q = None
+        grad_cols = grad.unsqueeze(-1)  # (B, L, o, i, 1): G over the k columns of each group, by broadcasting
+        if need_w or need_p:
+            gq = rearrange(grad_cols * rearrange(q, "b l (i c) -> b l 1 i c", c=k), "b l o i c -> b l o (i c)")
+            w = rearrange(weight, "l (o a) i -> l o a i", a=k)
+            if need_p:
+                d_p = rearrange(torch.einsum("loai,bloi->bloa", w, gq), "b l o a -> b l (o a)")
+            if need_w:
+                p4 = rearrange(p, "b l (o a) -> b l o a", a=k)
+                if p.shape[0] == 1:
+                    d_weight = p4[0].unsqueeze(-1) * gq[0].unsqueeze(2)  # (L, o, k, I): an outer product
+                else:
+                    d_weight = torch.einsum("bloa,bloi->loai", p4, gq)
+                d_weight = rearrange(d_weight, "l o a i -> l (o a) i")
+            del gq
+        if need_q:
+            pw = rearrange(_row_groups(weight, p, k), "b l o (i c) -> b l o i c", c=k)
+            d_q = rearrange(pw.mul_(grad_cols).sum(2), "b l i c -> b l (i c)")  # (B, L, I)
+        if d_weight is not None and d_weight.shape != weight.shape:
+            d_weight = d_weight.reshape(weight.shape)
+        return d_weight, d_p, d_q, None
+
+
+def project_weight(weight: torch.Tensor, p: torch.Tensor, q: torch.Tensor, k: int) -> torch.Tensor:
+    """W_s = P W Q for stacked weights: weight (L, O, I), p (B, L, O), q (B, L, I) -> (B, L, O/k, I/k).
+
+    Target row o is the p-weighted sum of source rows o*k..o*k+k-1 and target column i the q-weighted sum of
+    source columns i*k..i*k+k-1; ``benchmarks/projection.py`` times it against the bytes floor and a dense
+    P @ W @ Q reference, which the tests match in float64."""
+    return _ProjectWeight.apply(weight, p, q, k)
 
 
 def project_bias(bias: torch.Tensor, p: torch.Tensor, k: int) -> torch.Tensor:
