@@ -4,7 +4,8 @@ import pytest
 import torch
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig
 from projectable.gpt import DENSE_KINDS
-from projectable.projector import project_bias, project_weight
+from projectable import projector
+from projectable.projector import _blocks, project_bias, project_weight
 
 
 def dense_p(p: torch.Tensor, k: int) -> torch.Tensor:
@@ -24,9 +25,16 @@ def dense_q(q: torch.Tensor, k: int) -> torch.Tensor:
     return Q
 
 
+# CPU blocks of the projection (projector.CPU_BLOCK_BYTES): all at once, blocks of tasks, one task and one
+# layer at a time (float64: one task's P W of one layer is 8 * O * I / k bytes; the counts are at k = 1).
+BLOCK_BYTES = {"one block": 2**30, "task blocks": 8 * 24 * 16 * 3 * 2, "layer blocks": 8 * 24 * 16}
+
+
+@pytest.mark.parametrize("blocks", BLOCK_BYTES)
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
-def test_structured_projection_equals_dense_reference(k):
-    L, O, I, B = 3, 24, 16, 2  # noqa: E741 (the paper's letters)
+def test_structured_projection_equals_dense_reference(k, blocks, monkeypatch):
+    monkeypatch.setattr(projector, "CPU_BLOCK_BYTES", BLOCK_BYTES[blocks])
+    L, O, I, B = 3, 24, 16, 3  # noqa: E741 (the paper's letters)
     w = torch.randn(L, O, I, dtype=torch.float64)
     b = torch.randn(L, O, dtype=torch.float64)
     p = torch.randn(B, L, O, dtype=torch.float64)
@@ -41,12 +49,14 @@ def test_structured_projection_equals_dense_reference(k):
 
 
 
+@pytest.mark.parametrize("blocks", BLOCK_BYTES)
 @pytest.mark.parametrize("tasks", [1, 3])
 @pytest.mark.parametrize("k", [1, 2, 4])
-def test_projection_gradients_equal_those_of_the_dense_reference(k, tasks):
+def test_projection_gradients_equal_those_of_the_dense_reference(k, tasks, blocks, monkeypatch):
     """The hand-written backward of ``project_weight`` against autograd through P @ W @ Q (float64), for every
     subset of inputs that needs a gradient (the source frozen, the projector frozen, both training)."""
-    L, O, I = 2, 8, 12  # noqa: E741
+    monkeypatch.setattr(projector, "CPU_BLOCK_BYTES", BLOCK_BYTES[blocks])
+    L, O, I = 3, 24, 16  # noqa: E741
     w = torch.randn(L, O, I, dtype=torch.float64)
     p = torch.randn(tasks, L, O, dtype=torch.float64)
     q = torch.randn(tasks, L, I, dtype=torch.float64)
@@ -248,3 +258,16 @@ def test_checkpoint_of_another_shape_is_rejected(tmp_path, tiny_source, make_pro
 
     with pytest.raises(ValueError, match="shape mismatches"):
         load_state_strict(other, load_file(str(tmp_path / "p.safetensors")), "p.safetensors")
+
+
+@pytest.mark.parametrize("blocks, count", [("one block", 1), ("task blocks", 2), ("layer blocks", 9)])
+def test_projection_blocks_cover_every_task_and_layer_once(blocks, count, monkeypatch):
+    """The blocks the tests above run through are the ones named (so each path is taken), and they tile
+    (tasks, layers) exactly."""
+    monkeypatch.setattr(projector, "CPU_BLOCK_BYTES", BLOCK_BYTES[blocks])
+    weight = torch.zeros(3, 24, 16, dtype=torch.float64)
+    seen = torch.zeros(3, 3, dtype=torch.int64)
+    for tasks, layers in _blocks(weight, 3, 1):
+        seen[tasks, layers] += 1
+    assert torch.equal(seen, torch.ones(3, 3, dtype=torch.int64))
+    assert len(_blocks(weight, 3, 1)) == count

@@ -186,15 +186,47 @@ def _row_groups(weight: torch.Tensor, p: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def _column_groups(x: torch.Tensor, k: int) -> torch.Tensor:
+def _column_groups(x: torch.Tensor, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Sum each group of k adjacent columns: (..., I) -> (..., I/k), as k strided adds (a reduction over a
-    trailing axis of size k is several times slower on CPU)."""
+    trailing axis of size k is several times slower on CPU); into ``out`` when given."""
     if k == 1:
-        return x.clone()
+        return x.clone() if out is None else out.copy_(x)
     x = rearrange(x, "... (i c) -> ... i c", c=k)
-    out = x[..., 0] + x[..., 1]
+    out = torch.add(x[..., 0], x[..., 1], out=out)
     for c in range(2, k):
         out += x[..., c]
+    return out
+
+
+# On CPU the projection runs over blocks of tasks and layers whose temporary P W (the largest, n/k floats per
+# task) stays under this many bytes: a fresh allocation of hundreds of MB costs a page fault per 4 KiB page on
+# first touch (14x a reused buffer's write on the development machine), and blocks this size are served again
+# from the heap. GPUs have a caching allocator: one block.
+CPU_BLOCK_BYTES = 8 * 2**20
+
+
+def _blocks(weight: torch.Tensor, tasks: int, k: int) -> list[tuple[slice, slice]]:
+    """(tasks, layers) slices covering a projection, each with a P W under ``CPU_BLOCK_BYTES`` on CPU."""
+    L, O, I = weight.shape  # noqa: E741
+    if weight.device.type != "cpu":
+        return [(slice(None), slice(None))]
+    per_layer = weight.element_size() * O * I // k  # P W of one task and one layer
+    if per_layer * L <= CPU_BLOCK_BYTES:  # whole stacks: blocks of tasks
+        task_step, layer_step = max(1, CPU_BLOCK_BYTES // (per_layer * L)), L
+    else:  # one task at a time: blocks of layers
+        task_step, layer_step = 1, max(1, CPU_BLOCK_BYTES // per_layer)
+    return [(slice(b, b + task_step), slice(layer, layer + layer_step))
+            for b in range(0, tasks, task_step) for layer in range(0, L, layer_step)]
+
+
+def _project(weight: torch.Tensor, p: torch.Tensor, q: torch.Tensor, k: int) -> torch.Tensor:
+    """P W Q without autograd, block by block (``_blocks``)."""
+    B, L = p.shape[:2]
+    O, I = weight.shape[1:]  # noqa: E741
+    out = weight.new_empty(B, L, O // k, I // k)
+    for tasks, layers in _blocks(weight, B, k):
+        pw = _row_groups(weight[layers], p[tasks, layers], k).mul_(q[tasks, layers].unsqueeze(2))
+        _column_groups(pw, k, out=out[tasks, layers])
     return out
 
 
@@ -209,7 +241,7 @@ class _ProjectWeight(torch.autograd.Function):
     def forward(ctx, weight, p, q, k: int):
         ctx.save_for_backward(weight, p, q)
         ctx.k = k
-        return _column_groups(_row_groups(weight, p, k).mul_(q.unsqueeze(2)), k)
+        return _project(weight, p, q, k)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -217,26 +249,31 @@ class _ProjectWeight(torch.autograd.Function):
         weight, p, q = ctx.saved_tensors
         k = ctx.k
         need_w, need_p, need_q, _ = ctx.needs_input_grad
-        d_weight = d_p = d_q = None
-        grad_cols = grad.unsqueeze(-1)  # (B, L, o, i, 1): G over the k columns of each group, by broadcasting
-        if need_w or need_p:
-            gq = rearrange(grad_cols * rearrange(q, "b l (i c) -> b l 1 i c", c=k), "b l o i c -> b l o (i c)")
-            w = rearrange(weight, "l (o a) i -> l o a i", a=k)
-            if need_p:
-                d_p = rearrange(torch.einsum("loai,bloi->bloa", w, gq), "b l o a -> b l (o a)")
-            if need_w:
-                p4 = rearrange(p, "b l (o a) -> b l o a", a=k)
-                if p.shape[0] == 1:
-                    d_weight = p4[0].unsqueeze(-1) * gq[0].unsqueeze(2)  # (L, o, k, I): an outer product
-                else:
-                    d_weight = torch.einsum("bloa,bloi->loai", p4, gq)
-                d_weight = rearrange(d_weight, "l o a i -> l (o a) i")
-            del gq
-        if need_q:
-            pw = rearrange(_row_groups(weight, p, k), "b l o (i c) -> b l o i c", c=k)
-            d_q = rearrange(pw.mul_(grad_cols).sum(2), "b l i c -> b l (i c)")  # (B, L, I)
-        if d_weight is not None and d_weight.shape != weight.shape:
-            d_weight = d_weight.reshape(weight.shape)
+        d_weight = torch.empty_like(weight) if need_w else None
+        d_p = torch.empty_like(p) if need_p else None
+        d_q = torch.empty_like(q) if need_q else None
+        for tasks, layers in _blocks(weight, p.shape[0], k):
+            g = grad[tasks, layers].unsqueeze(-1)  # (b, l, o, i, 1): G over the k columns of a group, broadcast
+            if need_w or need_p:
+                gq = rearrange(g * rearrange(q[tasks, layers], "b l (i c) -> b l 1 i c", c=k),
+                               "b l o i c -> b l o (i c)")  # (b, l, o, I)
+                if need_p:
+                    w = rearrange(weight[layers], "l (o a) i -> l o a i", a=k)
+                    d_p[tasks, layers] = rearrange(torch.einsum("loai,bloi->bloa", w, gq), "b l o a -> b l (o a)")
+                if need_w:
+                    p4 = rearrange(p[tasks, layers], "b l (o a) -> b l o a", a=k)
+                    target = rearrange(d_weight[layers], "l (o a) i -> l o a i", a=k)
+                    if p4.shape[0] == 1:  # an outer product, written in place
+                        part = torch.mul(p4[0].unsqueeze(-1), gq[0].unsqueeze(2), out=target if tasks.start == 0 else None)
+                    else:
+                        part = torch.einsum("bloa,bloi->loai", p4, gq)
+                    if tasks.start == 0 and part is not target:
+                        target.copy_(part)
+                    elif tasks.start != 0:
+                        target += part
+            if need_q:
+                pw = rearrange(_row_groups(weight[layers], p[tasks, layers], k), "b l o (i c) -> b l o i c", c=k)
+                d_q[tasks, layers] = rearrange(pw.mul_(g).sum(2), "b l i c -> b l (i c)")
         return d_weight, d_p, d_q, None
 
 
