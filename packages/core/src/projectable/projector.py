@@ -263,14 +263,17 @@ class _ProjectWeight(torch.autograd.Function):
                 if need_w:
                     p4 = rearrange(p[tasks, layers], "b l (o a) -> b l o a", a=k)
                     target = rearrange(d_weight[layers], "l (o a) i -> l o a i", a=k)
-                    if p4.shape[0] == 1:  # an outer product, written in place
-                        part = torch.mul(p4[0].unsqueeze(-1), gq[0].unsqueeze(2), out=target if tasks.start == 0 else None)
+                    first = tasks.start in (None, 0)
+                    if p4.shape[0] == 1:  # an outer product, written (or added) in place
+                        outer = p4[0].unsqueeze(-1), gq[0].unsqueeze(2)
+                        if first:
+                            torch.mul(*outer, out=target)
+                        else:
+                            target.addcmul_(*outer)
+                    elif first:
+                        target.copy_(torch.einsum("bloa,bloi->loai", p4, gq))
                     else:
-                        part = torch.einsum("bloa,bloi->loai", p4, gq)
-                    if tasks.start == 0 and part is not target:
-                        target.copy_(part)
-                    elif tasks.start != 0:
-                        target += part
+                        target.add_(torch.einsum("bloa,bloi->loai", p4, gq))
             if need_q:
                 pw = rearrange(_row_groups(weight[layers], p[tasks, layers], k), "b l o (i c) -> b l o i c", c=k)
                 d_q[tasks, layers] = rearrange(pw.mul_(g).sum(2), "b l i c -> b l (i c)")
