@@ -35,7 +35,10 @@ def setup(args: argparse.Namespace, title: str) -> torch.device:
           f"{args.threads} threads")
     print(f"- command: `python {' '.join(sys.argv)}`")
     print(f"- load average at start (1/5/15 min): {load_average()} -- other work on a shared machine slows every "
-          "number below\n")
+          "number below")
+    args.bandwidth, args.matmul_flops = copy_bandwidth(device), matmul_flops(device)
+    print(f"- ceilings measured now: copy bandwidth {args.bandwidth / 1e9:.1f} GB/s (read + write, 256 MiB), "
+          f"matmul {args.matmul_flops / 1e9:.1f} GFLOP/s ({MATMUL_SIZE}^2, fp32 on CPU, bf16 on GPU)\n")
     return device
 
 
@@ -68,6 +71,19 @@ def copy_bandwidth(device: torch.device, megabytes: int = 256) -> float:
     y = torch.empty_like(x)
     seconds = timeit(lambda: y.copy_(x), device, reps=5, warmup=1)
     return 2 * x.numel() * 4 / seconds
+
+
+MATMUL_SIZE = 2048
+
+
+def matmul_flops(device: torch.device, size: int = MATMUL_SIZE) -> float:
+    """Measured FLOP/s of a square fp32 matmul (bf16 on a GPU, as the gpu scale trains), the compute ceiling."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty_like(a)
+    seconds = timeit(lambda: torch.matmul(a, b, out=out), device, reps=5, warmup=1)
+    return 2 * size**3 / seconds
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

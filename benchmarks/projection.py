@@ -1,15 +1,16 @@
 """Projection of the whole paper-scale source M_1 (Sec. 2.2, GPTConfig.paper(): 24 layers, d=512) to each s.
 
-Part 1 -- generating the small dense weights W_s = P(t) W_1 Q(t), b_s = P(t) b_1 of all 24 layers for one task:
-forward (generation, no autograd) and forward+backward (training: gradients reach the diagonal MLPs and the
+Part 1 -- generating the small dense weights W_s = P(t) W_1 Q(t), b_s = P(t) b_1 of all 24 layers for one task
+and for 32 at once: forward (generation, no autograd) and forward+backward (training: gradients reach the diagonal MLPs and the
 source weights), for the structured stacked projection (``projector.project_weight``: reshape + weighted sums
 over (L, out, in) stacks) against a dense reference that materialises P and Q as matrices and multiplies
 P @ W @ Q, plus the bytes-moved floor (read W_1, write W_s; backward also reads W_1 again, reads dW_s and
 writes dW_1) at the measured copy bandwidth of the device.
 
-Part 2 -- the projected forward of item 3 at a batch of distinct tasks (one task per sequence): the
-"materialize" route (per-example small weights) against the "expand" route (inputs expanded by Q through the
-shared W_1, contracted by P), forward and forward+backward, and which one ``route="auto"`` picks.
+Part 2 -- the projected forward at a batch of distinct tasks (one task per sequence): the "materialize" route
+(per-example small weights) against the "expand" route (inputs expanded by Q through the shared W_1, contracted
+by P), forward and forward+backward, at a generation-like shape (32 tasks, T = 32), the paper width at a longer
+T and the cpu scale's training step, and which one ``route="auto"`` picks with its time over the faster one's.
 
     python benchmarks/projection.py --threads 2            # CPU: part 2 at reduced depth and sequence length
     python benchmarks/projection.py --device cuda           # the paper size throughout
@@ -24,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from common import (
     add_common_args,
-    copy_bandwidth,
     load_average,
     ms,
     reduced_shape,
@@ -77,9 +77,9 @@ def forward_backward(fn, modules, grads):
     torch.autograd.backward(fn(), grad_tensors=grads)
 
 
-def time_projection(source, generator, task, k, grads, device, reps) -> dict[tuple[str, str], float]:
+def time_projection(source, generator, task, k, grads, device, reps, dense: bool) -> dict[tuple[str, str], float]:
     times = {}
-    for name, fn in (("structured", structured), ("dense", dense_reference)):
+    for name, fn in (("structured", structured), ("dense", dense_reference))[: 2 if dense else 1]:
         call = partial(fn, source, generator, task, k)
         with torch.no_grad():  # both just ran in the correctness check: no warm-up needed
             times[name, "fwd"] = timeit(call, device, reps, warmup=0)
@@ -103,68 +103,100 @@ def time_routes(model, tokens, tasks, scale, device, reps) -> dict[tuple[str, st
     return times
 
 
+def floors(dense_count: int, small_count: float, bandwidth: float) -> tuple[float, float]:
+    """Seconds for the bytes that must move (fp32): forward reads W_1 and writes W_s of every task; forward+backward
+    also reads dW_s and W_1 again and writes dW_1 (the diagonals' gradients are small and left out)."""
+    return 4 * (dense_count + small_count) / bandwidth, 4 * (3 * dense_count + 2 * small_count) / bandwidth
+
+
 def bench_projection(args, device) -> None:
     source = GPT(GPTConfig.paper()).to(device)
     config = source.config
     dense_count = sum(w.numel() + b.numel() for w, b in (source.dense.weights(kind) for kind in DENSE_KINDS))
-    bandwidth = copy_bandwidth(device)
     print(f"### Part 1: projecting every dense weight of the paper source ({config.n_layer} layers, "
-          f"d={config.n_embd}, {dense_count / 1e6:.1f}M dense parameters) for {args.tasks} task(s)\n")
-    print(f"Measured copy bandwidth: {bandwidth / 1e9:.1f} GB/s (read + write). Times in ms, median of "
-          f"{args.reps}.\n")
+          f"d={config.n_embd}, {dense_count / 1e6:.1f}M dense parameters)\n")
+    print(f"Floor: the bytes that must move at the copy bandwidth measured above ({args.bandwidth / 1e9:.1f} GB/s), "
+          "with n source and m = n/k^2 small dense parameters per task and B tasks: forward 4 (n + B m) bytes "
+          "(read W_1, write every W_s), forward+backward 4 (3 n + 2 B m) (also read dW_s and W_1 again, write "
+          f"dW_1). The dense P @ W @ Q reference runs for one task only (its P and Q matrices of 32 tasks do not "
+          f"fit). Times in ms, median of {args.reps}.\n")
     rows = []
-    for scale in args.scales:
-        k = group_size(scale)
-        generator = DiagonalGenerator(config, ProjectorConfig(task_dim=TASK_DIM, scales=(scale,)), scale).to(device)
-        task = torch.randn(args.tasks, TASK_DIM, device=device)
-        with torch.no_grad():  # the two are the same computation
-            a, b = structured(source, generator, task, k), dense_reference(source, generator, task, k)
-            error = max(float((x - y).abs().max() / y.abs().max()) for x, y in zip(a, b))
-        grads = [torch.randn_like(x) for x in a]
-        del a, b
-        times = time_projection(source, generator, task, k, grads, device, args.reps)
-        small = dense_count / k**2 * args.tasks
-        floor_fwd = 4 * (dense_count + small) / bandwidth
-        floor_fwd_bwd = 4 * (3 * dense_count + 2 * small) / bandwidth
-        rows.append([
-            scale_name(scale), ms(times["structured", "fwd"]), ms(times["dense", "fwd"]), ms(floor_fwd),
-            ms(times["structured", "fwd+bwd"]), ms(times["dense", "fwd+bwd"]), ms(floor_fwd_bwd),
-            f"{times['dense', 'fwd+bwd'] / times['structured', 'fwd+bwd']:.1f}x", f"{error:.1e}",
-        ])
-    print(table(["s", "structured fwd", "dense P/Q fwd", "floor fwd", "structured fwd+bwd", "dense P/Q fwd+bwd",
-                 "floor fwd+bwd", "dense/structured (fwd+bwd)", "max rel. diff"], rows))
+    for tasks in args.tasks:
+        for scale in args.scales:
+            k = group_size(scale)
+            generator = DiagonalGenerator(config, ProjectorConfig(task_dim=TASK_DIM, scales=(scale,)), scale)
+            generator = generator.to(device)
+            task = torch.randn(tasks, TASK_DIM, device=device)
+            with torch.no_grad():  # the two are the same computation (checked on the first task)
+                a = structured(source, generator, task, k)
+                b = dense_reference(source, generator, task[:1], k)
+                error = max(float((x[:1] - y).abs().max() / y.abs().max()) for x, y in zip(a, b))
+            grads = [torch.randn_like(x) for x in a]
+            del a, b
+            times = time_projection(source, generator, task, k, grads, device, args.reps, dense=tasks == 1)
+            floor_fwd, floor_fwd_bwd = floors(dense_count, dense_count / k**2 * tasks, args.bandwidth)
+            dense_cells = ([ms(times["dense", "fwd"]), ms(times["dense", "fwd+bwd"])] if tasks == 1 else ["-", "-"])
+            rows.append([
+                tasks, scale_name(scale), ms(times["structured", "fwd"]), ms(floor_fwd),
+                f"{times['structured', 'fwd'] / floor_fwd:.1f}x", ms(times["structured", "fwd+bwd"]),
+                ms(floor_fwd_bwd), f"{times['structured', 'fwd+bwd'] / floor_fwd_bwd:.1f}x", *dense_cells,
+                f"{error:.1e}",
+            ])
+            del grads, generator
+    print(table(["tasks", "s", "fwd", "floor fwd", "fwd / floor", "fwd+bwd", "floor fwd+bwd", "fwd+bwd / floor",
+                 "dense P/Q fwd", "dense P/Q fwd+bwd", "max rel. diff (task 1)"], rows))
     print()
 
 
+def route_shapes(args, device) -> list[tuple[str, GPTConfig, int, int]]:
+    """(name, source config, tasks = sequences, T) of part 2: generation-like (many tasks, short T), the paper
+    width at a longer T, and the cpu scale's training step; on a GPU the paper depth and T = 1024."""
+    cpu_scale = GPTConfig(vocab_size=512, block_size=256, n_layer=4, n_head=4, n_embd=128)
+    if device.type == "cuda":
+        return [("generation-like", GPTConfig.paper(), 32, 32), ("paper training shape", GPTConfig.paper(), 32, 1024),
+                ("cpu scale training step", cpu_scale, 32, 256)]
+    layers = args.route_layers
+    shapes = [("generation-like", GPTConfig.paper(n_layer=layers), args.route_tasks, 32),
+              (f"paper width, T={args.route_seq}", GPTConfig.paper(n_layer=layers), args.route_tasks, args.route_seq)]
+    if args.route_seq == 32:  # --quick: the generation-like shape is the longer one
+        shapes = shapes[:1]
+    return shapes if args.quick else [*shapes, ("cpu scale training step", cpu_scale, 32, 256)]
+
+
 def bench_routes(args, device) -> None:
-    config = GPTConfig.paper(n_layer=args.route_layers)
-    B, T = args.route_tasks, args.route_seq
-    reduced = config.n_layer != 24 or T != config.block_size
-    print(f"### Part 2: projected forward, {B} sequences each with its own task, {config.n_layer} layers of "
-          f"width {config.n_embd}, T={T}\n")
-    if reduced:
-        print(f"Reduced from the paper's 24 layers x 1024 tokens so that it runs on this device in seconds "
-              f"(both routes scale linearly in depth; the expand route also in T). Times in ms, median of "
-              f"{args.reps}.\n")
-    source = GPT(config).to(device)
-    tokens = torch.randint(0, config.vocab_size, (B, T), device=device)
-    tasks = torch.randn(B, TASK_DIM, device=device)
+    print("### Part 2: the projected forward with one task per sequence: both exact routes, and the one "
+          "`route=\"auto\"` picks (projector.choose_route's cost model; fwd: no autograd, fwd+bwd: a training step)\n")
+    if device.type == "cpu":
+        print(f"The paper width at {args.route_layers} layers instead of 24 so that it runs in seconds (both routes "
+              f"scale linearly in depth). Times in ms, median of {args.reps}; \"auto / best\" is auto's route's "
+              "time over the faster one's (goal: within 1.15).\n")
     rows = []
-    for scale in args.scales:
-        k = group_size(scale)
-        model = ProjectableGPT(source, ProjectorConfig(task_dim=TASK_DIM, scales=(scale,))).to(device)
-        with torch.no_grad():
-            reference = model.projected_logits(tokens, tasks, scale, route="materialize")
-            error = float((model.projected_logits(tokens, tasks, scale, route="expand") - reference).abs().max())
-        times = time_routes(model, tokens, tasks, scale, device, args.reps)
-        auto = choose_route("auto", config, k, B, B, T)
-        rows.append([
-            scale_name(scale), ms(times["materialize", "fwd"]), ms(times["expand", "fwd"]),
-            ms(times["materialize", "fwd+bwd"]), ms(times["expand", "fwd+bwd"]), auto, f"{error:.1e}",
-        ])
-        del model
-    print(table(["s", "materialize fwd", "expand fwd", "materialize fwd+bwd", "expand fwd+bwd", "auto picks",
-                 "max abs. logit diff"], rows))
+    for name, config, B, T in route_shapes(args, device):
+        source = GPT(config).to(device)
+        tokens = torch.randint(0, config.vocab_size, (B, T), device=device)
+        tasks = torch.randn(B, TASK_DIM, device=device)
+        for scale in args.scales:
+            k = group_size(scale)
+            model = ProjectableGPT(source, ProjectorConfig(task_dim=TASK_DIM, scales=(scale,))).to(device)
+            with torch.no_grad():
+                reference = model.projected_logits(tokens, tasks, scale, route="materialize")
+                expanded = model.projected_logits(tokens, tasks, scale, route="expand")
+                error = float((expanded - reference).abs().max())
+            times = time_routes(model, tokens, tasks, scale, device, args.reps)
+            cells = []
+            for mode, training in (("fwd", False), ("fwd+bwd", True)):
+                auto = choose_route("auto", config, k, B, B, T, device=device.type, training=training)
+                best = min(times["materialize", mode], times["expand", mode])
+                cells += [auto, f"{times[auto, mode] / best:.2f}"]
+            rows.append([
+                name, config.n_layer, config.n_embd, B, T, scale_name(scale), ms(times["materialize", "fwd"]),
+                ms(times["expand", "fwd"]), ms(times["materialize", "fwd+bwd"]), ms(times["expand", "fwd+bwd"]),
+                *cells, f"{error:.1e}",
+            ])
+            del model
+    print(table(["shape", "layers", "width", "tasks", "T", "s", "materialize fwd", "expand fwd",
+                 "materialize fwd+bwd", "expand fwd+bwd", "auto (fwd)", "auto / best (fwd)", "auto (fwd+bwd)",
+                 "auto / best (fwd+bwd)", "max abs. logit diff"], rows))
     print()
 
 
@@ -172,12 +204,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--scales", default="1/2,1/4,1/8")
-    parser.add_argument("--tasks", type=int, default=1, help="task vectors projected at once in part 1")
+    parser.add_argument("--tasks", default="1,32", help="numbers of task vectors projected at once in part 1")
     parser.add_argument("--route-tasks", type=int, default=32, help="distinct tasks (= sequences) in part 2")
     parser.add_argument("--route-layers", type=int, default=None, help="default 24 on cuda, 4 on cpu (2 quick)")
     parser.add_argument("--route-seq", type=int, default=None, help="default 1024 on cuda, 64 on cpu (32 quick)")
     args = parser.parse_args()
     args.scales = scales_arg(args.scales)
+    args.tasks = [int(n) for n in args.tasks.split(",")]
     args.route_layers, args.route_seq = reduced_shape(args, args.route_layers, args.route_seq)
     device = setup(args, "Projection of the paper-scale source (benchmarks/projection.py)")
     bench_projection(args, device)

@@ -2,7 +2,9 @@
 
 Both models hold the same weights (the GPT-2 is ``projectable.hf.to_gpt2`` of ours: one extra vocabulary row for
 the start token), use SDPA attention and fp32, and take the same step: forward, cross-entropy over the batch,
-backward, AdamW. Steps alternate between the two models so that both see the same machine load.
+backward, AdamW. Steps alternate between the two models so that both see the same machine load. Beside the
+times: our achieved FLOP/s (nanoGPT's count) against the matmul ceiling measured in the same run, and the peak
+memory of one step of each (``common.peak_memory``).
 
     python benchmarks/train_step.py --threads 2              # CPU size (L=4, d=128, T=256, B=32) and one paper step
 """
@@ -20,7 +22,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import add_common_args, load_average, setup, sync, table  # noqa: E402
+from common import add_common_args, load_average, mib, peak_memory, setup, sync, table  # noqa: E402
 from projectable import GPT, GPTConfig  # noqa: E402
 from projectable.hf import to_gpt2  # noqa: E402
 
@@ -46,7 +48,7 @@ def timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def compare(name: str, config: GPTConfig, batch: int, steps: int, warmup: int, device) -> list:
+def compare(name: str, config: GPTConfig, batch: int, steps: int, warmup: int, device, matmul: float) -> list:
     ours = GPT(config).to(device).train()
     gpt2 = to_gpt2(ours).to(device).train()
     V = config.vocab_size
@@ -65,13 +67,24 @@ def compare(name: str, config: GPTConfig, batch: int, steps: int, warmup: int, d
         times_ours.append(timed(step_ours, device))
         times_gpt2.append(timed(step_gpt2, device))
     t_ours, t_gpt2 = statistics.median(times_ours), statistics.median(times_gpt2)
+    memory_ours, memory_gpt2 = peak_memory(step_ours, device), peak_memory(step_gpt2, device)
     n_tokens = batch * config.block_size
     c = config
+    achieved = step_flops(ours, config, batch) / t_ours
     return [
         name, f"L={c.n_layer} d={c.n_embd} H={c.n_head} T={c.block_size} V={V} B={batch}", f"{steps}",
         f"{t_ours * 1e3:.0f}", f"{t_gpt2 * 1e3:.0f}", f"{n_tokens / t_ours:,.0f}", f"{n_tokens / t_gpt2:,.0f}",
-        f"{t_gpt2 / t_ours:.2f}", f"{diff:.1e}",
+        f"{t_gpt2 / t_ours:.2f}", f"{achieved / 1e9:.0f} ({achieved / matmul:.2f})", mib(memory_ours),
+        mib(memory_gpt2), f"{memory_gpt2 / memory_ours:.2f}", f"{diff:.1e}",
     ]
+
+
+def step_flops(model: GPT, config: GPTConfig, batch: int) -> float:
+    """FLOPs of one training step as nanoGPT counts them: 6 per parameter and token (positional embeddings left
+    out) plus attention's 12 L d T per token."""
+    tokens = batch * config.block_size
+    params = model.num_params() - config.block_size * config.n_embd
+    return 6 * params * tokens + 12 * config.n_layer * config.n_embd * config.block_size * tokens
 
 
 def main() -> None:
@@ -91,12 +104,13 @@ def main() -> None:
     print(f"transformers {transformers.__version__}, fp32, AdamW, dropout {args.dropout}, SDPA attention in both; "
           f"one warm-up step each, then alternating timed steps (median).\n")
     rows = [compare("CPU size", GPTConfig(vocab_size=512, block_size=256, n_layer=4, n_head=4, n_embd=128,
-                                          dropout=args.dropout), 32, cpu_steps, 1, device)]
+                                          dropout=args.dropout), 32, cpu_steps, 1, device, args.matmul_flops)]
     if not args.skip_paper:
         rows.append(compare("paper M_1", GPTConfig.paper(dropout=args.dropout), paper_batch, args.paper_steps, 1,
-                            device))
+                            device, args.matmul_flops))
     print(table(["config", "shape", "timed steps", "ours ms/step", "GPT-2 ms/step", "ours tokens/s",
-                 "GPT-2 tokens/s", "speed ratio ours/GPT-2", "max logit diff at start"], rows))
+                 "GPT-2 tokens/s", "speed ratio ours/GPT-2", "ours GFLOP/s (of matmul ceiling)",
+                 "ours peak MiB", "GPT-2 peak MiB", "memory ratio GPT-2/ours", "max logit diff at start"], rows))
     print()
     print(f"Load average at the end: {load_average()}.")
 

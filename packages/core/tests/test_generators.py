@@ -248,7 +248,7 @@ def test_auto_route_follows_the_cost_and_the_memory_limit(tiny_source, generator
         assert gen.route("auto", 1, 2, 12) == gen.route("auto", 10**6, 10**6, 12) == "materialize"
     else:
         if generator == "projection":  # its cost model is the projector's own (projector.route_cost)
-            materialize, expand, _ = route_cost(tiny_source.config, 2, 1, 2, 12)
+            materialize, expand = route_cost(tiny_source.config, 2, 1, 2, 12)[3:]
         else:
             materialize, expand, _ = gen.cost(1, 2, 12)
         assert gen.route("auto", 1, 2, 12) == ("materialize" if materialize <= expand else "expand")
@@ -256,6 +256,26 @@ def test_auto_route_follows_the_cost_and_the_memory_limit(tiny_source, generator
     x, tasks = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
     torch.testing.assert_close(model.projected_logits(x, tasks, 0.5),
                                model.projected_logits(x, tasks, 0.5, route="materialize"))
+
+
+def test_the_projection_route_is_costed_for_the_device_and_for_training(tiny_source, monkeypatch):
+    """``auto`` asks the cost model about the tasks' device and whether gradients are taken (a training step
+    weighs the routes differently from a generation-like forward)."""
+    from projectable.generators import projection
+
+    asked = []
+
+    def recording(route, *args, device, training, **kw):
+        asked.append((device, training))
+        return "materialize"
+
+    monkeypatch.setattr(projection, "choose_route", recording)
+    model = build(tiny_source, "projection")
+    x, tasks = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
+    with torch.no_grad():
+        model.projected_logits(x, tasks, 0.5)
+    model.projected_logits(x, tasks, 0.5)
+    assert asked == [("cpu", False), ("cpu", True)]
 
 
 # ---- files: checkpoints, old configs, GPT-2 ------------------------------------------------------------

@@ -314,31 +314,78 @@ class ExpandedLinears:
 
 
 class RouteCost(NamedTuple):
-    materialize_flops: float
+    materialize_flops: float  # multiply-adds
     expand_flops: float
-    materialize_bytes: float
+    materialize_bytes: float  # the largest per-task weights one forward holds
+    materialize_seconds: float  # the cost model's estimate on the device (RouteCalibration)
+    expand_seconds: float
 
 
-def route_cost(source: GPTConfig, k: int, tasks: int, batch: int, seq: int) -> RouteCost:
-    """Multiply-adds of both exact routes for one projected forward (see benchmarks/projection.py)."""
-    dense = sum(o * i for o, i in source.dense_shapes().values()) * source.n_layer  # source dense weights
+@dataclass(frozen=True)
+class RouteCalibration:
+    """Rates of one device type for the cost model of ``choose_route``, forward or training (fwd+bwd).
+
+    The expand route is a GEMM with the source's weights (2 * tokens * n FLOPs at ``matmul_flops``) plus
+    elementwise passes over the expanded activations (``activation_bytes`` per second over 4 * tokens * A bytes,
+    A = sum over layers and operators of 3 * in + 4 * out). The materialised route is the projection kernel,
+    ``tasks * n * (per_weight + per_weight_k / k + per_weight_k2 / k**2)`` seconds for n source weights (it reads
+    W_1 and writes temporaries of n/k and n/k^2 floats per task), plus the small GEMMs (2 * tokens * n / k^2
+    FLOPs). A training step runs each GEMM three times. Bytes are counted as fp32."""
+
+    matmul_flops: float
+    activation_bytes: float
+    per_weight: float
+    per_weight_k: float
+    per_weight_k2: float
+    gemm_passes: int = 1
+
+
+# Fitted to both routes' times in benchmarks/projection.py on the development CPU (2 cores, fp32, torch 2.13;
+# benchmarks/README.md has the run): forward 1.2 ns / k per task and source weight, training 3.65 / k + 7.25 / k^2
+# ns. The cuda rates are not measured: an H200's bf16 GEMM throughput (4e14 FLOP/s) and HBM bandwidth (4 TB/s,
+# 2 bytes per bf16 element) with the kernel reading W_1 once and making about five passes over the n/k
+# temporary per task (three times that in training).
+HBM = 4e12 / 2  # bf16 elements per second
+ROUTE_CALIBRATION = {
+    ("cpu", False): RouteCalibration(1.7e11, 1.6e10, 0.0, 1.2e-9, 0.0),
+    ("cpu", True): RouteCalibration(1.7e11, 4.8e9, 0.0, 3.65e-9, 7.25e-9, gemm_passes=3),
+    ("cuda", False): RouteCalibration(4e14, 2 * HBM, 1 / HBM, 5 / HBM, 0.0),
+    ("cuda", True): RouteCalibration(4e14, 2 * HBM / 3, 3 / HBM, 15 / HBM, 0.0, gemm_passes=3),
+}
+
+
+def route_cost(source: GPTConfig, k: int, tasks: int, batch: int, seq: int, device: str = "cpu",
+               training: bool = False) -> RouteCost:
+    """Multiply-adds, bytes and estimated seconds of both exact routes for one projected forward (or training
+    step) of ``tasks`` distinct tasks over ``batch`` sequences of ``seq`` tokens on ``device`` ("cpu" or
+    "cuda"; others use the cpu rates)."""
+    shapes = source.dense_shapes().values()
+    dense = sum(o * i for o, i in shapes) * source.n_layer  # source dense weights
     small = dense / (k * k)
+    tokens = batch * seq
     # materialise: contract p over groups of rows (tasks * dense), then q (tasks * dense / k); then run small.
-    materialize = tasks * (dense + dense / k) + batch * seq * small
-    expand = batch * seq * dense
-    largest = max(o * i for o, i in source.dense_shapes().values()) * source.n_layer
-    return RouteCost(materialize, expand, 4.0 * tasks * largest / k)
+    materialize = tasks * (dense + dense / k) + tokens * small
+    expand = tokens * dense
+    largest = max(o * i for o, i in shapes) * source.n_layer
+    rates = ROUTE_CALIBRATION.get((device, training), ROUTE_CALIBRATION["cpu", training])
+    activations = 4.0 * tokens * source.n_layer * sum(3 * i + 4 * o for o, i in shapes)
+    gemm = 2.0 * tokens * rates.gemm_passes / rates.matmul_flops
+    per_weight = rates.per_weight + rates.per_weight_k / k + rates.per_weight_k2 / k**2
+    materialize_seconds = tasks * dense * per_weight + gemm * small
+    expand_seconds = gemm * dense + activations / rates.activation_bytes
+    return RouteCost(materialize, expand, 4.0 * tasks * largest / k, materialize_seconds, expand_seconds)
 
 
 def choose_route(route: str, source: GPTConfig, k: int, tasks: int, batch: int, seq: int,
-                 memory_limit_bytes: float = 2e9) -> str:
-    """``auto``: the route with fewer multiply-adds, unless per-example weights would exceed the memory limit."""
+                 memory_limit_bytes: float = 2e9, device: str = "cpu", training: bool = False) -> str:
+    """``auto``: the route the cost model (``route_cost``) says is faster on ``device``, unless per-example
+    weights would exceed the memory limit."""
     if route != "auto":
         return route
-    cost = route_cost(source, k, tasks, batch, seq)
+    cost = route_cost(source, k, tasks, batch, seq, device, training)
     if cost.materialize_bytes > memory_limit_bytes:
         return "expand"
-    return "materialize" if cost.materialize_flops <= cost.expand_flops else "expand"
+    return "materialize" if cost.materialize_seconds <= cost.expand_seconds else "expand"
 
 
 def identity_diagonals(source: GPTConfig, batch: int = 1) -> Diagonals:
@@ -356,6 +403,8 @@ __all__ = [
     "DiagonalGenerator",
     "ExpandedLinears",
     "ProjectorConfig",
+    "ROUTE_CALIBRATION",
+    "RouteCalibration",
     "choose_route",
     "identity_diagonals",
     "project_bias",

@@ -81,8 +81,9 @@ class WeightGenerator(nn.Module):
         """(materialize multiply-adds, expand multiply-adds, bytes of per-task weights) of one forward."""
         raise NotImplementedError
 
-    def route(self, route: str, tasks: int, batch: int, seq: int) -> str:
-        """``auto``: the route with fewer multiply-adds, unless per-task weights would exceed the memory limit."""
+    def route(self, route: str, tasks: int, batch: int, seq: int, device: str = "cpu", training: bool = False) -> str:
+        """``auto``: the route with fewer multiply-adds, unless per-task weights would exceed the memory limit
+        (the projection's cost model also weighs bytes, by ``device`` and whether gradients are taken)."""
         if route != "auto":
             return route
         materialize, expand, memory = self.cost(tasks, batch, seq)
@@ -92,7 +93,7 @@ class WeightGenerator(nn.Module):
 
     def linears(self, tasks: torch.Tensor, source: DenseStack | None, route: str, batch: int, seq: int) -> Linear:
         """The ``Linear`` of the small models for ``tasks`` (B or 1, t) on ``batch`` sequences of ``seq`` tokens."""
-        if self.route(route, tasks.shape[0], batch, seq) == "expand":
+        if self.route(route, tasks.shape[0], batch, seq, tasks.device.type, torch.is_grad_enabled()) == "expand":
             return self.expanded(tasks, source)
         weights = self.weights(tasks, source)
         if tasks.shape[0] == 1:  # one task for the whole batch: plain shared weights

@@ -148,7 +148,7 @@ class BlockGenerator(TaskMLPGenerator):
     def expanded(self, tasks: torch.Tensor, source: DenseStack | None) -> BlockLinears:
         return BlockLinears(source, self.coefficients(tasks), self.k, self.heads)
 
-    def route(self, route: str, tasks: int, batch: int, seq: int) -> str:
+    def route(self, route: str, tasks: int, batch: int, seq: int, device: str = "cpu", training: bool = False) -> str:
         """``auto`` always materialises: the expand route's weighted inputs (B, T, n, k, k, i) hold k^2 copies of
         every input and autograd keeps them, so unlike the projection's it never saves memory (at the paper
         size, B = 32, T = 1024, s = 1/2: ~29 GB against 2.4 GB of per-task weights). Ask for it by name."""

@@ -55,5 +55,5 @@ class ProjectionGenerator(DiagonalGenerator, WeightGenerator):
     def expanded(self, tasks: torch.Tensor, source: DenseStack | None) -> Linear:
         return ExpandedLinears({kind: source.weights(kind) for kind in DENSE_KINDS}, self(tasks), self.k)
 
-    def route(self, route: str, tasks: int, batch: int, seq: int) -> str:
-        return choose_route(route, self.source_config, self.k, tasks, batch, seq)
+    def route(self, route: str, tasks: int, batch: int, seq: int, device: str = "cpu", training: bool = False) -> str:
+        return choose_route(route, self.source_config, self.k, tasks, batch, seq, device=device, training=training)
