@@ -24,6 +24,7 @@ telemetry.apply()  # an entry point: before MLflow and Ray are imported
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ from experiments.orchestration.plan import (
     parse_stages,
     plan_stage,
 )
-from experiments.orchestration.ray_tune import check_cluster, run_stage, start_ray
+from experiments.orchestration.ray_tune import StageInterrupted, check_cluster, run_stage, start_ray
 from experiments.tracking.store import MlflowClient, TrackingConfig, check_reachable
 from experiments.tracking.sweeps import find_sweep, finished_runs_of_cell, stage_run_uris, start_sweep_run
 
@@ -155,6 +156,9 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
                 init_uris[cell] = stage_run_uris(tracking_cfg, sweep_id, cell)
             client.log_metric(parent, "stages_done", index + 1)
         status = "FINISHED"
+    except StageInterrupted:
+        status = "KILLED"  # MLflow's status for a run stopped from outside; rerunning resumes it
+        raise
     finally:
         result.wall_time_s = previous + time.time() - tick
         client.log_metric(parent, "wall_time_s", result.wall_time_s)
@@ -168,7 +172,11 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    result = run_sweep(cfg)
+    try:
+        result = run_sweep(cfg)
+    except StageInterrupted as interrupted:
+        print(f"sweep interrupted: {interrupted}", file=sys.stderr)
+        sys.exit(130)
     print(f"sweep {result.sweep_id} finished in {result.wall_time_s:.0f} s; MLflow run {result.run_id}")
 
 
