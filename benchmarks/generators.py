@@ -73,12 +73,13 @@ def task_map_macs(source: GPTConfig, config: ProjectorConfig, scale: float) -> i
     return sum(L * m * m * t for _ in small)  # linear: C(t) = A t per operator and layer
 
 
-def dense_macs(model: ProjectableGPT, scale: float, tasks: int, batch: int, seq: int,
-               route: str = "auto") -> tuple[float, str]:
+def dense_macs(model: ProjectableGPT, scale: float, tasks: int, batch: int, seq: int, route: str = "auto",
+               device: str = "cpu", training: bool = False) -> tuple[float, str]:
     """Multiply-adds of the dense operators (building the weights included) on ``route`` (``auto``: the one
-    the model picks); with no sequences, materialize is the cost of building the weights alone."""
+    the model picks on ``device`` for a forward or a training step); with no sequences, materialize is the cost
+    of building the weights alone."""
     generator = model.generators[scale_key(scale)]
-    route = generator.route(route, tasks, batch, seq)
+    route = generator.route(route, tasks, batch, seq, device, training)
     if model.config.generator == "projection":
         cost = route_cost(model.source_config, group_size(scale), tasks, batch, seq)
         materialize, expand = cost.materialize_flops, cost.expand_flops
@@ -165,13 +166,14 @@ def bench_forward(args, device, paper: GPTConfig, configs) -> None:
             train = partial(step, model, tokens, tasks, scale)
             seconds_train = timeit(train, device, args.reps)
             memory_train = peak_memory(train, device)
-            macs, route = dense_macs(model, scale, B, B, T)
+            macs, route = dense_macs(model, scale, B, B, T, device=device.type)
+            route_train = dense_macs(model, scale, B, B, T, device=device.type, training=True)[1]
             macs += B * task_map_macs(config, projector, scale)
-            rows.append([scale_name(scale), name, route, ms(seconds), mib(memory), ms(seconds_train),
+            rows.append([scale_name(scale), name, route, ms(seconds), mib(memory), route_train, ms(seconds_train),
                          mib(memory_train), gflops(macs)])
             del model
-    print(table(["s", "generator", "auto route", "fwd ms", "fwd peak MiB", "fwd+bwd ms", "fwd+bwd peak MiB",
-                 "fwd GFLOP"], rows))
+    print(table(["s", "generator", "auto route (fwd)", "fwd ms", "fwd peak MiB", "auto route (fwd+bwd)", "fwd+bwd ms",
+                 "fwd+bwd peak MiB", "fwd GFLOP"], rows))
     print()
 
 

@@ -205,9 +205,9 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--scales", default="1/2,1/4,1/8")
     parser.add_argument("--tasks", default="1,32", help="numbers of task vectors projected at once in part 1")
-    parser.add_argument("--route-tasks", type=int, default=32, help="distinct tasks (= sequences) in part 2")
-    parser.add_argument("--route-layers", type=int, default=None, help="default 24 on cuda, 4 on cpu (2 quick)")
-    parser.add_argument("--route-seq", type=int, default=None, help="default 1024 on cuda, 64 on cpu (32 quick)")
+    parser.add_argument("--route-tasks", type=int, default=32, help="distinct tasks (= sequences) in part 2 (CPU; 32 on cuda)")
+    parser.add_argument("--route-layers", type=int, default=None, help="part 2's depth on cpu: default 4 (2 quick); 24 on cuda")
+    parser.add_argument("--route-seq", type=int, default=None, help="part 2's longer T on cpu: default 64 (32 quick); 1024 on cuda")
     args = parser.parse_args()
     args.scales = scales_arg(args.scales)
     args.tasks = [int(n) for n in args.tasks.split(",")]

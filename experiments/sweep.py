@@ -24,6 +24,8 @@ telemetry.apply()  # an entry point: before MLflow and Ray are imported
 
 import dataclasses
 import json
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -156,7 +158,7 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
                 init_uris[cell] = stage_run_uris(tracking_cfg, sweep_id, cell)
             client.log_metric(parent, "stages_done", index + 1)
         status = "FINISHED"
-    except StageInterrupted:
+    except (StageInterrupted, KeyboardInterrupt):
         status = "KILLED"  # MLflow's status for a run stopped from outside; rerunning resumes it
         raise
     finally:
@@ -172,10 +174,15 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # SIGTERM (a scheduler's or a session's end) as Ctrl-C: Tune catches SIGINT alone, saving its state
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:
         result = run_sweep(cfg)
     except StageInterrupted as interrupted:
         print(f"sweep interrupted: {interrupted}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("sweep interrupted before or between its stages; the same command resumes it", file=sys.stderr)
         sys.exit(130)
     print(f"sweep {result.sweep_id} finished in {result.wall_time_s:.0f} s; MLflow run {result.run_id}")
 

@@ -180,7 +180,8 @@ def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str):
     failed = [r.path for r in results if r.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} trial(s) of {experiment_name} failed after retries: {failed}")
-    if results.num_terminated < len(results):  # Tune returns normally when it was interrupted (Ctrl-C, SIGTERM)
+    # Tune returns normally when it was interrupted (SIGINT; the sweep's entry point turns SIGTERM into one)
+    if results.num_terminated < len(results):
         raise StageInterrupted(f"{experiment_name}: {results.num_terminated} of {len(results)} trials finished "
                                "before the sweep was interrupted; its state is saved, and the same command resumes it")
     return results

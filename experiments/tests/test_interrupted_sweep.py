@@ -1,8 +1,12 @@
-"""An interrupted sweep (Ctrl-C, SIGTERM) is never recorded as finished: Tune returns normally from an
-interrupted ``fit``, so the stage checks that every trial ended, the sweep's MLflow run ends KILLED, and the
-command says how to resume and exits 130."""
+"""An interrupted sweep (Ctrl-C, or SIGTERM, which the entry point turns into Ctrl-C) is never recorded as
+finished: Tune returns normally from an interrupted ``fit``, so the stage checks that every trial ended; the
+sweep's MLflow run ends KILLED, and the command says how to resume and exits 130."""
 
 from __future__ import annotations
+
+import os
+import signal
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -48,19 +52,35 @@ def test_a_stage_that_tune_stopped_early_raises_instead_of_returning(monkeypatch
         ray_tune.run_stage([{"name": "a"}], sweep, "table1-smoke-x-stage1")
 
 
-def test_an_interrupted_sweep_ends_killed_and_exits_130(monkeypatch, store, tmp_path, capsys):
-    def interrupted(specs, sweep, name):
-        raise StageInterrupted(f"{name}: 0 of {len(specs)} trials finished before the sweep was interrupted")
+def interrupted_stage(specs, sweep, name):
+    raise StageInterrupted(f"{name}: 0 of {len(specs)} trials finished before the sweep was interrupted")
 
-    monkeypatch.setattr(sweep_module, "run_stage", interrupted)
+
+def sigterm_during_stage(specs, sweep, name):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the SIGINT it becomes interrupts this
+    raise AssertionError("SIGTERM did not interrupt the stage")
+
+
+@pytest.mark.parametrize("stage, message", [
+    (interrupted_stage, "sweep interrupted: {id}-stage1: 0 of"),
+    (sigterm_during_stage, "sweep interrupted before or between its stages; the same command resumes it"),
+])
+def test_an_interrupted_sweep_ends_killed_and_exits_130(stage, message, monkeypatch, store, tmp_path, capsys):
+    sweep_id = f"interrupted-{stage.__name__}"
+    monkeypatch.setattr(sweep_module, "run_stage", stage)
     monkeypatch.setattr(sweep_module, "start_ray", lambda cluster: False)
-    cfg = compose(["experiment=table1", "scale=smoke", "sweep.id=interrupted-smoke",
+    cfg = compose(["experiment=table1", "scale=smoke", f"sweep.id={sweep_id}",
                    *store.overrides(runs=str(tmp_path / "runs"))])
-    with pytest.raises(SystemExit) as exit_info:
-        sweep_module.main.__wrapped__(cfg)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            sweep_module.main.__wrapped__(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert exit_info.value.code == 130
-    assert "sweep interrupted: interrupted-smoke-stage1: 0 of" in capsys.readouterr().err
+    assert message.format(id=sweep_id) in capsys.readouterr().err
     client = MlflowClient(store.uri)
     experiment = client.get_experiment_by_name("projectable")
-    parents = client.search_runs([experiment.experiment_id], "tags.sweep_id = 'interrupted-smoke' and tags.role = 'sweep'")
+    parents = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.role = 'sweep'")
     assert [run.info.status for run in parents] == ["KILLED"]

@@ -22,7 +22,7 @@ from experiments.config import compose, parse_run, project_root
 from experiments.run.datasets import build_data
 from experiments.run.optim import build_optimizer
 from experiments.run.trainees import build_trainee
-from experiments.tests.test_sweep import TABLE1_TRIALS, free_port
+from experiments.tests.test_sweep import TABLE1_TRIALS
 from experiments.tracking import ui
 from experiments.train import train_step
 
@@ -39,7 +39,7 @@ def cluster_env(token: str) -> dict[str, str]:
     return {**os.environ, **telemetry.ENVIRONMENT, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
 
-def ray_node(*args: str, log: Path, env: dict[str, str], head: bool) -> subprocess.Popen:
+def ray_node(*args: str, ports: list[int], log: Path, env: dict[str, str], head: bool) -> subprocess.Popen:
     """``ray start --block`` in its own process group, so that stopping it ends exactly its processes.
     The head runs in Ray's single-machine mode, which keeps 127.0.0.1 (see experiments.sweep.keep_loopback)."""
     if head:
@@ -47,23 +47,30 @@ def ray_node(*args: str, log: Path, env: dict[str, str], head: bool) -> subproce
         env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     else:
         command = [sys.executable, "-c", RAY_START_LOOPBACK, "start", "--block", *args]
-    return subprocess.Popen([*command, "--node-ip-address", "127.0.0.1", *node_ports()], env=env, stdout=open(log, "ab"),
+    return subprocess.Popen([*command, "--node-ip-address", "127.0.0.1", *node_flags(ports)], env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def node_ports() -> list[str]:
-    """Every port a node opens, chosen free, so that two nodes on one machine never reach for the same default
-    (the dashboard agent's 52365, for one) or for a port another process holds."""
-    flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
-    sockets = [socket.socket() for _ in flags]
+NODE_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                   "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now (all bound at once, so none is handed out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
             s.bind(("127.0.0.1", 0))
-        return [str(x) for flag, s in zip(flags, sockets) for x in (flag, s.getsockname()[1])]
+        return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
             s.close()
+
+
+def node_flags(ports: list[int]) -> list[str]:
+    """The ports a node would otherwise take at fixed defaults (the dashboard agent's 52365, for one) or at
+    random, so that two nodes on one machine, and the test's other servers, never reach for the same one."""
+    return [str(x) for flag, port in zip(NODE_PORT_FLAGS, ports) for x in (flag, port)]
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -80,40 +87,52 @@ def tail(path: Path, chars: int = 3000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path.name} was not written)"
 
 
-def wait_for_nodes(address: str, count: int, env: dict[str, str], logs: list[Path], timeout: float = 180) -> None:
-    """Until ``count`` nodes are alive; on a timeout the error carries the last answer and the nodes' logs."""
+def wait_for_nodes(address: str, count: int, env: dict[str, str], logs: list[Path], ray_tmp: Path,
+                   timeout: float = 180) -> None:
+    """Until ``count`` nodes are alive; on a timeout the error carries the last answer, the nodes' output and
+    the raylets' and GCS's logs."""
     code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
             "print(sum(n['Alive'] for n in ray.nodes()))")
     deadline = time.monotonic() + timeout
+    answer = "none"
     while True:
-        out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True,
-                             env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
-        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
-            return
+        try:
+            out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True,
+                                 env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, timeout=60)
+            if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
+                return
+            answer = f"rc {out.returncode}: {out.stdout[-500:]}{out.stderr[-1500:]}"
+        except subprocess.TimeoutExpired:
+            answer = "ray.init did not answer within 60 s"
         if time.monotonic() > deadline:
             break
         time.sleep(2)
-    raise TimeoutError(f"Ray cluster at {address} did not reach {count} nodes; last answer (rc {out.returncode}): "
-                       f"{out.stdout[-500:]}{out.stderr[-1500:]}\n"
-                       + "\n".join(f"--- {log.name}:\n{tail(log)}" for log in logs))
+    raise TimeoutError(f"Ray cluster at {address} did not reach {count} nodes; last answer ({answer})\n"
+                       + "\n".join(f"--- {log}:\n{tail(log)}" for log in [*logs, *ray_logs(ray_tmp)]))
+
+
+def ray_logs(ray_tmp: Path) -> list[Path]:
+    """The raylets' and the GCS's own logs under the head's temp dir (the nodes share it)."""
+    return sorted(ray_tmp.glob("session_*/logs/raylet*.out")) + sorted(ray_tmp.glob("session_*/logs/gcs_server.out"))
 
 
 def test_smoke_sweep_on_a_two_node_cluster_with_an_mlflow_server(tmp_path):
     ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths are length-limited
-    port, gcs = free_port(), free_port()
+    port, gcs, *ports = free_ports(2 + 2 * len(NODE_PORT_FLAGS))
+    head_ports, worker_ports = ports[: len(NODE_PORT_FLAGS)], ports[len(NODE_PORT_FLAGS) :]
     address = f"127.0.0.1:{gcs}"
     server = ui.start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", port=port,
                              log=tmp_path / "server.log")
     env = cluster_env(secrets.token_hex(32))
     head = ray_node("--port", str(gcs), "--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false",
-                    "--disable-usage-stats", "--temp-dir", str(ray_tmp), log=tmp_path / "head.log", env=env,
-                    head=True)
+                    "--disable-usage-stats", "--temp-dir", str(ray_tmp), ports=head_ports, log=tmp_path / "head.log",
+                    env=env, head=True)
     worker = None
     try:
-        wait_for_nodes(address, 1, env, [tmp_path / "head.log"])
-        worker = ray_node("--address", address, "--num-cpus", "1", "--num-gpus", "0", log=tmp_path / "node.log",
-                          env=env, head=False)
-        wait_for_nodes(address, 2, env, [tmp_path / "head.log", tmp_path / "node.log"])
+        wait_for_nodes(address, 1, env, [tmp_path / "head.log"], ray_tmp)
+        worker = ray_node("--address", address, "--num-cpus", "1", "--num-gpus", "0", ports=worker_ports,
+                          log=tmp_path / "node.log", env=env, head=False)
+        wait_for_nodes(address, 2, env, [tmp_path / "head.log", tmp_path / "node.log"], ray_tmp)
         uri = f"http://127.0.0.1:{port}"
         overrides = [
             "experiment=table1", "scale=smoke", "cluster=remote", f"cluster.address={address}",

@@ -259,8 +259,8 @@ def test_auto_route_follows_the_cost_and_the_memory_limit(tiny_source, generator
 
 
 def test_the_projection_route_is_costed_for_the_device_and_for_training(tiny_source, monkeypatch):
-    """``auto`` asks the cost model about the tasks' device and whether gradients are taken (a training step
-    weighs the routes differently from a generation-like forward)."""
+    """``auto`` asks the cost model whether gradients are taken (a training step weighs the routes differently
+    from a generation-like forward) and on which device the tasks are (only "cpu" can be checked without a GPU)."""
     from projectable.generators import projection
 
     asked = []

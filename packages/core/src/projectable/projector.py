@@ -186,11 +186,11 @@ def _row_groups(weight: torch.Tensor, p: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def _column_groups(x: torch.Tensor, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Sum each group of k adjacent columns: (..., I) -> (..., I/k), as k strided adds (a reduction over a
-    trailing axis of size k is several times slower on CPU); into ``out`` when given."""
+def _column_groups(x: torch.Tensor, k: int, out: torch.Tensor) -> torch.Tensor:
+    """Sum each group of k adjacent columns into ``out``: (..., I) -> (..., I/k), as k strided adds (a reduction
+    over a trailing axis of size k is several times slower on CPU)."""
     if k == 1:
-        return x.clone() if out is None else out.copy_(x)
+        return out.copy_(x)
     x = rearrange(x, "... (i c) -> ... i c", c=k)
     out = torch.add(x[..., 0], x[..., 1], out=out)
     for c in range(2, k):
@@ -232,8 +232,9 @@ def _project(weight: torch.Tensor, p: torch.Tensor, q: torch.Tensor, k: int) -> 
 
 class _ProjectWeight(torch.autograd.Function):
     """W_s = P W Q with hand-written forward and backward passes (``project_weight``). Autograd through the
-    reshapes and strided sums would write zero-filled full-size gradients for every slice; here each pass
-    reads W_1 once. Gradients, with G = dL/dW_s (B, L, o, i) and Gq[b, l, o, i*k + c] = G[b, l, o, i] q[b, l, i*k + c]:
+    reshapes and strided sums would write zero-filled full-size gradients for every slice; here each block of
+    tasks and layers reads its slice of W_1 once per pass (on CPU a block holds one task at the paper size,
+    so W_1 is read once per task). Gradients, with G = dL/dW_s (B, L, o, i) and Gq[b, l, o, i*k + c] = G[b, l, o, i] q[b, l, i*k + c]:
     dW_1[l, o*k + a, :] = sum_b p[b, l, o*k + a] Gq[b, l, o, :], dp[b, l, o*k + a] = <W_1[l, o*k + a, :], Gq[b, l, o, :]>,
     dq[b, l, i*k + c] = sum_o (P W_1)[b, l, o, i*k + c] G[b, l, o, i]."""
 
@@ -249,7 +250,8 @@ class _ProjectWeight(torch.autograd.Function):
         weight, p, q = ctx.saved_tensors
         k = ctx.k
         need_w, need_p, need_q, _ = ctx.needs_input_grad
-        d_weight = torch.empty_like(weight) if need_w else None
+        # every block writes its slice of dW_1; with no tasks there is no block, and the gradient is zero
+        d_weight = (torch.empty_like(weight) if p.shape[0] else torch.zeros_like(weight)) if need_w else None
         d_p = torch.empty_like(p) if need_p else None
         d_q = torch.empty_like(q) if need_q else None
         for tasks, layers in _blocks(weight, p.shape[0], k):
@@ -285,7 +287,12 @@ def project_weight(weight: torch.Tensor, p: torch.Tensor, q: torch.Tensor, k: in
 
     Target row o is the p-weighted sum of source rows o*k..o*k+k-1 and target column i the q-weighted sum of
     source columns i*k..i*k+k-1; ``benchmarks/projection.py`` times it against the bytes floor and a dense
-    P @ W @ Q reference, which the tests match in float64."""
+    P @ W @ Q reference, which the tests match in float64. Under autocast it runs in the autocast dtype (bf16
+    on the gpu scale), as the matmul-like ops it replaces did; the gradients reach fp32 parameters in fp32."""
+    device = weight.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        weight, p, q = weight.to(dtype), p.to(dtype), q.to(dtype)
     return _ProjectWeight.apply(weight, p, q, k)
 
 
@@ -316,7 +323,8 @@ class ExpandedLinears:
 class RouteCost(NamedTuple):
     materialize_flops: float  # multiply-adds
     expand_flops: float
-    materialize_bytes: float  # the largest per-task weights one forward holds
+    materialize_bytes: float  # the largest kind's P W temporary over all tasks (4 * tasks * L * O * I / k), the
+    #                           memory-limit check's measure of what materialising would hold
     materialize_seconds: float  # the cost model's estimate on the device (RouteCalibration)
     expand_seconds: float
 
@@ -340,25 +348,27 @@ class RouteCalibration:
     gemm_passes: int = 1
 
 
-# Fitted to both routes' times in benchmarks/projection.py on the development CPU (2 cores, fp32, torch 2.13;
-# benchmarks/README.md has the run): forward 1.2 ns / k per task and source weight, training 3.65 / k + 7.25 / k^2
-# ns. The cuda rates are not measured: an H200's bf16 GEMM throughput (4e14 FLOP/s) and HBM bandwidth (4 TB/s,
-# 2 bytes per bf16 element) with the kernel reading W_1 once and making about five passes over the n/k
-# temporary per task (three times that in training).
-HBM = 4e12 / 2  # bf16 elements per second
+# CPU: fitted to both routes' times at the shapes of benchmarks/projection.py part 2 on the development CPU
+# (2 cores, fp32, torch 2.13, a loaded run); benchmarks/README.md has an idle run of the same shapes. Forward
+# 1.2 ns / k per task and source weight, training 3.65 / k + 7.25 / k^2 ns.
+# cuda: not measured. An H200's bf16 GEMM throughput (4e14 FLOP/s) and HBM bandwidth (4 TB/s = 2e12 bf16
+# elements/s); the kernel moves about n (3 + 2/k + 1/k^2) elements per task (W_1 once, 2k - 1 passes over the
+# n/k temporary P W, the q scaling and the column sums), three times that in training; the expand route's
+# activations are bf16, i.e. twice the bandwidth in the model's fp32-counted bytes.
+HBM = 2e12  # bf16 elements per second
 ROUTE_CALIBRATION = {
     ("cpu", False): RouteCalibration(1.7e11, 1.6e10, 0.0, 1.2e-9, 0.0),
     ("cpu", True): RouteCalibration(1.7e11, 4.8e9, 0.0, 3.65e-9, 7.25e-9, gemm_passes=3),
-    ("cuda", False): RouteCalibration(4e14, 2 * HBM, 1 / HBM, 5 / HBM, 0.0),
-    ("cuda", True): RouteCalibration(4e14, 2 * HBM / 3, 3 / HBM, 15 / HBM, 0.0, gemm_passes=3),
+    ("cuda", False): RouteCalibration(4e14, 8e12, 3 / HBM, 2 / HBM, 1 / HBM),
+    ("cuda", True): RouteCalibration(4e14, 8e12 / 3, 9 / HBM, 6 / HBM, 3 / HBM, gemm_passes=3),
 }
 
 
 def route_cost(source: GPTConfig, k: int, tasks: int, batch: int, seq: int, device: str = "cpu",
                training: bool = False) -> RouteCost:
-    """Multiply-adds, bytes and estimated seconds of both exact routes for one projected forward (or training
-    step) of ``tasks`` distinct tasks over ``batch`` sequences of ``seq`` tokens on ``device`` ("cpu" or
-    "cuda"; others use the cpu rates)."""
+    """Multiply-adds and bytes of both exact routes for one projected forward of ``tasks`` distinct tasks over
+    ``batch`` sequences of ``seq`` tokens, and the seconds the cost model estimates on ``device`` ("cpu" or
+    "cuda"; others use the cpu rates) for a forward or, with ``training``, a training step."""
     shapes = source.dense_shapes().values()
     dense = sum(o * i for o, i in shapes) * source.n_layer  # source dense weights
     small = dense / (k * k)
