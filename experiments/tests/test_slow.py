@@ -47,6 +47,9 @@ def ray_node(*args: str, ports: list[int], log: Path, env: dict[str, str], head:
         env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     else:
         command = [sys.executable, "-c", RAY_START_LOOPBACK, "start", "--block", *args]
+        # An earlier in-process sweep of this session (keep_loopback) leaves the single-machine switch in
+        # os.environ; a worker node started under it refuses to join ("Multi-node Ray clusters are not supported").
+        env = {key: value for key, value in env.items() if key != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     return subprocess.Popen([*command, "--node-ip-address", "127.0.0.1", *node_flags(ports)], env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
