@@ -333,3 +333,9 @@ def test_auto_route_picks_the_route_measured_faster(width, layers, tasks, seq, t
     assert choose_route("auto", config, k, tasks, tasks, seq, training=training) == faster
     # one task for every sequence: shared small weights, always materialised
     assert choose_route("auto", config, k, 1, tasks, seq, training=training) == "materialize"
+
+
+def test_projection_shapes_on_the_meta_device():
+    """Shape-only runs (no data, device "meta") go through, autocast or not."""
+    w, p, q = torch.empty(2, 8, 12, device="meta"), torch.empty(3, 2, 8, device="meta"), torch.empty(3, 2, 12, device="meta")
+    assert project_weight(w, p, q, 2).shape == (3, 2, 4, 6)

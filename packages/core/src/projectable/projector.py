@@ -290,7 +290,7 @@ def project_weight(weight: torch.Tensor, p: torch.Tensor, q: torch.Tensor, k: in
     P @ W @ Q reference, which the tests match in float64. Under autocast it runs in the autocast dtype (bf16
     on the gpu scale), as the matmul-like ops it replaces did; the gradients reach fp32 parameters in fp32."""
     device = weight.device.type
-    if torch.is_autocast_enabled(device):
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):  # not on "meta"
         dtype = torch.get_autocast_dtype(device)
         weight, p, q = weight.to(dtype), p.to(dtype), q.to(dtype)
     return _ProjectWeight.apply(weight, p, q, k)
