@@ -74,6 +74,7 @@ def copy_bandwidth(device: torch.device, megabytes: int = 256) -> float:
 
 
 MATMUL_SIZE = 2048
+TASK_DIM = 18  # SynthMNIST's task vector, the t of every benchmarked projector
 
 
 def matmul_flops(device: torch.device, size: int = MATMUL_SIZE) -> float:

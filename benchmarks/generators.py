@@ -27,6 +27,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from common import (
+    TASK_DIM,
     add_common_args,
     load_average,
     mib,
@@ -45,7 +46,6 @@ from projectable.generators.blocks import TILES
 from projectable.projector import route_cost, scale_key
 from projectable.validation import group_size
 
-TASK_DIM = 18  # SynthMNIST's task vector
 GENERATORS = ("projection", "blocks", "low_rank", "linear")
 
 

@@ -25,11 +25,10 @@ import math
 import time
 
 import torch
-from common import add_common_args, setup, sync, table
+from common import TASK_DIM, add_common_args, setup, sync, table
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig
 
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16 FLOP/s from the vendors' sheets
-TASK_DIM = 18
 
 
 def peak_flops(device: torch.device) -> float:
@@ -91,7 +90,10 @@ def bench_training(args, device, config: GPTConfig) -> None:
     modes = [("eager", False)] + ([] if args.no_compile else [("compiled", True)])
     for mode, compiled in modes:
         model = GPT(config).to(device)
-        loss = (lambda m: lambda x, t: m.loss(x))(model)
+
+        def loss(x, t, model=model):
+            return model.loss(x)
+
         row(f"M_1 {mode}", time_steps(torch.compile(loss) if compiled else loss, model, batches, device,
                                       args.steps, args.warmup), source_flops)
     for name, scales in (("M_1 + P_1/4", (0.25,)), ("M_1 + P~ (1/2, 1/4, 1/8)", (0.5, 0.25, 0.125))):

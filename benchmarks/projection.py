@@ -24,6 +24,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from common import (
+    TASK_DIM,
     add_common_args,
     load_average,
     ms,
@@ -38,8 +39,6 @@ from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, scale_n
 from projectable.gpt import DENSE_KINDS
 from projectable.projector import DiagonalGenerator, choose_route, project_bias, project_weight
 from projectable.validation import group_size
-
-TASK_DIM = 18  # SynthMNIST's task vector
 
 
 def dense_p(p: torch.Tensor, k: int) -> torch.Tensor:

@@ -15,11 +15,9 @@ import argparse
 import time
 
 import torch
-from common import add_common_args, load_average, setup, sync, table
+from common import TASK_DIM, add_common_args, load_average, setup, sync, table
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, sample
 from projectable.hf import to_gpt2
-
-TASK_DIM = 18
 
 
 def run(model: GPT, n: int, length: int, use_cache: bool, device) -> tuple[float, torch.Tensor]:
