@@ -80,26 +80,26 @@ def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, 
     if sources is None:
         return {}
     scale = str(cfg.budget.name)
-    found = find_sweep(tracking_cfg.uri, tracking_cfg.experiment, scale, sources.experiment)
-    if found is None:
-        raise ConfigError(
-            f"experiment {cfg.experiment.name} starts from the {sources.stage} models of a finished "
-            f"{sources.experiment} sweep at scale {scale}, and there is none in {tracking_cfg.uri} (experiment "
-            f"{tracking_cfg.experiment}); run `nox -s reproduce_{sources.experiment} -- scale={scale}` first "
-            "(with the same tracking/paths overrides)"
-        )
-    source_id = found.data.tags["sweep_id"]
     stages = active_stages(cfg.experiment)
-    earlier: set[str] = set()
-    uris: dict[str, list[str]] = {}
+    starts, earlier = [], set()  # the source sweep's cells that a cell starts from
     for stage in stages.values():
         for cell in stage.cells.values():
             start = cell.init_from or stage.init_from
-            if start is not None and start not in earlier and start not in uris:
-                uris[start] = stage_run_uris(tracking_cfg, source_id, start)
-                if not uris[start]:
-                    raise ConfigError(f"sweep {source_id} has no finished run of cell {start}; rerun it to finish")
+            if start is not None and start not in earlier and start not in starts:
+                starts.append(start)
         earlier |= set(stage.cells)
+    needed = [*starts, *(v for v in (cfg.experiment.get("reference") or {}).values() if v not in starts)]
+    found = find_sweep(tracking_cfg.uri, tracking_cfg.experiment, scale, sources.experiment, cells=needed)
+    if found is None:
+        raise ConfigError(
+            f"experiment {cfg.experiment.name} starts from the {sources.stage} models of a finished "
+            f"{sources.experiment} sweep at scale {scale} with finished runs of cells {needed}, and there is "
+            f"none in {tracking_cfg.uri} (experiment {tracking_cfg.experiment}); run "
+            f"`nox -s reproduce_{sources.experiment} -- scale={scale}` first (with the same tracking/paths "
+            "overrides), or a sweep of only those cells (see the README's \"Some cells of an experiment\")"
+        )
+    source_id = found.data.tags["sweep_id"]
+    uris: dict[str, list[str]] = {start: stage_run_uris(tracking_cfg, source_id, start) for start in starts}
     planning: dict[str, list[str]] = dict(uris)  # this sweep's own earlier cells stand in as placeholders
     specs = []
     for name, stage in stages.items():

@@ -94,12 +94,22 @@ def notebook_params(environ: Mapping[str, str] | None = None, quiet: bool = Fals
     return params
 
 
+# The cells a report of Table 1's sweep reads, in either baselines mode: a sweep of only some of them (Hydra's
+# ``~``, e.g. the ablation's reference) is never reported as Table 1 or its figures
+TABLE1_CELLS = ("M1", "M2", "M4", "M8", "Mc1", "Mc2", "Mc4", "Mc8", "P2", "P4", "P8", "Pall", "control")
+NEEDED_CELLS: dict[str, tuple[str, ...]] = {"table1": TABLE1_CELLS, "figure3": TABLE1_CELLS,
+                                            "figure4": TABLE1_CELLS}
+
+
 def newest_sweep(params: NotebookParams, artefact: str):
-    """The newest finished sweep ``artefact`` reads, or ``MissingRuns`` naming the command that makes it."""
+    """The newest finished sweep ``artefact`` reads (with every cell it needs), or ``MissingRuns`` naming the
+    command that makes it."""
     name = ARTEFACTS[artefact][0]
-    found = find_sweep(params.tracking_uri, params.experiment, params.scale, name)
+    cells = NEEDED_CELLS.get(artefact, ())
+    found = find_sweep(params.tracking_uri, params.experiment, params.scale, name, cells=cells)
     if found is None:
-        raise MissingRuns(f"{artefact}: no finished {name} sweep at scale {params.scale} in {params.tracking_uri}; "
+        which = f"complete {name} sweep (cells {', '.join(cells)})" if cells else f"{name} sweep"
+        raise MissingRuns(f"{artefact}: no finished {which} at scale {params.scale} in {params.tracking_uri}; "
                           f"run `{make_command(artefact, params.scale)}` first")
     return found
 

@@ -86,20 +86,33 @@ def finished_runs_of_cell(tracking_cfg, sweep_id: str, cell: str) -> dict[int, d
     return {seed: dict(run.data.params) for seed, run in finished_runs(tracking_cfg, sweep_id, cell).items()}
 
 
-def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "table1"):
-    """The newest FINISHED sweep run of ``name`` at ``scale`` (None if there is none)."""
+def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "table1", cells=()):
+    """The newest FINISHED sweep run of ``name`` at ``scale`` that has a FINISHED run of every cell in ``cells``
+    (None if there is none). A sweep made with some of its experiment's cells (Hydra's ``~`` deletes the
+    others) then never shadows an older complete one for a reader that needs the cells it lacks."""
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
+    exp_id = found.experiment_id
     runs = client.search_runs(
-        [found.experiment_id],
+        [exp_id],
         f"tags.role = 'sweep' and tags.scale = '{scale}' and tags.experiment = '{name}' "
         "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
-        max_results=1,
+        max_results=1 if not cells else 1000,
     )
-    return runs[0] if runs else None
+    for run in runs:
+        if not cells or set(cells) <= finished_cells(client, exp_id, run.data.tags["sweep_id"]):
+            return run
+    return None
+
+
+def finished_cells(client, exp_id: str, sweep_id: str) -> set[str]:
+    """The cells of a sweep with at least one FINISHED trial run."""
+    trials = client.search_runs([exp_id], f"tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'",
+                                max_results=10000)
+    return {run.data.tags["cell"] for run in trials if "cell" in run.data.tags}
 
 
 def load_trials(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame:
