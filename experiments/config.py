@@ -8,12 +8,14 @@ resolved here, at the entry point; deep code receives the dataclass of its own s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import math
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -30,6 +32,17 @@ SWEEP_SECTIONS = ("sweep", "cluster", "experiment", "budget")
 
 class ConfigError(ValueError):
     """A config that names an unknown key or group, or holds a value the code cannot use."""
+
+
+@contextlib.contextmanager
+def refusing_bad_input():
+    """An entry point's body: a ``ConfigError`` ends the command with its message alone (which names the
+    problem and the fix) on stderr and exit status 2, instead of a traceback."""
+    try:
+        yield
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def code_root() -> Path:

@@ -22,7 +22,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import CONF_DIR, build_section, register_resolvers, to_plain
+from experiments.config import CONF_DIR, build_section, refusing_bad_input, register_resolvers, to_plain
 from experiments.run.datasets import build_data, data_config_class
 
 
@@ -56,7 +56,8 @@ def prepare(cfg: DictConfig, threads: int | None = None) -> list[dict]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    prepare(cfg)
+    with refusing_bad_input():
+        prepare(cfg)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from experiments.config import (
     ConfigError,
     build_section,
     check_root_keys,
+    refusing_bad_input,
     register_resolvers,
     to_plain,
 )
@@ -177,7 +178,8 @@ def main(cfg: DictConfig) -> None:
     # SIGTERM (a scheduler's or a session's end) as Ctrl-C: Tune catches SIGINT alone, saving its state
     signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:
-        result = run_sweep(cfg)
+        with refusing_bad_input():
+            result = run_sweep(cfg)
     except StageInterrupted as interrupted:
         print(f"sweep interrupted: {interrupted}", file=sys.stderr)
         sys.exit(130)

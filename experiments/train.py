@@ -30,6 +30,7 @@ from experiments.config import (
     config_differences,
     effective_config,
     parse_run,
+    refusing_bad_input,
     register_resolvers,
 )
 from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -292,7 +293,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
-    metrics = train(cfg, extra_artifacts={"hydra": hydra_dir})
+    with refusing_bad_input():
+        metrics = train(cfg, extra_artifacts={"hydra": hydra_dir})
     for key, value in sorted(metrics.items()):
         if key.endswith("/nats"):
             print(f"{key}: {value:.4f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -111,6 +112,32 @@ def test_same_config_same_sweep_id_and_a_change_makes_a_new_one():
     a = derive_sweep_id(compose(["experiment=table1", "scale=smoke"]))
     assert a == derive_sweep_id(compose(["experiment=table1", "scale=smoke", "sweep.id=null"]))
     assert a != derive_sweep_id(compose(["experiment=table1", "scale=smoke", "train.lr=0.01"]))
+
+
+@pytest.mark.parametrize("budget", [[], ["budget.total_steps=2000", "budget.pretrain_fraction=0.6"]])
+def test_table4_keeps_the_steps_and_seeds_of_its_committed_run_whatever_the_budget(budget):
+    cfg = compose(["experiment=table4", "scale=cpu", *budget])
+    stages = active_stages(cfg.experiment)
+    assert [stage.steps for stage in stages.values()] == [400, 400]  # budget.table4_steps
+    assert {cell.seeds for stage in stages.values() for cell in stage.cells.values()} == {1}
+    table1 = active_stages(compose(["experiment=table1", "scale=cpu", *budget]).experiment)
+    assert table1["stage2"].steps == (750 if not budget else 800)  # Table 1's budget does move
+
+
+def test_a_sweep_of_some_cells_plans_only_them_under_its_own_id():
+    """Hydra's ``~`` deletes cells (README, "Some cells of an experiment"); the deleted cells change the id."""
+    kept = {"stage1": {"M1", "Mc8"}, "stage2": {"P8", "Mc8m"}}
+    full = compose(["experiment=table1", "scale=smoke"])
+    dropped = [f"~experiment.stages.{name}.cells.{cell}" for name, stage in active_stages(full.experiment).items()
+               for cell in stage.cells if cell not in kept[name]]
+    cfg = compose(["experiment=table1", "scale=smoke", *dropped])
+    stages = active_stages(cfg.experiment)
+    assert {name: set(stage.cells) for name, stage in stages.items()} == kept
+    assert derive_sweep_id(cfg) != derive_sweep_id(full)
+    uris = {"M1": ["runs:/m1/model"], "Mc8": ["runs:/mc8/model"]}
+    planned = {spec["cell"]: spec["config"]["init_from"] for spec in plan_stage(cfg, "stage2", stages["stage2"], "x",
+                                                                                 None, uris)}
+    assert planned == {"P8": "runs:/m1/model", "Mc8m": "runs:/mc8/model"}
 
 
 # -- bad configs ---------------------------------------------------------------------------------------
@@ -223,6 +250,23 @@ def test_every_experiment_at_every_scale_plans_every_stage(experiment, scale):
 def test_bad_values_fail_at_parse_naming_key_value_and_fix(override, message):
     with pytest.raises(ConfigError, match=message):
         parse_run(compose(["scale=smoke", override]))
+
+
+@pytest.mark.parametrize("command, message", [
+    (["-m", "experiments.train", "kind=unconditional", "scale=smoke", "train.lr=-1"], "train.lr=-1 must be > 0"),
+    (["experiments/sweep.py", "experiment=generators", "scale=smoke"], "run `nox -s reproduce_table1 -- scale=smoke` first"),
+])
+def test_an_entry_point_refuses_bad_input_with_its_message_not_a_traceback(command, message, tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROJECTABLE_ROOT": str(tmp_path)}
+    done = subprocess.run([sys.executable, *command], cwd=CONF_DIR.parent.parent, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert message in done.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "ray_results").exists()  # refused before any work
 
 
 def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(smoke, tmp_path):
