@@ -180,6 +180,7 @@ def log_start(cfg: DictConfig, run: RunConfig, trainee, extra_artifacts: Mapping
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
     counts = {"num_params/trained": sum(p.numel() for p in trainee.module.parameters() if p.requires_grad)}
     if run.kind == "projected":
+        from projectable import GPT
         from projectable.generators import generator_params
 
         for scale in run.projector.scales:
@@ -187,6 +188,8 @@ def log_start(cfg: DictConfig, run: RunConfig, trainee, extra_artifacts: Mapping
             counts[f"num_params/projector_{scale}"] = trainee.model.num_projector_params(scale)
             own = generator_params(trainee.model.source_config, run.projector, scale)
             counts[f"num_params/generator_task_{scale}"] = own.task
+            with torch.device("meta"):  # the standalone model generate(t, s) returns: the same for every generator
+                counts[f"num_params/generated_{scale}"] = GPT(trainee.model.small_config(scale)).num_params()
     mlflow.log_metrics({k: float(v) for k, v in counts.items()}, step=0)
     for name, path in extra_artifacts.items():
         if Path(path).exists():

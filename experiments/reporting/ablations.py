@@ -1,6 +1,6 @@
 """The s = 1/8 ablation (``experiment=ablations``): each declared change's effect on the gap P_1/8 - M~_1/8
-against the new Table 1's cells, with its t-bound (``claims.gap_grows``: the change narrows the gap when
-(M~_X - P_X) - (M~_ref - P_ref) exceeds t(0.975, df) x SE); ``reports/<scale>/ablations.{md,csv,png}``."""
+against the new Table 1's cells, with its t-bound (``claims.gap_grows``: P_1/8 gains on M~_1/8 from the change
+when (M~_X - P_X) - (M~_ref - P_ref) exceeds t(0.975, df) x SE); ``reports/<scale>/ablations.{md,csv,png}``."""
 
 from __future__ import annotations
 
@@ -36,9 +36,22 @@ def ablation_verdicts(cells: dict[str, Cell]) -> list[Verdict]:
     out = []
     for change, (p_cell, mc_cell, _) in CHANGES.items():
         changed = (cells.get(mc_cell or "Mc8m"), cells.get(p_cell))
-        out.append(gap_grows("the change narrows P_1/8 - M~_1/8", change,
+        out.append(gap_grows("the change lowers P_1/8 - M~_1/8", change,
                              changed if None not in changed else None, reference if None not in reference else None))
     return out
+
+
+def _se(v: Verdict) -> float:
+    """The SE behind a verdict's t x SE."""
+    return v.two_se / v.critical if v.critical and not math.isnan(v.critical) else math.nan
+
+
+def _gap(p: Cell | None, mc: Cell | None) -> float:
+    return math.nan if p is None or mc is None else p.mean - mc.mean
+
+
+def _num(x: float, fmt: str) -> str:
+    return "-" if math.isnan(x) else format(x, fmt)
 
 
 def results_frame(cells: dict[str, Cell], verdicts: list[Verdict]) -> pd.DataFrame:
@@ -46,33 +59,35 @@ def results_frame(cells: dict[str, Cell], verdicts: list[Verdict]) -> pd.DataFra
     for (change, (p_cell, mc_cell, what)), v in zip(CHANGES.items(), verdicts):
         p, mc = cells.get(p_cell), cells.get(mc_cell or "Mc8m")
         rows.append({"change": change, "what": what, "P_1/8": getattr(p, "mean", math.nan),
-                     "M~_1/8": getattr(mc, "mean", math.nan), "gap change": -v.difference, "t x SE": v.two_se,
-                     "df": v.df, "runs": getattr(p, "seeds", 0), "narrows the gap": v.verdict})
+                     "M~_1/8": getattr(mc, "mean", math.nan), "gap": _gap(p, mc), "gap change": -v.difference,
+                     "se": _se(v), "df": v.df, "t x SE": v.two_se, "runs": getattr(p, "seeds", 0),
+                     "P gains on M~": v.verdict})
     return pd.DataFrame(rows)
 
 
 def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, source_sweep: str) -> str:
     ref_p, ref_mc = cells.get("P8"), cells.get("Mc8m")
-    rows = []
-    for (change, (p_cell, mc_cell, what)), v in zip(CHANGES.items(), verdicts):
-        rows.append([change, what, fmt_cell(cells.get(p_cell)), fmt_cell(cells.get(mc_cell or "Mc8m")),
-                     "-" if math.isnan(v.difference) else f"{-v.difference:+.4f}",
-                     "-" if math.isnan(v.two_se) else f"{v.two_se:.4f}", v.verdict])
-    gap = "-" if None in (ref_p, ref_mc) else f"{ref_p.mean - ref_mc.mean:+.4f}"
+    rows = [[r.change, r.what, fmt_cell(cells.get(CHANGES[r.change][0])),
+             fmt_cell(cells.get(CHANGES[r.change][1] or "Mc8m")), _num(r.gap, "+.4f"), _num(r["gap change"], "+.4f"),
+             _num(r.se, ".4f"), _num(r.df, ".1f"), _num(r["t x SE"], ".4f"), r["P gains on M~"]]
+            for _, r in results_frame(cells, verdicts).iterrows()]
     lines = [
         f"# Ablations at scale `{prov.scale}`: what P_1/8 - M~_1/8 depends on",
         "",
         f"Reference (Table 1 sweep `{source_sweep}`): P_1/8 {fmt_cell(ref_p)}, M~_1/8 (step-matched) "
-        f"{fmt_cell(ref_mc)}, gap P_1/8 - M~_1/8 = {gap} nats/token. Each change below, two seeds, starts from "
-        "the same stage-1 models (a change to M~_1/8 retrains it); the hypotheses were committed in "
-        "`experiments/conf/experiment/ablations.yaml` before the runs.",
+        f"{fmt_cell(ref_mc)}, gap P_1/8 - M~_1/8 = {_num(_gap(ref_p, ref_mc), '+.4f')} nats/token (< 0: P_1/8 is "
+        "better). Each change below, two seeds, starts from the same stage-1 models (a change to M~_1/8 retrains "
+        "it); the hypotheses were committed in `experiments/conf/experiment/ablations.yaml` before the runs. Each "
+        "says the change lowers P_1/8 - M~_1/8: P_1/8 gains more from it than M~_1/8 does.",
         "",
-        *md_table(["change", "what", "P_1/8", "M~_1/8", "change in the gap", "t x SE", "narrows the gap"], rows),
+        *md_table(["change", "what", "P_1/8", "M~_1/8", "P_1/8 - M~_1/8", "change in it", "SE", "df", "t x SE",
+                   "P_1/8 gains on M~_1/8"], rows),
         "",
-        *section("Rule", "A change narrows the gap when its decrease exceeds t(0.975, df) x SE of the difference "
-                 "of gaps (paired over the validation images, with each cell's seed term; "
-                 "`experiments/reporting/claims.py`). No result here becomes a default without a new selection "
-                 "study by the split study's rule."),
+        *section("Rule", "P_1/8 gains on M~_1/8 from a change when P_1/8 - M~_1/8 falls by more than t(0.975, df) x "
+                 "SE of the difference of gaps (paired over the validation images, with each cell's seed term, df "
+                 "by Welch-Satterthwaite; `experiments/reporting/claims.py`); a change that moves P_1/8 and M~_1/8 "
+                 "alike does not count. No result here becomes a default without a new selection study by the "
+                 "split study's rule."),
         *toolkit.provenance_lines(prov, sources=source_sweep),
     ]
     return "\n".join(lines)
@@ -83,7 +98,7 @@ def plot(frame: pd.DataFrame, path, title: str):
     ax.errorbar(frame["gap change"], range(len(frame)), xerr=frame["t x SE"], fmt="o", capsize=3)
     ax.axvline(0, color="0.6", linewidth=1)
     ax.set_yticks(range(len(frame)), frame.change)
-    ax.set_xlabel("change in P_1/8 - M~_1/8 (nats/token; < 0 narrows it), ± t x SE")
+    ax.set_xlabel("change in P_1/8 - M~_1/8 (nats/token; < 0: P_1/8 gains on M~_1/8), ± t x SE")
     return toolkit.save_figure(fig, title, path)
 
 

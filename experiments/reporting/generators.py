@@ -166,6 +166,8 @@ def params_frame(trials: pd.DataFrame) -> pd.DataFrame:
     (``num_params/projector_<s>``: every own parameter, as built)."""
     rows = []
     for s in WIDTHS:
+        generated = trials.get(f"num_params/generated_{s}")  # the standalone small model, whatever made it
+        generated = _number(generated.dropna().iloc[0]) if generated is not None and generated.notna().any() else math.nan
         planned = {}
         for generator in OTHERS:
             runs = trials[trials.cell == cell_of(generator, s)]
@@ -178,7 +180,8 @@ def params_frame(trials: pd.DataFrame) -> pd.DataFrame:
             logged = _number(logged.dropna().iloc[0]) if logged is not None and logged.notna().any() else math.nan
             row = {"generator": generator, "s": scale_label(s), "knob": "", "size": math.nan, "count": "",
                    "own_total": math.nan, "own_task": math.nan, "with_source": math.nan,
-                   "projection_total": math.nan, "projection_task": math.nan, "logged_own_total": logged}
+                   "projection_total": math.nan, "projection_task": math.nan, "logged_own_total": logged,
+                   "generated": generated}
             if reference is not None:
                 count = str(reference.match_count)
                 row.update(count=count, projection_total=_number(reference.match_projection_total),
@@ -237,9 +240,10 @@ def params_lines(params: pd.DataFrame) -> list[str]:
         difference = "-" if math.isnan(row.relative_difference) else f"{100 * row.relative_difference:+.1f}%"
         rows.append([row.generator, row.s, _knob(row), _count(matched), _count(target), difference,
                      _count(row.own_total), _count(row.own_task), _count(row.with_source),
-                     _count(row.logged_own_total)])
+                     _count(row.logged_own_total), _count(row.generated)])
     return md_table(["generator", "s", "size knob", "own (matched count)", "projection's", "relative difference",
-                     "own, all", "own, t-dependent", "with the co-trained source", "logged by the runs"], rows)
+                     "own, all", "own, t-dependent", "with the co-trained source", "logged by the runs",
+                     "generated model"], rows)
 
 
 def claim_lines(claims: Claims) -> list[str]:
@@ -292,7 +296,9 @@ def markdown(table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: 
             f"`projectable.generators.match_budget`) so that its own parameters, the source never counted, come "
             f"closest to the projection's at its rank (`experiment.match={count}`: {counted}). Counts are "
             "per P_s; the co-trained source is M_1's parameters, read by the projection and blocks only. "
-            "\"Logged by the runs\" is `num_params/projector_<s>`, every own parameter of the built model.",
+            "\"Logged by the runs\" is `num_params/projector_<s>`, every own parameter of the built model; "
+            "\"generated model\" is `num_params/generated_<s>`, the standalone GPT that `generate(t, s)` returns "
+            "(the same for every generator at s).",
             "",
             *params_lines(params),
         ),

@@ -233,6 +233,18 @@ def test_every_experiment_at_every_scale_plans_every_stage(experiment, scale):
         uris.update({cell: ["runs:/fake/model"] * 3 for cell in stage.cells})
 
 
+@pytest.mark.parametrize("experiment, override, message", [
+    ("generators", "experiment.family_level=0", r"experiment\.family_level=0.*strictly between 0 and 1"),
+    ("generators", "experiment.family_level=1.5", r"experiment\.family_level=1\.5"),
+    ("generators", "experiment.family_level=x", r"experiment\.family_level='x'"),
+    ("table1", "experiment.margin=-0.01", r"experiment\.margin=-0\.01: set a non-negative margin"),
+    ("table1", "experiment.margin=nan", r"experiment\.margin=.*nan"),
+])
+def test_report_settings_fail_at_parse_before_any_run(experiment, override, message):
+    with pytest.raises(ConfigError, match=message):
+        active_stages(compose([f"experiment={experiment}", "scale=smoke", override]).experiment)
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.steps=abc", r"train\.steps='abc' is not a whole number"),
     ("train.steps=10.5", r"train\.steps=10\.5 is not a whole number"),

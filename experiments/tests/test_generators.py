@@ -221,6 +221,9 @@ def test_a_source_free_run_logs_no_source_and_names_its_generator(smoke, store, 
     own = generator_params(dataclasses.replace(parsed.model, task_dim=0), parsed.projector, 0.25)
     assert run.data.metrics["num_params/projector_0.25"] == own.total == run.data.metrics["num_params/trained"]
     assert run.data.metrics["num_params/generator_task_0.25"] == own.task
+    small = ProjectableGPT(dataclasses.replace(parsed.model, task_dim=0), parsed.projector).generate(
+        torch.zeros(parsed.projector.task_dim), 0.25)  # the standalone model a generated P_1/4 is
+    assert run.data.metrics["num_params/generated_0.25"] == small.num_params() < own.total
     models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
     assert [(m.name, m.tags["generator"]) for m in models] == [("projected-s1_4", "linear")]
     mlflow.set_tracking_uri(store.uri)  # the logged model predicts the run's own per-image losses

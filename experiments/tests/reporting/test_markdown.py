@@ -207,6 +207,8 @@ def generator_trials() -> pd.DataFrame:
                 row = trial(cell, "stage2", seed, **{KEY[k]: loss + 0.1 * i + 0.001 * seed})
                 row["reused_from"] = "table1-smoke-abcd1234/" + cell if prefix in ("P", "Mm", "Mcm") else ""
                 row[f"num_params/projector_{s}"] = 1000 + k
+                if prefix == "LR":  # logged by the new cells only (reused Table 1 runs may predate the metric)
+                    row[f"num_params/generated_{s}"] = 300 // k
                 if prefix in ("B", "LR", "Lin"):
                     row.update(match_count="task", match_knob="rank" if prefix == "B" else "generator_rank",
                                match_size=str(10 * k), match_own_total=str(5000 + k), match_own_task=str(1010 + k),
@@ -230,6 +232,7 @@ def test_generators_files_from_synthetic_runs(tmp_path):
     row = params[(params.generator == "low_rank") & (params.s == "1/4")].iloc[0]
     assert (row.knob, row["size"], row.own_task, row.projection_task) == ("generator_rank", 40, 1014, 1000)
     assert row.relative_difference == pytest.approx(0.014) and row.logged_own_total == 1004
+    assert set(params[params.s == "1/4"].generated) == {75}  # every generator's, from any run at s
     projection = params[(params.generator == "projection") & (params.s == "1/8")].iloc[0]
     assert (projection.knob, projection["size"], projection.with_source) == ("rank", 8, 1008 + 4000)
 
@@ -244,7 +247,7 @@ def test_generators_files_from_synthetic_runs(tmp_path):
     md = files.markdown.read_text()
     assert md.startswith("# Weight generators at scale `smoke`")
     assert "| 1/4 | 0.800 ± 0.002 (n=2) | 0.750 ± 0.002 (n=2) | 0.601 ± 0.002 (n=2) | 0.601 ± 0.002 (n=2) |" in md
-    assert "| low_rank | 1/4 | generator_rank = 40 | 1,014 | 1,000 | +1.4% | 5,004 | 1,014 | 5,004 | 1,004 |" in md
+    assert "| low_rank | 1/4 | generator_rank = 40 | 1,014 | 1,000 | +1.4% | 5,004 | 1,014 | 5,004 | 1,004 | 75 |" in md
     assert "`experiment.match=task`" in md and "Holm-Bonferroni over 18" in md
     assert "- **the projection beats low_rank**: holds (Holm-Bonferroni over 18)" in md
     assert "Reused from Table 1 (same config, not retrained): P2, M2m." in md
@@ -253,3 +256,32 @@ def test_generators_files_from_synthetic_runs(tmp_path):
     frame = pd.read_csv(files.csv)
     assert len(frame) == 18 and frame.loc[(frame.model == "linear") & (frame.s == "1/2"), "size"].item() == 20
     assert files.png.stat().st_size > 10_000
+
+
+def test_ablation_cells_verdicts_and_files_from_synthetic_runs(tmp_path):
+    """Each change against Table 1's P8 and Mc8m: a change that lowers P_1/8 alone (parts) counts, one that
+    moves P_1/8 and M~_1/8 alike (longer) does not, and a change without runs is not tested."""
+    from experiments.reporting import ablations
+
+    def runs(cell: str, model: str, mean: float) -> list[dict]:
+        return [trial(cell, "stage2", seed, **{model: mean + 0.003 * seed}) for seed in (0, 1)]
+
+    reference = pd.DataFrame(runs("P8", "s1_8", 2.30) + runs("Mc8m", "s1_8", 2.36))
+    trials = pd.DataFrame(runs("P8_derived", "s1_8", 2.20) + runs("P8_long", "s1_8", 2.25)
+                          + runs("Mc8m_long", "s1_8", 2.31) + runs("P8_heads", "s1_8", 2.30)
+                          + runs("Mc8m_heads", "s1_8", 2.36))
+    cells = ablations.ablation_cells(trials, reference)
+    assert cells["P8"].seeds == 2 and cells["Mc8m_long"].seeds == 2 and "P8_r32" not in cells
+    verdicts = {v.comparison: v for v in ablations.ablation_verdicts(cells)}
+    assert verdicts["parts"].held is True and verdicts["parts"].difference == pytest.approx(0.10, abs=1e-9)
+    assert verdicts["longer"].held is False and verdicts["heads"].held is False
+    assert verdicts["rank"].held is None  # no P8_r32 runs
+    files = ablations.write_report(tmp_path, cells, list(verdicts.values()), PROV, "table1-smoke-abcd1234")
+    md = files.markdown.read_text()
+    assert "gap P_1/8 - M~_1/8 = -0.0600 nats/token" in md
+    assert "| parts | small model's parts derived from the source (small_parts=derived) | 2.202 ± 0.003 (n=2) | " \
+           "2.361 ± 0.003 (n=2) | -0.1600 | -0.1000 |" in md
+    assert "| rank | projector rank 32 instead of 8 | - | 2.361 ± 0.003 (n=2) | - | - | - | - | - | not tested |" in md
+    frame = pd.read_csv(files.csv)
+    assert list(frame.change) == list(ablations.CHANGES) and frame.loc[0, "se"] > 0 and frame.loc[0, "df"] >= 1
+    assert files.png.stat().st_size > 10_000 and "sources and reused runs from `table1-smoke-abcd1234`" in md
