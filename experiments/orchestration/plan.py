@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -23,6 +22,7 @@ from experiments.config import (
     SWEEP_SECTIONS,
     ConfigError,
     build_section,
+    check_type,
     config_differences,
     config_key,
     parse_run,
@@ -110,20 +110,13 @@ def parse_stages(experiment: Any) -> dict[str, Stage]:
 def check_report_settings(experiment: dict) -> None:
     """The report's settings an experiment fixes before its runs, checked before any run rather than by the
     notebook after the sweep: ``margin`` (nats/token, >= 0), ``family_level`` (Holm-Bonferroni, in (0, 1))."""
-    limits = {"margin": (0.0, math.inf, "a non-negative margin in nats/token, e.g. 0.01"),
-              "family_level": (0.0, 1.0, "a family-wise level strictly between 0 and 1, e.g. 0.05")}
-    for key, (low, high, want) in limits.items():
-        if key not in experiment:
-            continue
-        value = experiment[key]
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        bad = isinstance(value, bool) or not math.isfinite(number) or not (
-            low <= number < high if key == "margin" else low < number < high)
-        if bad:
-            raise ConfigError(f"experiment.{key}={value!r}: set {want}")
+    ranges = {"margin": (lambda x: x >= 0, "a non-negative margin in nats/token, e.g. 0.01"),
+              "family_level": (lambda x: 0 < x < 1, "a family-wise level strictly between 0 and 1, e.g. 0.05")}
+    for key, (fits, want) in ranges.items():
+        if key in experiment:
+            check_type(experiment[key], float, f"experiment.{key}")  # a finite number, not a bool or a string
+            if not fits(experiment[key]):
+                raise ConfigError(f"experiment.{key}={experiment[key]!r}: set {want}")
 
 
 def derive_sweep_id(cfg: DictConfig) -> str:

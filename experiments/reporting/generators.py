@@ -160,14 +160,19 @@ def _number(value) -> float:
         return math.nan
 
 
+def _first_number(runs: pd.DataFrame, column: str) -> float:
+    """The first value a column holds among ``runs`` (NaN if none does)."""
+    values = runs[column].dropna() if column in runs else ()
+    return _number(values.iloc[0]) if len(values) else math.nan
+
+
 def params_frame(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per generator and s: its size knob and the counts its cell was planned with (``match_*``
     columns), the projection's, the relative difference of the matched count, and the count the runs logged
     (``num_params/projector_<s>``: every own parameter, as built)."""
     rows = []
     for s in WIDTHS:
-        generated = trials.get(f"num_params/generated_{s}")  # the standalone small model, whatever made it
-        generated = _number(generated.dropna().iloc[0]) if generated is not None and generated.notna().any() else math.nan
+        generated = _first_number(trials, f"num_params/generated_{s}")  # the standalone small model, whatever made it
         planned = {}
         for generator in OTHERS:
             runs = trials[trials.cell == cell_of(generator, s)]
@@ -176,8 +181,7 @@ def params_frame(trials: pd.DataFrame) -> pd.DataFrame:
         reference = next(iter(planned.values()), None)
         for generator in GENERATORS:
             runs = trials[trials.cell == cell_of(generator, s)]
-            logged = runs.get(f"num_params/projector_{s}")
-            logged = _number(logged.dropna().iloc[0]) if logged is not None and logged.notna().any() else math.nan
+            logged = _first_number(runs, f"num_params/projector_{s}")
             row = {"generator": generator, "s": scale_label(s), "knob": "", "size": math.nan, "count": "",
                    "own_total": math.nan, "own_task": math.nan, "with_source": math.nan,
                    "projection_total": math.nan, "projection_task": math.nan, "logged_own_total": logged,
