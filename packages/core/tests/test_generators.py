@@ -241,6 +241,27 @@ def test_generated_model_equals_batched_forward(tiny_source, generator):
 
 
 @pytest.mark.parametrize("generator", ALL)
+def test_generate_writes_every_tensor_of_the_small_model(tiny_source, generator, monkeypatch):
+    """generate() gives the small GPT uninitialised storage (``to_empty``) and overwrites it: storage filled
+    with NaN here must leave no NaN behind, so no parameter keeps what the allocator happened to hold."""
+    model = build(tiny_source, generator)
+    to_empty = torch.nn.Module.to_empty
+
+    def poisoned(module, *args, **kwargs):
+        module = to_empty(module, *args, **kwargs)
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                tensor.fill_(float("nan"))
+        return module
+
+    monkeypatch.setattr(torch.nn.Module, "to_empty", poisoned)
+    x, task = torch.randint(0, 16, (1, 12)), torch.rand(3)
+    small = model.generate(task, 0.25)
+    assert not [name for name, p in small.state_dict().items() if p.isnan().any()]
+    torch.testing.assert_close(small(x), model.projected_logits(x, task[None], 0.25), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("generator", ALL)
 def test_auto_route_follows_the_cost_and_the_memory_limit(tiny_source, generator):
     model = build(tiny_source, generator)
     gen = model.generators["1_2"]

@@ -1,6 +1,7 @@
 import pytest
 import torch
 from projectable import GPT, GPTConfig
+from projectable.gpt import DENSE_KINDS
 
 
 def test_paper_presets_match_parameter_counts():
@@ -12,6 +13,34 @@ def test_paper_presets_match_parameter_counts():
         assert round(model.num_params() / 1e6, 1) == millions
         assert model.config.n_layer == 24 and model.config.n_head == 8
         assert model.config.n_embd == 512 * scale
+
+
+def graph_nodes(root) -> list[str]:
+    """Names of every autograd node the backward from ``root`` visits."""
+    seen, stack, names = set(), [root], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("route", [None, "materialize", "expand"])
+def test_backward_stacks_each_layer_gradient_once(tiny_source, make_projectable, route):
+    """Stacked weights reach each layer through one ``unbind`` (gpt.layer_views), not one index per layer,
+    whose backward would zero-fill a gradient of the whole stack for every layer (L^2 work per step)."""
+    x = torch.randint(0, 16, (2, 12))
+    if route is None:
+        loss = tiny_source.loss(x)
+    else:
+        model = make_projectable(tiny_source)
+        loss = model.projected_logits(x, torch.rand(2, 3), 0.5, route=route).logsumexp(-1).mean()
+    nodes = graph_nodes(loss.grad_fn)
+    assert "SelectBackward0" not in nodes
+    assert nodes.count("UnbindBackward0") >= 4 + 2 * len(DENSE_KINDS)  # the four norm stacks, every weight and bias
 
 
 def test_causal_and_shapes(tiny_source):

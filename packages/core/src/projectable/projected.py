@@ -242,7 +242,11 @@ class ProjectableGPT(nn.Module):
             )
         weights = self.projected_weights(task_vector, scale)
         ref = self._reference
-        small = GPT(self.small_config(scale)).to(device=ref.device, dtype=ref.dtype)
+        # Built on the meta device and given uninitialised storage: every tensor is overwritten below, and a
+        # random initialisation of the small GPT would cost most of a generation at the paper size.
+        with torch.device("meta"):
+            small = GPT(self.small_config(scale))
+        small = small.to_empty(device=ref.device).to(dtype=ref.dtype)
         copy_parts(small.parts, self.parts(scale))
         for kind, (w, b) in weights.items():
             small_w, small_b = small.dense.weights(kind)

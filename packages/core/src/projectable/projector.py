@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from projectable.gpt import DENSE_KINDS, GPTConfig, rename_legacy_kinds
+from projectable.gpt import DENSE_KINDS, GPTConfig, layer_views, rename_legacy_kinds
 from projectable.validation import check_scale, group_size
 
 # The ways to produce the small model's dense weights from t (App. B), each in ``projectable.generators``:
@@ -310,13 +310,14 @@ class ExpandedLinears:
 
     def __init__(self, source_weights: dict[str, tuple[torch.Tensor, torch.Tensor]], diagonals: Diagonals, k: int):
         self.source_weights, self.diagonals, self.k = source_weights, diagonals, k
+        self.layers = {kind: (*(layer_views(t) for t in source_weights[kind]),
+                              layer_views(diagonals.p[kind], 1), layer_views(diagonals.q[kind], 1))
+                       for kind in source_weights}  # per-layer views once (gpt.layer_views)
 
     def __call__(self, kind: str, layer: int, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.source_weights[kind]
-        p = self.diagonals.p[kind][:, layer].unsqueeze(1)  # (B, 1, O)
-        q = self.diagonals.q[kind][:, layer].unsqueeze(1)  # (B, 1, I)
-        x_big = repeat(x, "b t i -> b t (i c)", c=self.k) * q  # (B, T, I): Q x_s
-        y = F.linear(x_big, w[layer], b[layer]) * p  # (B, T, O)
+        w, b, p, q = (views[layer] for views in self.layers[kind])  # (O, I), (O,), p (B, O), q (B, I)
+        x_big = repeat(x, "b t i -> b t (i c)", c=self.k) * q.unsqueeze(1)  # (B, T, I): Q x_s
+        y = F.linear(x_big, w, b) * p.unsqueeze(1)  # (B, T, O)
         return rearrange(y, "b t (o a) -> b t o a", a=self.k).sum(-1)  # (B, T, O/k): contract by P
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from projectable.gpt import DENSE_KINDS, DenseStack, GPTConfig, Linear, StackedLinears
+from projectable.gpt import DENSE_KINDS, DenseStack, GPTConfig, Linear, StackedLinears, layer_views
 from projectable.projector import ProjectorConfig, scale_name
 from projectable.validation import check_scale
 
@@ -182,14 +182,18 @@ class FactoredLinears:
 
     def __init__(self, base: DenseStack, left: dict, right: dict, core: dict | None = None):
         self.base, self.left, self.right, self.core = base, left, right, core
+        # per-layer views once (gpt.layer_views): base weight, bias, left, right and core of every layer
+        self.layers = {kind: (*(layer_views(t) for t in base.weights(kind)), layer_views(left[kind], 1),
+                              layer_views(right[kind], 1), layer_views(core[kind], 1) if core is not None else None)
+                       for kind in left}
 
     def __call__(self, kind: str, layer: int, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.base.weights(kind)
-        right = self.right[kind][:, layer]  # (B, m, i + 1)
+        weights, biases, lefts, rights, cores = self.layers[kind]
+        right = rights[layer]  # (B, m, i + 1)
         z = torch.matmul(x, right[..., :-1].transpose(1, 2)) + right[..., -1].unsqueeze(1)  # (B, T, m)
-        if self.core is not None:
-            z = torch.matmul(z, self.core[kind][:, layer].transpose(1, 2))  # (B, T, m)
-        return F.linear(x, w[layer], b[layer]) + torch.matmul(z, self.left[kind][:, layer].transpose(1, 2))
+        if cores is not None:
+            z = torch.matmul(z, cores[layer].transpose(1, 2))  # (B, T, m)
+        return F.linear(x, weights[layer], biases[layer]) + torch.matmul(z, lefts[layer].transpose(1, 2))
 
 
 def small_config(source: GPTConfig, scale: float) -> GPTConfig:

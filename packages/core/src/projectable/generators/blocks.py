@@ -53,7 +53,7 @@ from projectable.generators.base import (
     hidden_params,
     small_config,
 )
-from projectable.gpt import DENSE_KINDS, DenseStack, GPTConfig
+from projectable.gpt import DENSE_KINDS, DenseStack, GPTConfig, layer_views
 from projectable.projector import ProjectorConfig
 
 TILES = {"qkv": 3, "attn_out": 1, "fc": 1, "mlp_down": 1}  # qkv is the fused q, k, v
@@ -166,11 +166,13 @@ class BlockLinears:
 
     def __init__(self, source: DenseStack, coefficients: dict, k: int, heads: int):
         self.source, self.coefficients, self.k, self.heads = source, coefficients, k, heads
+        # per-layer views once (gpt.layer_views): source weight, bias, r and rho of every layer
+        self.layers = {kind: (*(layer_views(t) for t in source.weights(kind)),
+                              *(layer_views(c, 1) for c in coefficients[kind])) for kind in coefficients}
 
     def __call__(self, kind: str, layer: int, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.source.weights(kind)
-        r, rho = (c[:, layer] for c in self.coefficients[kind])  # (B, n, a, c), (B, n, a)
+        w, b, r, rho = (views[layer] for views in self.layers[kind])  # r (B, n, a, c), rho (B, n, a)
         weighted = torch.einsum("bti,bnac->btnaci", x, r)  # (B, T, n, a, c, i)
-        y = torch.einsum("btnaci,nacoi->btno", weighted, weight_blocks(w[layer], kind, self.k, self.heads))
-        y = y + torch.einsum("nao,bna->bno", bias_blocks(b[layer], kind, self.k, self.heads), rho).unsqueeze(1)
+        y = torch.einsum("btnaci,nacoi->btno", weighted, weight_blocks(w, kind, self.k, self.heads))
+        y = y + torch.einsum("nao,bna->bno", bias_blocks(b, kind, self.k, self.heads), rho).unsqueeze(1)
         return rearrange(y, "b t n o -> b t (n o)")
