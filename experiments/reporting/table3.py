@@ -14,8 +14,16 @@ from typing import NamedTuple
 import pandas as pd
 
 from experiments.reporting import toolkit
-from experiments.reporting.claims import Cell, Verdict, combine_runs, contrast_se, less_than
-from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_mean_se, md_table, scale_label, section
+from experiments.reporting.claims import Cell, Verdict, combine_runs, contrast_error, less_than, t_critical
+from experiments.reporting.toolkit import (
+    Provenance,
+    ReportFiles,
+    fmt_df,
+    fmt_mean_se,
+    md_table,
+    scale_label,
+    section,
+)
 from experiments.run.evaluate import validation_loss
 from experiments.run.saved import data_of, load_model, nll_fn, pick_device
 from experiments.run.trainees import projected_name
@@ -139,7 +147,8 @@ def equal_rank_pairs() -> list[tuple[tuple, tuple]]:
 
 
 def source_size_verdicts(cells: dict[tuple, Cell], loss: str) -> list[Verdict]:
-    """"At equal r a larger source projects better": loss(larger source) < loss(smaller source) by > 2 SE."""
+    """"At equal r a larger source projects better": loss(larger source) < loss(smaller source) by more than
+    t(0.975, df) x SE (``claims.less_than``)."""
     claim = f"at equal r a larger source projects better ({loss} loss)"
     return [less_than(claim, f"{label(*a)} < {label(*b)}", cells.get(a), cells.get(b)) for a, b in equal_rank_pairs()]
 
@@ -152,8 +161,9 @@ def matched_size_frame(table: Table3) -> pd.DataFrame:
             a, b = losses.get(MATCHED[0]), losses.get(other)
             if a is None or b is None:
                 continue
+            error = contrast_error([(1.0, b), (-1.0, a)])  # as the claims' bound: t(0.975, df) x SE
             rows.append({"loss": name, "comparison": f"{label(*other)} minus {label(*MATCHED[0])}",
-                         "difference": b.mean - a.mean, "two_se": 2 * contrast_se([(1.0, b), (-1.0, a)]),
+                         "difference": b.mean - a.mean, "t_se": t_critical(error.df) * error.se, "df": error.df,
                          "paper": PAPER_TABLE3[other] - PAPER_TABLE3[MATCHED[0]] if name == "train" else math.nan})
     return pd.DataFrame(rows)
 
@@ -180,7 +190,7 @@ def markdown(table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov
                      fmt_mean_se(row.train_nats, row.train_se), f"{row.paper_train_nats:.2f}",
                      fmt_mean_se(row.val_nats, row.val_se), f"{row.seeds}{reused}"])
     reused = json.loads(tags.get("reused", "{}"))
-    matched_rows = [[row.loss, row.comparison, f"{row.difference:+.4f}", f"{row.two_se:.4f}",
+    matched_rows = [[row.loss, row.comparison, f"{row.difference:+.4f}", f"{row.t_se:.4f}", fmt_df(row.df),
                      "-" if math.isnan(row.paper) else f"{row.paper:+.2f}"] for row in matched.itertuples()]
     lines = [
         f"# Table 3 at scale `{prov.scale}`: projecting from sources of different sizes (SynthMNIST)",
@@ -224,7 +234,7 @@ def markdown(table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov
             "projector size ~ r x source width) and its own P_1/8 cells tie for M_1 and M_1/2 (0.57, 0.57) with "
             "M_1/4 behind (0.67); we report the same differences without a verdict.",
             "",
-            *md_table(["loss", "comparison", "difference", "2 SE", "paper"], matched_rows),
+            *md_table(["loss", "comparison", "difference", "t·SE", "df", "paper"], matched_rows),
         ),
         *toolkit.provenance_lines(
             prov, sources=tags.get("source_sweep", "?"),

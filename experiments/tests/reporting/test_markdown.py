@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from experiments.reporting import figure3, figure4, generators, table1, table2, table3, table4, toolkit
-from experiments.reporting.claims import Cell
+from experiments.reporting.claims import Cell, contrast_se
 from experiments.run.evaluate import width_key
 
 PROV = toolkit.Provenance(sweep_id="table1-smoke-abcd1234", commit="c0ffee", command="sweep.py experiment=table1",
@@ -121,6 +121,9 @@ def test_table3_cells_verdicts_and_files_from_synthetic_rows(tmp_path):
     assert set(matched.loss) == {"train", "validation"} and len(matched) == 4
     row = matched[(matched.loss == "train") & matched.comparison.str.contains("M_1/4")].iloc[0]
     assert row.difference == pytest.approx(0.225 - 0.024) and row.paper == pytest.approx(0.10)
+    # single-run cells scored on the same images: a paired image term alone, df = images - 1
+    assert row.df == pytest.approx(len(table.train[(0.125, 0.25, 32)].per_image) - 1)
+    assert row.t_se > 1.96 * contrast_se([(1.0, table.train[(0.125, 0.25, 32)]), (-1.0, table.train[(0.125, 1.0, 8)])])
 
     class SweepRun:
         class data:
