@@ -232,7 +232,6 @@ class StackedLinears:
     """Applies stacked weights ``(L, out, in)`` shared by the batch, or per-example ``(B, L, out, in)``."""
 
     def __init__(self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]):
-        self.weights = weights
         # layers are dim 0 of shared weights and dim 1 of per-example ones
         self.layers = {kind: (layer_views(w, w.dim() - 3), layer_views(b, b.dim() - 2))
                        for kind, (w, b) in weights.items()}

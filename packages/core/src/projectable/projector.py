@@ -309,7 +309,7 @@ class ExpandedLinears:
     """
 
     def __init__(self, source_weights: dict[str, tuple[torch.Tensor, torch.Tensor]], diagonals: Diagonals, k: int):
-        self.source_weights, self.diagonals, self.k = source_weights, diagonals, k
+        self.k = k
         self.layers = {kind: (*(layer_views(t) for t in source_weights[kind]),
                               layer_views(diagonals.p[kind], 1), layer_views(diagonals.q[kind], 1))
                        for kind in source_weights}  # per-layer views once (gpt.layer_views)

@@ -181,7 +181,6 @@ class FactoredLinears:
     """
 
     def __init__(self, base: DenseStack, left: dict, right: dict, core: dict | None = None):
-        self.base, self.left, self.right, self.core = base, left, right, core
         # per-layer views once (gpt.layer_views): base weight, bias, left, right and core of every layer
         self.layers = {kind: (*(layer_views(t) for t in base.weights(kind)), layer_views(left[kind], 1),
                               layer_views(right[kind], 1), layer_views(core[kind], 1) if core is not None else None)

@@ -165,7 +165,7 @@ class BlockLinears:
     W_s: the input, weighted per (a, c), meets the source's blocks in one contraction. Source FLOPs per token."""
 
     def __init__(self, source: DenseStack, coefficients: dict, k: int, heads: int):
-        self.source, self.coefficients, self.k, self.heads = source, coefficients, k, heads
+        self.k, self.heads = k, heads
         # per-layer views once (gpt.layer_views): source weight, bias, r and rho of every layer
         self.layers = {kind: (*(layer_views(t) for t in source.weights(kind)),
                               *(layer_views(c, 1) for c in coefficients[kind])) for kind in coefficients}
