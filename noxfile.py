@@ -151,7 +151,8 @@ def run_notebook(session: nox.Session, name: str, scale: str, overrides: list[st
         run(session, "jupyter", "execute", "--inplace", str(notebook), env=env)
     except nox.command.CommandFailed:
         session.error(f"{name}: the notebook failed (its traceback is above); executed copy: {notebook}")
-    reports = env.get("PROJECTABLE_REPORT_REPORTS", str(ROOT / "reports"))
+    # where the notebook wrote: toolkit.notebook_params' default is <project_root()>/reports, $PROJECTABLE_ROOT's
+    reports = env.get("PROJECTABLE_REPORT_REPORTS") or str(Path(os.environ.get("PROJECTABLE_ROOT") or ROOT) / "reports")
     session.log(f"{name}: reports in {reports}/{scale}; notebook {notebook}")
 
 

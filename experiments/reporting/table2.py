@@ -94,6 +94,13 @@ def results_frame(table: Table2Cells) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _runs_each(table: Table2Cells) -> str:
+    """How many runs each P_s cell averages, as the protocol line says it: "2 runs each", "1-2 runs each"."""
+    runs = sorted({cell.seeds for s in SCALES[1:] if (cell := table.cells.get(("P", s))) is not None}) or [0]
+    count = str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+    return f"{count} run{'' if count == '1' else 's'} each"
+
+
 def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float, summary: dict | None,
              trials: pd.DataFrame) -> str:
     stand_in = bool(summary and summary.get("stand_in"))
@@ -120,7 +127,7 @@ def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, marg
             "Protocol",
             f"- Stage 1: M~_s from scratch at s = 1, 1/2, 1/4, 1/8 and the unconditional M_1, "
             f"{prov.stage_steps.get('stage1', '?')} steps.",
-            f"- Stage 2: P_1/2, P_1/4, P_1/8 (one run each) start from stage 1's M_1 and keep tuning it for "
+            f"- Stage 2: P_1/2, P_1/4, P_1/8 ({_runs_each(table)}) start from stage 1's M_1 and keep tuning it for "
             f"{prov.stage_steps.get('stage2', '?')} steps (Eq. 2, w_src = 1); the control continues M_1 alone as long.",
             toolkit.baselines_line(table.baselines, prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")),
         ),

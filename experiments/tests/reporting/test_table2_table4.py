@@ -28,6 +28,9 @@ def test_table2_cells_and_claims():
     assert verdicts["source of P_s (mean of 3 runs) vs control"]
     frame = report_table2.results_frame(table)
     assert frame.loc[(frame.model == "P_s") & (frame.s == "1/8"), "paper_nats"].item() == 2.297
+    assert report_table2._runs_each(table) == "1 run each"
+    second = [dict(r, seed=1) for r in rows if r["cell"] in ("P2", "P4")]  # P8 keeps one seed
+    assert report_table2._runs_each(report_table2.table2_cells(pd.DataFrame(rows + second))) == "1-2 runs each"
 
 
 def test_table4_reads_each_cell_on_its_own_split_and_checks_transfer():
