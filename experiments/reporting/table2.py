@@ -20,7 +20,7 @@ PAPER_TABLE2: dict[tuple[str, float], float] = {
     ("P", 0.5): 2.210, ("P", 0.25): 2.246, ("P", 0.125): 2.297,
 }
 # Table 2 cell -> (column, s, model metric) of the runs it is made of; the s = 1 cell of P_s is the
-# co-trained source averaged over the three P_s runs.
+# co-trained source averaged over all P_s runs (every width and seed).
 CELL_SOURCES = {
     "Mc1": [("Mc", 1.0, "model")], "Mc2": [("Mc", 0.5, "model")], "Mc4": [("Mc", 0.25, "model")],
     "Mc8": [("Mc", 0.125, "model")], "M1": [("M", 1.0, "model")],
@@ -59,7 +59,7 @@ MATCHED = {"Mc1": "Mc1m", "Mc2": "Mc2m", "Mc4": "Mc4m", "Mc8": "Mc8m"}  # with e
 
 
 def table2_cells(trials: pd.DataFrame, subset: str = "all", baselines: str = "stage1") -> Table2Cells:
-    """Combine the finished trials (seeds, and the three P_s sources for s = 1) into Table 2's cells."""
+    """Combine the finished trials (seeds, and the P_s sources of every width for s = 1) into Table 2's cells."""
     cells = toolkit.gather_cells(trials, toolkit.baseline_sources(CELL_SOURCES, baselines, MATCHED), subset)
     return Table2Cells(cells, cells.pop(("control", 1.0), None), baselines)
 
@@ -76,7 +76,7 @@ def table2_verdicts(table: Table2Cells, margin: float) -> list[Verdict]:
         out.append(gap_grows("the gap M~_s - P_s grows as s shrinks",
                              f"gap at {name[smaller]} > gap at {name[larger]}", gaps[smaller], gaps[larger]))
     out.append(no_worse("the co-trained source loses nothing against M_1 continued alone",
-                        "source of P_s (mean of 3 runs) vs control", get(("P", 1.0)), table.control, margin))
+                        "source of P_s (mean of all its runs) vs control", get(("P", 1.0)), table.control, margin))
     return out
 
 
@@ -115,7 +115,7 @@ def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, marg
         "",
         "Ours: mean ± standard error (n = runs averaged). Paper: Table 2 of Zhmoginov et al. (ImageNet 64x64, "
         "32x32 tokens of 512 codes, SimCLRv2 task vectors, 24-layer source; statistical error ~0.001 for M~_s, "
-        "~0.002 for P_s). The s = 1 cell of P_s is the co-trained source (mean over the three P_s runs).",
+        "~0.002 for P_s). The s = 1 cell of P_s is the co-trained source (mean over all P_s runs, every width and seed).",
         "",
         *md_table(["s", "M~_s", "paper", "P_s", "paper"], rows),
         "",

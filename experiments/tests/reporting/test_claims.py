@@ -73,13 +73,13 @@ def test_gap_that_shrinks_is_not_held():
 def test_source_that_loses_more_than_the_margin_is_not_held():
     cells = paper_like(P_1=0.46)
     out = verdicts(cells, control=Cell(0.44, SE, 1))
-    assert out["source of P_s (mean of 3 runs) vs control"].held is False
+    assert out["source of P_s (mean of all its runs) vs control"].held is False
 
 
 def test_noninferiority_fails_when_the_difference_is_small_but_uncertain():
     cells = paper_like(P_1=0.44)
     out = verdicts(cells, control=Cell(0.44, 0.01, 1))  # difference 0, but t x SE ~ 0.02 > margin
-    assert out["source of P_s (mean of 3 runs) vs control"].held is False
+    assert out["source of P_s (mean of all its runs) vs control"].held is False
 
 
 def test_cotraining_that_costs_is_not_held():

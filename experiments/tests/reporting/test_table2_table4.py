@@ -25,7 +25,7 @@ def test_table2_cells_and_claims():
     assert table.cells[("P", 1.0)].seeds == 3 and table.control.mean == 1.8
     verdicts = {v.comparison: v.held for v in report_table2.table2_verdicts(table, margin=0.01)}
     assert verdicts["P_1/2 < M~_1/2"] and verdicts["gap at 1/8 > gap at 1/4"]
-    assert verdicts["source of P_s (mean of 3 runs) vs control"]
+    assert verdicts["source of P_s (mean of all its runs) vs control"]
     frame = report_table2.results_frame(table)
     assert frame.loc[(frame.model == "P_s") & (frame.s == "1/8"), "paper_nats"].item() == 2.297
     assert report_table2._runs_each(table) == "1 run each"
