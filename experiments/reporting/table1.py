@@ -32,7 +32,7 @@ CELL_SOURCES = {
     "M8": [("M", 0.125, "model")],
     "Mc1": [("Mc", 1.0, "model")], "Mc2": [("Mc", 0.5, "model")], "Mc4": [("Mc", 0.25, "model")],
     "Mc8": [("Mc", 0.125, "model")],
-    # the s = 1 cell of P_s is the co-trained source, averaged over all P_s runs (every width and seed) (Table 1 caption)
+    # the s = 1 cell of P_s is the co-trained source, averaged over the P_s runs of every width and seed (Table 1 caption)
     "P2": [("P", 0.5, "P1_2"), ("P", 1.0, "source")],
     "P4": [("P", 0.25, "P1_4"), ("P", 1.0, "source")],
     "P8": [("P", 0.125, "P1_8"), ("P", 1.0, "source")],
