@@ -41,11 +41,6 @@ def ablation_verdicts(cells: dict[str, Cell]) -> list[Verdict]:
     return out
 
 
-def _se(v: Verdict) -> float:
-    """The SE behind a verdict's t x SE."""
-    return v.two_se / v.critical if v.critical and not math.isnan(v.critical) else math.nan
-
-
 def _gap(p: Cell | None, mc: Cell | None) -> float:
     return math.nan if p is None or mc is None else p.mean - mc.mean
 
@@ -60,7 +55,7 @@ def results_frame(cells: dict[str, Cell], verdicts: list[Verdict]) -> pd.DataFra
         p, mc = cells.get(p_cell), cells.get(mc_cell or "Mc8m")
         rows.append({"change": change, "what": what, "P_1/8": getattr(p, "mean", math.nan),
                      "M~_1/8": getattr(mc, "mean", math.nan), "gap": _gap(p, mc), "gap change": -v.difference,
-                     "se": _se(v), "df": v.df, "t x SE": v.two_se, "runs": getattr(p, "seeds", 0),
+                     "se": v.se, "df": v.df, "t x SE": v.t_se, "runs": getattr(p, "seeds", 0),
                      "P gains on M~": v.verdict})
     return pd.DataFrame(rows)
 

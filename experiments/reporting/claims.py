@@ -2,86 +2,148 @@
 numbers live in its own module, e.g. ``reporting.table1``).
 
 * An inequality ("P_s < M~_s", "M~_s < M_s", "the gap grows as s shrinks") holds when its margin exceeds
-  ``t(0.975, df) x SE`` of the difference.
+  ``t(0.975, df) x SE`` of the difference: a one-sided test at level 2.5% per claim.
 * A non-inferiority claim ("the co-trained source loses nothing", "co-training all sizes costs nothing")
   holds when ``difference + t(0.975, df) x SE`` stays below a margin fixed in the config
-  (``experiment.margin``, default 0.01 nats/token).
+  (``experiment.margin``, default 0.01 nats/token): the upper end of a one-sided 97.5% bound on the
+  difference lies below the margin.
 
-A cell's standard error combines the error over validation images with the spread over seeds:
-``se^2 = mean_i(se_i^2) + var_i(mean_i) / k`` for k seeds. The validation images are the same for every
-seed, so their error does not shrink with k; the seed spread does.
+Independent units: source lineages
+----------------------------------
+A run's *lineage* is the stage-1 run its weights descend from: a stage-1 run is its own lineage, and seed i
+of every stage-2 run (P_s, P~, the control, a step-matched M~_s) continues stage 1's seed i of the cell it
+starts from (``experiment.stages.*.init_from``), so it shares that run's lineage. Runs of one lineage are not
+independent draws: the "source of P_s" cell averages the sources of P_1/2, P_1/4 and P_1/8 of seed i, three
+continuations of the same M_1. ``combine_runs`` therefore averages a cell's runs per lineage first; the
+cell's seed spread is the spread of its lineage means, and its k (``Cell.seeds``) counts lineages, not runs
+(``Cell.runs``). Two cells that share lineages (the co-trained source and the control, P~_s and P_s, P_1/2
+and P_1/4 in the gap contrast) are paired by lineage: the seed term of a contrast over them is the spread of
+the per-lineage contrast, so the lineage's own luck cancels instead of being counted once per cell. A cell's
+lineages come from the runs' ``init_from`` (``toolkit.lineage_ids``); without them each run is its own
+lineage and shares none with another cell.
 
-The standard error of a difference (or of the gap contrast) between cells is *paired* when every cell
-carries its per-image losses (``Cell.per_image``, mean over the cell's runs, same images in the same order):
-``se^2 = var_n(sum_j c_j x_jn) / N + sum_j c_j^2 seed_var_j``, the error of the mean per-image contrast plus
-each cell's seed spread. Every model is evaluated on the same fixed validation images, so the images' own
-spread in difficulty (large on SynthMNIST: a plain texture is far easier than a fine warped one) cancels in
-the contrast; treating cells as independent would count it twice over. Without per-image losses the cells
-are treated as independent, ``se(a - b)^2 = se(a)^2 + se(b)^2`` (conservative). Reports show both.
+The data stream: a run's ``seed`` sets the initialisation (and dropout) only; the training batches of step k
+are fixed by ``data.seed`` (``experiments.run.datasets.TrainStream``), so every run of every cell sees the same
+data in the same order, and the validation images are the same fixed set. The seed spread measured here is
+the spread over initialisations for one data stream; every result holds for that one stream.
 
-Why ``t(0.975, df)`` and not 2: the rule was "margin > 2 SE", the normal 95% two-sided bound, which is
-right only when the SE itself is known well. A seed term comes from k = 2 or 3 runs per cell, i.e. 1 or 2
-degrees of freedom, and with so few a 2-SE bound is far too narrow (t(0.975, 1) = 12.7, t(0.975, 2) = 4.3).
-So every SE is a sum of variance components ``v_i``, each with its own degrees of freedom ``df_i``:
+Standard errors
+---------------
+A cell's standard error combines the error over validation images with the spread over lineages:
+``se^2 = mean_r(se_r^2) + var_l(mean_l) / k`` over the runs r and the k lineages l. The validation images are
+the same for every seed, so their error does not shrink with k; the seed spread does.
 
-* the image term: paired, ``var_n(sum_j c_j x_jn) / N`` with ``N - 1``; unpaired, each cell's
-  ``c_j^2 (se_j^2 - seed_var_j)`` with ``N_j - 1`` (``N_j = len(per_image)``; a cell without per-image losses
-  has an unknown N, counted as unlimited df: N is in the hundreds in every report, where t(0.975, N - 1) is
-  within 1.5% of 1.96);
-* each cell's seed term ``c_j^2 seed_var_j`` with ``k_j - 1``. A single-run cell has no seed term: its SE
-  is the image term alone (and the spread over seeds is not measured at all).
+A contrast ``sum_j c_j cell_j`` first merges its coefficients per cell: a cell on both sides (the reference
+M~_1/8 in the ablations' "rank" and "parts" contrasts) adds ``c = +1 - 1 = 0`` and drops out, its seed spread
+cancelling instead of being added twice. (A cell is "the same" when it is the same object, as a report passes
+one cell to both sides.) Its standard error is then *paired* over images when every cell carries its per-image
+losses (``Cell.per_image``, mean over the cell's lineages, same images in the same order): ``se^2 =
+var_n(sum_j c_j x_jn) / N + seed terms``. Every model is evaluated on the same fixed validation images, so the
+images' own spread in difficulty (large on SynthMNIST) cancels in the contrast. Without per-image losses the
+cells' image errors are treated as independent (``se(a - b)^2 = se(a)^2 + se(b)^2``, conservative). Reports
+show both.
 
-The contrast's df is Welch-Satterthwaite's, ``df = (sum_i v_i)^2 / sum_i (v_i^2 / df_i)`` over the non-zero
-components, and the critical value is ``t(0.975, df)``. With many images and single-run cells df ~ N - 1 and
-t ~ 1.96, the old rule; a seed term with 1-2 df pulls df down and the rule gets stricter. ``Verdict.two_se``
-keeps its name but holds ``t(0.975, df) x SE``.
+The seed terms: cells that share no lineage each add ``c_j^2 seed_var_j`` with ``k_j - 1`` df; cells that
+share lineages form one group that adds ``var_l(sum_j c_j mean_jl) / L`` over the L lineages they all have,
+with ``L - 1`` df. (A group whose cells have different lineage sets, e.g. after a failed run, is paired over
+the lineages they share; with fewer than 2 shared its cells are taken as independent.) A single-lineage cell
+has no seed term: its SE is the image term alone, and the spread over seeds is not measured at all.
+
+Degrees of freedom, and the remedy for few seeds
+------------------------------------------------
+A seed term from k = 2 or 3 lineages has 1 or 2 degrees of freedom: its estimate is itself very uncertain
+(with 2 seeds a quarter of the estimates fall below a tenth of the true variance). Welch-Satterthwaite's df,
+``(sum_i v_i)^2 / sum_i (v_i^2 / df_i)``, weighs each component by its *estimated* size, so when two seeds
+agree by chance the seed term vanishes, df jumps to the image term's N - 1 and the bound shrinks to ~1.96 SE
+exactly when the SE is most underestimated (the cpu reports had df 511 and p = 1.5e-170 this way).
+
+The remedy, used by every report (``SEED_DF``, switchable per call with ``seed_df=``):
+
+* ``"smallest"`` (the rule): a contrast with any seed term takes the smallest df among its seed terms, whatever
+  their estimated size -- zero included. A seed term cannot claim more certainty than its seeds give. This is
+  Hsu's conservative solution to the Behrens-Fisher problem: for an SE built from independent variance
+  estimates with df_i >= d, the statistic's tail beyond ``t(0.975, d)`` is at most 2.5% for every ratio of the
+  true variances (the tail probability is convex in each chi-square's scale, so a mixture of components with
+  more df, or a known image term, is never heavier-tailed than t_d). Contrasts without a seed term keep
+  Welch-Satterthwaite over their image terms (N - 1 for N images; a cell without per-image losses counts as
+  unlimited df). The cost is power: with 2 lineages every seeded contrast is judged at t(0.975, 1) = 12.7,
+  with 3 at 4.3. ``reports/cpu/calibration.md`` gives both by simulation (``experiments.reporting.calibration``).
+* ``"welch"``: Welch-Satterthwaite over all non-zero components, the rule of the committed cpu reports until
+  they are rerun; kept to show, in the calibration test, that it exceeds its nominal level.
+
+Pooling the seed variance over cells of one kind was rejected: the cpu reports' seed spreads differ by a factor
+of ten between cells, and pooling would understate exactly the noisiest cells.
 
 Many comparisons at once (``holm_bonferroni``): a report that judges a family of m inequalities, each by the
-rule above, would see about one in 20 false "holds" among true nulls. Each inequality's rule is a test at
-level 0.05 with ``p = 2 P(T_df > difference / SE)`` (``p_value``; p < 0.05 exactly when difference >
-t(0.975, df) x SE), and Holm's step-down keeps the family's level: order the p values, the i-th smallest
-(i = 0, 1, ...) holds when it and every smaller one lie below ``alpha / (m - i)``. An untested comparison
-counts with p = 1, so the family is what the report plans, not what happened to finish.
+rule above, would see about one in 40 false "holds" per true null. Each inequality's rule is a one-sided test
+at level 0.025; ``p_value`` returns ``2 P(T_df > difference / SE)``, twice the one-sided p, so that p < 0.05
+exactly when difference > t(0.975, df) x SE. Holm's step-down keeps the family's level: order the p values,
+the i-th smallest (i = 0, 1, ...) holds when it and every smaller one lie below ``alpha / (m - i)``. An
+untested comparison counts with p = 1, so the family is what the report plans, not what happened to finish.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 from scipy.stats import t as student_t
+
+SEED_DF_RULES = ("smallest", "welch")
+SEED_DF = "smallest"  # the remedy every report uses (module docstring); "welch" only for comparison
 
 
 @dataclass(frozen=True)
 class Cell:
-    mean: float  # nats/token
+    mean: float  # nats/token: mean over lineages of each lineage's mean run loss
     se: float  # standard error (validation images and seeds)
-    seeds: int  # runs averaged
-    per_image: tuple[float, ...] | None = None  # per-image loss, mean over the runs (for paired contrasts)
-    seed_var: float = 0.0  # var(run means) / runs: the seed part of se^2
+    seeds: int  # independent lineages averaged: the k of the seed term (runs sharing a source count once)
+    per_image: tuple[float, ...] | None = None  # per-image loss, mean over lineages (for paired contrasts)
+    seed_var: float = 0.0  # var(lineage means) / lineages: the seed part of se^2
+    lineages: tuple[tuple[Hashable, float], ...] | None = None  # (lineage, its mean) to pair cells; None: shares none
+    runs: int | None = None  # runs averaged (None: one per lineage)
+
+    @property
+    def run_count(self) -> int:
+        return self.seeds if self.runs is None else self.runs
 
 
 def combine_runs(means: Sequence[float], ses: Sequence[float],
-                 per_images: Sequence[Sequence[float]] | None = None) -> Cell:
-    """One cell from k runs (seeds): mean of means; se^2 = mean(se_i^2) + var(means) / k.
+                 per_images: Sequence[Sequence[float]] | None = None,
+                 lineages: Sequence[Hashable] | None = None) -> Cell:
+    """One cell from runs (module docstring): runs of one lineage averaged first, then the mean of the k
+    lineage means; ``se^2 = mean_r(se_r^2) + var_l(lineage means) / k``.
 
     ``per_images``: each run's per-image losses on the shared validation images (enables paired SEs).
+    ``lineages``: each run's lineage (the stage-1 run it descends from, ``toolkit.lineage_ids``); None: every
+    run is its own lineage, shared with no other cell.
     """
-    k = len(means)
-    if k == 0 or len(ses) != k:
-        raise ValueError(f"need one standard error per run, got {k} means and {len(ses)} standard errors")
-    mean = sum(means) / k
-    within = sum(se * se for se in ses) / k
-    between = sum((m - mean) ** 2 for m in means) / (k - 1) if k > 1 else 0.0
+    n = len(means)
+    if n == 0 or len(ses) != n:
+        raise ValueError(f"need one standard error per run, got {n} means and {len(ses)} standard errors")
+    if lineages is not None and len(lineages) != n:
+        raise ValueError(f"need one lineage per run, got {n} runs and {len(lineages)} lineages; pass "
+                         "lineages=None when the runs share no source")
+    if per_images is not None and (len(per_images) != n or len({len(p) for p in per_images}) != 1):
+        raise ValueError("per_images needs one equally long list of per-image losses per run")
+    groups: dict[Hashable, list[int]] = {}
+    for r, lineage in enumerate(range(n) if lineages is None else lineages):
+        groups.setdefault(lineage, []).append(r)
+    lineage_means = {lineage: sum(means[r] for r in rs) / len(rs) for lineage, rs in groups.items()}
+    k = len(groups)
+    mean = sum(lineage_means.values()) / k
+    within = sum(se * se for se in ses) / n
+    between = sum((m - mean) ** 2 for m in lineage_means.values()) / (k - 1) if k > 1 else 0.0
     per_image = None
     if per_images is not None:
-        if len(per_images) != k or len({len(p) for p in per_images}) != 1:
-            raise ValueError("per_images needs one equally long list of per-image losses per run")
-        per_image = tuple(sum(values) / k for values in zip(*per_images))
-    return Cell(mean, math.sqrt(within + between / k), k, per_image, between / k)
+        per_lineage = [np.mean([per_images[r] for r in rs], axis=0) for rs in groups.values()]
+        per_image = tuple(float(x) for x in np.mean(per_lineage, axis=0))
+    shared = None if lineages is None else tuple(lineage_means.items())
+    return Cell(mean, math.sqrt(within + between / k), k, per_image, between / k, shared, n)
 
 
 @dataclass(frozen=True)
@@ -89,21 +151,26 @@ class Verdict:
     claim: str  # the claim family, e.g. "P_s < M~_s for s <= 1/2"
     comparison: str  # the instance, e.g. "P_1/4 < M~_1/4"
     difference: float  # the tested margin (see `rule`)
-    two_se: float  # t(0.975, df) x SE of the difference (the name predates the t rule)
+    t_se: float  # t(0.975, df) x SE of the difference (paired where possible)
     rule: str  # the decision rule in words
     held: bool | None  # None: a cell is missing, not tested
-    two_se_unpaired: float = math.nan  # t x SE treating the cells as independent (its own df; for comparison)
-    df: float = math.nan  # Welch-Satterthwaite degrees of freedom of the SE behind `two_se`
+    t_se_unpaired: float = math.nan  # t x SE treating the cells' image errors as independent (its own df)
+    df: float = math.nan  # degrees of freedom of the SE behind `t_se` (``SEED_DF`` rule)
     critical: float = math.nan  # t(0.975, df)
 
     @property
     def verdict(self) -> str:
         return {True: "holds", False: "does not hold", None: "not tested"}[self.held]
 
+    @property
+    def se(self) -> float:
+        """The standard error behind ``t_se``."""
+        return self.t_se / self.critical if self.critical and not math.isnan(self.critical) else math.nan
+
 
 class ContrastError(NamedTuple):
     se: float  # standard error of the contrast
-    df: float  # Welch-Satterthwaite degrees of freedom (inf: every component's df is unlimited or SE = 0)
+    df: float  # degrees of freedom under the seed-df rule (inf: every component's df is unlimited or SE = 0)
 
 
 def welch_df(components: Sequence[tuple[float, float]]) -> float:
@@ -117,33 +184,95 @@ def welch_df(components: Sequence[tuple[float, float]]) -> float:
     return total * total / denominator if denominator > 0 else math.inf
 
 
-def t_critical(df: float) -> float:
-    """``t(0.975, df)``, the two-sided 95% critical value (1.96 as df -> inf)."""
-    return float(student_t.ppf(0.975, df))
+def error_from_components(variances, dfs, is_seed, seed_df: str = SEED_DF) -> tuple[np.ndarray, np.ndarray]:
+    """SE and df from variance components, vectorised over leading axes: ``variances`` (..., m) with their
+    ``dfs`` (m,) and ``is_seed`` (m,) marking the seed terms. ``seed_df="smallest"``: with any seed term the
+    df is the smallest df among the seed terms and the non-zero image terms (module docstring); otherwise, and
+    with ``"welch"``, Welch-Satterthwaite over the non-zero components. Used by ``contrast_error`` and by the
+    calibration simulation alike."""
+    if seed_df not in SEED_DF_RULES:
+        raise ValueError(f"seed_df={seed_df!r}; choose one of {SEED_DF_RULES}")
+    variances = np.asarray(variances, dtype=float)
+    dfs = np.broadcast_to(np.asarray(dfs, dtype=float), variances.shape[-1:])
+    is_seed = np.broadcast_to(np.asarray(is_seed, dtype=bool), variances.shape[-1:])
+    if np.any(dfs <= 0):
+        raise ValueError(f"every variance component needs df >= 1, got {dfs.tolist()}")
+    total = variances.sum(-1)
+    denominator = np.where(variances > 0, variances**2 / dfs, 0.0).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(denominator > 0, total**2 / np.where(denominator > 0, denominator, 1.0), np.inf)
+    if seed_df == "smallest" and is_seed.any():
+        counted = np.where(is_seed | (variances > 0), dfs, np.inf)
+        df = counted.min(-1)
+    return np.sqrt(total), df
 
 
-def _seed_component(c: float, cell: Cell) -> tuple[float, float]:
-    # a single-run cell has seed_var 0: no seed term, skipped by welch_df
-    return c * c * cell.seed_var, cell.seeds - 1
+def t_critical(df):
+    """``t(0.975, df)``, the one-sided 2.5% (two-sided 95%) critical value (1.96 as df -> inf)."""
+    value = student_t.ppf(0.975, df)
+    return float(value) if np.ndim(value) == 0 else value
 
 
-def contrast_error(terms: Sequence[tuple[float, Cell]], paired: bool = True) -> ContrastError:
-    """Standard error and Welch-Satterthwaite df of ``sum_j c_j * cell_j`` (module docstring): paired over
-    images when every cell has per-image losses of the same length (and ``paired``), else from independent
-    cells."""
+def merge_terms(terms: Sequence[tuple[float, Cell]]) -> list[tuple[float, Cell]]:
+    """The contrast's coefficients summed per cell (the same object), cells whose coefficients cancel dropped."""
+    merged: dict[int, list] = {}
+    for c, cell in terms:
+        merged.setdefault(id(cell), [0.0, cell])[0] += c
+    return [(c, cell) for c, cell in merged.values() if abs(c) > 1e-12]
+
+
+def _lineage_groups(terms: Sequence[tuple[float, Cell]]) -> list[list[tuple[float, Cell]]]:
+    """Cells with lineages, grouped when they share one (transitively)."""
+    groups: list[tuple[set, list]] = []
+    for c, cell in terms:
+        ids = {lineage for lineage, _ in cell.lineages}
+        joined = [g for g in groups if g[0] & ids]
+        for g in joined:
+            groups.remove(g)
+            ids |= g[0]
+        groups.append((ids, [t for g in joined for t in g[1]] + [(c, cell)]))
+    return [members for _, members in groups]
+
+
+def seed_components(terms: Sequence[tuple[float, Cell]]) -> list[tuple[float, float]]:
+    """The seed terms ``(variance, df)`` of a merged contrast (module docstring): one per cell that shares no
+    lineage, one per group of cells paired by lineage; single-lineage cells add none."""
+    out = []
+    independent = [(c, cell) for c, cell in terms if cell.lineages is None]
+    for members in _lineage_groups([(c, cell) for c, cell in terms if cell.lineages is not None]):
+        shared = set.intersection(*({lineage for lineage, _ in cell.lineages} for _, cell in members))
+        if len(members) == 1 or len(shared) < 2:
+            independent += members
+            continue
+        order = sorted(shared, key=repr)
+        means = [dict(cell.lineages) for _, cell in members]
+        d = np.array([sum(c * m[lineage] for (c, _), m in zip(members, means)) for lineage in order])
+        out.append((float(d.var(ddof=1)) / len(d), len(d) - 1))
+    out += [(c * c * cell.seed_var, cell.seeds - 1) for c, cell in independent if cell.seeds > 1]
+    return out
+
+
+def contrast_error(terms: Sequence[tuple[float, Cell]], paired: bool = True, seed_df: str = SEED_DF) -> ContrastError:
+    """Standard error and df of ``sum_j c_j * cell_j`` (module docstring): coefficients merged per cell, the
+    image term paired over images when every cell has per-image losses of the same length (and ``paired``),
+    else from independent cells; the seed terms paired by lineage; df by the ``seed_df`` rule."""
+    terms = merge_terms(terms)
+    seeds = seed_components(terms)
     images = [cell.per_image for _, cell in terms]
-    seeds = [_seed_component(c, cell) for c, cell in terms]
+    if not terms:
+        return ContrastError(0.0, math.inf)
     if paired and all(p is not None for p in images) and len({len(p) for p in images}) == 1 and len(images[0]) > 1:
-        n = len(images[0])
-        values = [sum(c * p[i] for (c, _), p in zip(terms, images)) for i in range(n)]
-        mean = sum(values) / n
-        components = [(sum((v - mean) ** 2 for v in values) / (n - 1) / n, n - 1), *seeds]
+        values = np.sum([c * np.asarray(p) for (c, _), p in zip(terms, images)], axis=0)
+        image = [(float(values.var(ddof=1)) / len(values), len(values) - 1)]
     else:
-        components = list(seeds)
+        image = []
         for (c, cell), p in zip(terms, images):
             image_df = len(p) - 1 if p is not None and len(p) > 1 else math.inf
-            components.append((c * c * max(cell.se**2 - cell.seed_var, 0.0), image_df))
-    return ContrastError(math.sqrt(sum(v for v, _ in components)), welch_df(components))
+            image.append((c * c * max(cell.se**2 - cell.seed_var, 0.0), image_df))
+    components = [*image, *seeds]
+    se, df = error_from_components([v for v, _ in components], [d for _, d in components],
+                                   [False] * len(image) + [True] * len(seeds), seed_df)
+    return ContrastError(float(se), float(df))
 
 
 def contrast_se(terms: Sequence[tuple[float, Cell]], paired: bool = True) -> float:
@@ -220,11 +349,11 @@ def summarise(verdicts: Sequence[Verdict]) -> dict[str, str]:
 
 
 def p_value(verdict: Verdict) -> float:
-    """``2 P(T_df > difference / SE)`` of an inequality verdict, capped at 1: below 0.05 exactly when its
-    rule (difference > t(0.975, df) x SE) holds. NaN when it was not tested."""
+    """Twice the one-sided p of an inequality verdict, ``2 P(T_df > difference / SE)``, capped at 1: below 0.05
+    exactly when its one-sided 2.5% rule (difference > t(0.975, df) x SE) holds. NaN when it was not tested."""
     if verdict.held is None or math.isnan(verdict.critical):
         return math.nan
-    se = verdict.two_se / verdict.critical
+    se = verdict.se
     if se == 0:
         return 0.0 if verdict.difference > 0 else 1.0
     return min(1.0, 2.0 * float(student_t.sf(verdict.difference / se, verdict.df)))

@@ -260,7 +260,7 @@ def claim_lines(claims: Claims) -> list[str]:
     for before, after, holm in zip(claims.uncorrected, claims.corrected, claims.holm):
         tested = not math.isnan(before.difference)
         rows.append([before.claim, before.comparison, f"{before.difference:+.4f}" if tested else "-",
-                     f"{before.two_se:.4f}" if tested else "-", fmt_df(before.df),
+                     f"{before.t_se:.4f}" if tested else "-", fmt_df(before.df),
                      "-" if math.isnan(holm.p) else f"{holm.p:.2g}", f"{holm.level:.4f}",
                      "-" if math.isnan(holm.p) else f"{holm.adjusted:.2g}", before.verdict, after.verdict])
     header = ["claim", "comparison", "difference", "t·SE", "df", "p", "Holm level", "Holm-adjusted p",

@@ -174,26 +174,73 @@ def per_image_of(row: Mapping, subset: str, width: float, legacy: str) -> list[f
     return losses.get(f"{subset}/{width_key(width)}", losses.get(f"{subset}/{legacy}"))
 
 
+def _run_id_of_uri(uri) -> str | None:
+    """``runs:/<id>/model`` -> ``<id>``; None for anything else (a local file, no source)."""
+    if not isinstance(uri, str) or not uri.startswith("runs:/"):
+        return None
+    return uri[len("runs:/"):].split("/", 1)[0] or None
+
+
+def lineage_ids(trials: pd.DataFrame) -> list[str]:
+    """Each trial's lineage (``claims`` module docstring): the stage-1 run its weights descend from.
+
+    A run that started from ``runs:/<id>/model`` (``init_from``, logged as a param and read by
+    ``tracking.sweeps.load_trials``) has that run's lineage, followed back through the trials given (include
+    the source sweep's trials for a sweep that starts from another's), or ``<id>`` itself when that run is
+    not among them. Without ``init_from`` a run with an ``init_cell`` tag has the lineage of that cell's run
+    of its own seed (seed i continues seed i, ``orchestration.plan``); any other run is its own lineage,
+    named by its run id (or ``<cell>/seed<seed>``)."""
+    records = trials.to_dict("records")
+    own = [str(r.get("run_id")) if _present(r.get("run_id")) else f"{r['cell']}/seed{r['seed']}" for r in records]
+    by_run = {r.get("run_id"): i for i, r in enumerate(records) if _present(r.get("run_id"))}
+    by_cell_seed = {(r["cell"], r["seed"]): i for i, r in enumerate(records)}
+
+    def parent(i: int):
+        row = records[i]
+        run_id = _run_id_of_uri(row.get("init_from"))
+        if run_id is not None:
+            return by_run.get(run_id, run_id)
+        cell = row.get("init_cell")
+        if isinstance(cell, str) and cell:
+            return by_cell_seed.get((cell, row["seed"]), f"{cell}/seed{row['seed']}")
+        return None
+
+    out = []
+    for i in range(len(records)):
+        node, seen = i, set()
+        while isinstance(node, int) and node not in seen:
+            seen.add(node)
+            up = parent(node)
+            if up is None:
+                break
+            node = up
+        out.append(own[node] if isinstance(node, int) else node)
+    return out
+
+
 def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float, str]]],
                  subset: str = "all") -> dict[tuple[str, float], Cell]:
     """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s, legacy
-    model name) entries a trial contributes to, s being the model's width. Per-image losses
-    (``tracking.sweeps.attach_per_image``) make the cells' standard errors of differences paired."""
-    pools: dict[tuple[str, float], tuple[list[float], list[float], list]] = {}
-    for row in trials.to_dict("records"):
+    model name) entries a trial contributes to, s being the model's width. Runs are averaged per lineage
+    (``lineage_ids``; the independent unit, ``claims``), and cells that share lineages are paired by them.
+    Per-image losses (``tracking.sweeps.attach_per_image``) make the cells' standard errors of differences
+    paired over images."""
+    pools: dict[tuple[str, float], tuple[list[float], list[float], list, list[str]]] = {}
+    for row, lineage in zip(trials.to_dict("records"), lineage_ids(trials)):
         if row["status"] != "FINISHED":
             continue
         for column, s, model in cell_sources.get(row["cell"], []):
             loss = loss_of(row, subset, s, model)
             if loss is None:
                 continue
-            means, ses, images = pools.setdefault((column, s), ([], [], []))
+            means, ses, images, lineages = pools.setdefault((column, s), ([], [], [], []))
             means.append(loss[0])
             ses.append(loss[1])
             images.append(per_image_of(row, subset, s, model))
+            lineages.append(lineage)
     return {
-        key: combine_runs(means, ses, images if all(i is not None for i in images) else None)
-        for key, (means, ses, images) in pools.items()
+        key: combine_runs(means, ses, images if all(i is not None for i in images) else None, lineages)
+        for key, (means, ses, images, lineages) in pools.items()
     }
 
 
@@ -352,8 +399,12 @@ def section(title: str, *lines: str) -> list[str]:
 
 
 def fmt_cell(cell: Cell | None) -> str:
-    """Ours: ``mean ± se (n=runs)``, or '-' for a missing cell."""
-    return "-" if cell is None else f"{cell.mean:.3f} ± {cell.se:.3f} (n={cell.seeds})"
+    """Ours: ``mean ± se (n=lineages)``, with the runs where several share a lineage, or '-' for a missing
+    cell."""
+    if cell is None:
+        return "-"
+    runs = f", {cell.run_count} runs" if cell.run_count != cell.seeds else ""
+    return f"{cell.mean:.3f} ± {cell.se:.3f} (n={cell.seeds}{runs})"
 
 
 def fmt_mean_se(mean: float, se: float) -> str:
@@ -376,8 +427,8 @@ def verdict_lines(verdicts: Sequence[Verdict], unpaired: bool = False, rule: boo
     header += ["rule"] * rule + ["verdict"] + ["paper"] * (paper is not None)
     rows = []
     for v in verdicts:
-        row = [v.claim, v.comparison, f"{v.difference:+.4f}", f"{v.two_se:.4f}"]
-        row += [f"{v.two_se_unpaired:.4f}"] * unpaired + [fmt_df(v.df)] + [v.rule] * rule + [v.verdict]
+        row = [v.claim, v.comparison, f"{v.difference:+.4f}", f"{v.t_se:.4f}"]
+        row += [f"{v.t_se_unpaired:.4f}"] * unpaired + [fmt_df(v.df)] + [v.rule] * rule + [v.verdict]
         if paper is not None:
             row.append("holds" if paper.get(v.comparison) else "does not hold")
         rows.append(row)
@@ -386,8 +437,8 @@ def verdict_lines(verdicts: Sequence[Verdict], unpaired: bool = False, rule: boo
 
 def verdicts_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "claim": v.claim, "comparison": v.comparison, "difference": v.difference, "t·SE": v.two_se,
-        "t·SE (unpaired)": v.two_se_unpaired, "df": v.df, "t": v.critical, "rule": v.rule, "verdict": v.verdict,
+        "claim": v.claim, "comparison": v.comparison, "difference": v.difference, "t·SE": v.t_se,
+        "t·SE (unpaired)": v.t_se_unpaired, "df": v.df, "t": v.critical, "rule": v.rule, "verdict": v.verdict,
     } for v in verdicts])
 
 

@@ -44,17 +44,23 @@ def table1_trials() -> pd.DataFrame:
     rows += [trial(f"P{k}", "stage2", **{KEY[k]: 0.5 + 0.05 * i, "s1": 0.52}) for i, k in enumerate((2, 4, 8))]
     rows.append(trial("Pall", "stage2", s1_2=0.5, s1_4=0.55, s1_8=0.6, s1=0.53))
     rows.append(trial("control", "stage2", s1=0.52))
+    for row in rows[-5:]:  # stage 2 continues stage 1's M_1 of its seed
+        row["init_cell"] = "M1"
     return pd.DataFrame(rows)
 
 
 def test_table1_files_from_synthetic_runs(table1_trials, tmp_path):
     table = table1.table1_cells(table1_trials)
-    assert table.cells[("M", 0.5)].seeds == 2 and table.cells[("P", 1.0)].seeds == 3
+    assert table.cells[("M", 0.5)].seeds == 2
+    # the three P_s runs' sources continue the same M_1 (seed 0): one lineage, three runs
+    source = table.cells[("P", 1.0)]
+    assert (source.seeds, source.run_count) == (1, 3) and dict(source.lineages) == {"M10": pytest.approx(0.52)}
     verdicts = table1.verdicts_for(table, margin=0.01)
     files = table1.write_report(tmp_path, table, verdicts, PROV, 0.01, table1_trials)
     md = files.markdown.read_text()
     assert md.startswith("# Table 1 at scale `smoke`")
     assert "| 1/8 | 0.900 ± 0.002 (n=2) | 0.82 |" in md  # ours beside the paper's
+    assert "| 0.520 ± 0.002 (n=1, 3 runs) | (0.44) |" in md  # lineages counted, runs shown
     assert "## Claims" in md and "| claim | comparison | difference | t·SE (paired) | t·SE (unpaired) |" in md
     assert "- **P_s < M~_s for s <= 1/2**: holds" in md
     assert "## Runs per cell\n\nM1: 2, M2: 2" in md
@@ -198,7 +204,8 @@ def test_split_study_rule_picks_the_lowest_mean_and_breaks_ties_to_the_largest_f
 
 
 def generator_trials() -> pd.DataFrame:
-    """Two seeds per cell: the projection best, blocks close behind, low_rank and linear between it and M~_s;
+    """Three seeds per cell (with two, every seeded contrast has df 1 and no p value can pass Holm's 0.05 / 18):
+    the projection best, blocks close behind, low_rank and linear between it and M~_s;
     generator cells carry the match/* tags their plan gave them (as ``generators.load_runs`` reads them)."""
     rows = []
     for i, k in enumerate((2, 4, 8)):
@@ -206,7 +213,7 @@ def generator_trials() -> pd.DataFrame:
         losses = {"P": 0.50, "B": 0.5005, "LR": 0.56, "Lin": 0.58, "Mm": 0.70, "Mcm": 0.65}
         for prefix, loss in losses.items():
             cell = f"{prefix[:-1]}{k}m" if prefix.endswith("m") else f"{prefix}{k}"
-            for seed in (0, 1):
+            for seed in (0, 1, 2):
                 row = trial(cell, "stage2", seed, **{KEY[k]: loss + 0.1 * i + 0.001 * seed})
                 row["reused_from"] = "table1-smoke-abcd1234/" + cell if prefix in ("P", "Mm", "Mcm") else ""
                 row[f"num_params/projector_{s}"] = 1000 + k
@@ -225,7 +232,7 @@ def generator_trials() -> pd.DataFrame:
 def test_generators_files_from_synthetic_runs(tmp_path):
     trials = generator_trials()
     table = generators.generator_cells(trials, "matched")
-    assert table.cells[("low_rank", 0.25)].seeds == 2 and table.cells[("M", 0.125)].mean == pytest.approx(0.9005)
+    assert table.cells[("low_rank", 0.25)].seeds == 3 and table.cells[("M", 0.125)].mean == pytest.approx(0.901)
     claims = generators.judge(table.cells, alpha=0.05)
     assert len(claims.corrected) == 18
     held = {v.comparison: v.held for v in claims.corrected}
@@ -249,7 +256,7 @@ def test_generators_files_from_synthetic_runs(tmp_path):
     files = generators.write_report(tmp_path, table, claims, params, PROV, runs, samples=[sample])
     md = files.markdown.read_text()
     assert md.startswith("# Weight generators at scale `smoke`")
-    assert "| 1/4 | 0.800 ± 0.002 (n=2) | 0.750 ± 0.002 (n=2) | 0.601 ± 0.002 (n=2) | 0.601 ± 0.002 (n=2) |" in md
+    assert "| 1/4 | 0.801 ± 0.002 (n=3) | 0.751 ± 0.002 (n=3) | 0.601 ± 0.002 (n=3) | 0.602 ± 0.002 (n=3) |" in md
     assert "| low_rank | 1/4 | generator_rank = 40 | 1,014 | 1,000 | +1.4% | 5,004 | 1,014 | 5,004 | 1,004 | 75 |" in md
     assert "`experiment.match=task`" in md and "Holm-Bonferroni over 18" in md
     assert "- **the projection beats low_rank**: holds (Holm-Bonferroni over 18)" in md
