@@ -61,5 +61,5 @@ display(Image(filename=str(out)))
 
 # %%
 evaluation = toolkit.evaluation_provenance(tick, seed=0)
-figure3.write_markdown(params.out_dir, toolkit.provenance(sweep_run, trials), rows, evaluation)
+figure3.write_markdown(params.out_dir, toolkit.provenance(sweep_run, trials), rows, evaluation, models.baselines)
 toolkit.log_to_sweep(params, sweep_run, toolkit.ReportFiles(params.out_dir / "figure3.md", None, out))

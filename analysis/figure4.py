@@ -67,6 +67,6 @@ toolkit.verdicts_frame(verdicts)
 
 # %%
 prov = toolkit.provenance(sweep_run, trials)
-files = figure4.write_report(params.out_dir, frame, summary, verdicts, ranges, prov, evaluation)
+files = figure4.write_report(params.out_dir, frame, summary, verdicts, ranges, prov, evaluation, loaded.baselines)
 display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
 toolkit.log_to_sweep(params, sweep_run, files)

@@ -20,7 +20,8 @@ from experiments.reporting.toolkit import Provenance, scale_label
 
 UPSCALE, GAP = 4, 2  # the data package's figure3 layout, so that columns line up
 NUM_TASKS = 8  # columns: the first validation task vectors
-# Table 1 cells sampled (seed 0 of each): P_s of the single-size projected runs and the conditional M~_s.
+# Table 1 cells sampled (seed 0 of each): P_s of the single-size projected runs and the conditional M~_s (read
+# from its step-matched continuation, ``table1.MATCHED``, where the sweep has one).
 TABLE1_CELLS = {"P2": 0.5, "P4": 0.25, "P8": 0.125, "Mc2": 0.5, "Mc4": 0.25, "Mc8": 0.125}
 
 
@@ -52,27 +53,40 @@ def _tiles(images: torch.Tensor, size: int) -> list[Image.Image]:
     return [Image.fromarray(pixels).resize((size, size), Image.NEAREST) for pixels in to_uint8(images)]
 
 
-def compose_figure(data, tasks: torch.Tensor, digit_indices: Sequence[int], rows: Sequence[SampleRow],
-                   out: str | Path, title: str = "") -> Path:
-    """Write the PNG: the data package's two rows (render, quantised) then one row per SampleRow, labelled."""
-    import matplotlib
+def tile_box(row: int, column: int, size: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the tile of ``row`` (0, 1: the data rows; 2...: the sample rows) and
+    ``column`` (task vector) in the canvas, tiles ``size`` pixels square."""
+    left, top = GAP + column * (size + GAP), GAP + row * (size + GAP)
+    return left, top, left + size, top + size
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def compose_canvas(data, tasks: torch.Tensor, digit_indices: Sequence[int], rows: Sequence[SampleRow]) -> Image.Image:
+    """The figure's pixels: the data package's two rows (render, quantised) then one row per SampleRow, tile
+    (r, c) at ``tile_box(r, c, size)``: sample c of the row decoded by ``data.decode``."""
     from projectable_data.figures import figure3
 
     with tempfile.TemporaryDirectory() as tmp:
         top = Image.open(figure3(data, tasks.numpy(), Path(tmp) / "data.png", digit_indices=list(digit_indices),
                                  upscale=UPSCALE, gap=GAP)).convert("RGB")
     size = data.config.resolution * UPSCALE
-    bottom = Image.new("RGB", (top.width, len(rows) * (size + GAP)), (255, 255, 255))
+    canvas = Image.new("RGB", (top.width, GAP + (2 + len(rows)) * (size + GAP)), (255, 255, 255))
+    canvas.paste(top, (0, 0))
     for r, row in enumerate(rows):
         for c, tile in enumerate(_tiles(data.decode(row.tokens.cpu()), size)):
-            bottom.paste(tile, (GAP + c * (size + GAP), r * (size + GAP)))
-    canvas = Image.new("RGB", (top.width, top.height + bottom.height), (255, 255, 255))
-    canvas.paste(top, (0, 0))
-    canvas.paste(bottom, (0, top.height))
+            canvas.paste(tile, tile_box(2 + r, c, size)[:2])
+    return canvas
 
+
+def compose_figure(data, tasks: torch.Tensor, digit_indices: Sequence[int], rows: Sequence[SampleRow],
+                   out: str | Path, title: str = "") -> Path:
+    """Write the PNG: ``compose_canvas`` with each row labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    canvas = compose_canvas(data, tasks, digit_indices, rows)
+    size = data.config.resolution * UPSCALE
     labels = ["render", "quantised", *[row.label for row in rows]]
     centres = [GAP + r * (size + GAP) + size / 2 for r in range(len(labels))]
     height, width = canvas.height / 100, canvas.width / 100
@@ -108,18 +122,24 @@ class Figure3Models(NamedTuple):
     projected: dict[float, ProjectableGPT]  # s -> the projected run's model (source and projectors)
     conditional: dict[float, GPT]  # s -> M~_s
     data: object  # the runs' dataset
+    baselines: str = "stage1"  # 'matched': M~_s is the step-matched continuation (toolkit.matched_cells)
 
 
 def load_table1_models(trials, tracking_uri: str, cache_dir: str | Path) -> Figure3Models:
-    """Seed 0 of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8, from MLflow."""
-    saved = toolkit.load_saved_models(trials, list(TABLE1_CELLS), tracking_uri, cache_dir, seed=0, device="cpu")
-    by_cell = dict(zip(saved.runs.cell, saved.models))
+    """Seed 0 of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8 (step-matched where the sweep has
+    them), from MLflow."""
+    from experiments.reporting.table1 import MATCHED
+
+    read = toolkit.matched_cells(trials, list(TABLE1_CELLS), MATCHED)
+    saved = toolkit.load_saved_models(trials, list(read.cells), tracking_uri, cache_dir, seed=0, device="cpu")
+    by_cell = {read.cells[c]: m for c, m in zip(saved.runs.cell, saved.models)}
     projected = {TABLE1_CELLS[c]: m for c, m in by_cell.items() if c.startswith("P")}
     conditional = {TABLE1_CELLS[c]: m for c, m in by_cell.items() if c.startswith("Mc")}
-    return Figure3Models(saved.runs, projected, conditional, saved.data)
+    return Figure3Models(saved.runs, projected, conditional, saved.data, read.baselines)
 
 
-def write_markdown(out_dir: str | Path, prov: Provenance, rows: Sequence[SampleRow], evaluation: dict) -> Path:
+def write_markdown(out_dir: str | Path, prov: Provenance, rows: Sequence[SampleRow], evaluation: dict,
+                   baselines: str = "stage1") -> Path:
     """reports/<scale>/figure3.md: what the figure shows and where its models came from (no claim: the
     paper's Figure 3 illustrates the data)."""
     lines = [
@@ -134,7 +154,10 @@ def write_markdown(out_dir: str | Path, prov: Provenance, rows: Sequence[SampleR
         "conditional baseline given t. The digit is not part of t, so samples carry their own digits. The "
         "paper's Figure 3 shows renders only; the figure makes no claim and none is tested.",
         "",
-        f"Models: seed 0 of each cell of Table 1's sweep. Sampling: temperature 1, generator seed {evaluation['seed']}.",
+        "Models: seed 0 of each cell of Table 1's sweep; M~_s is "
+        + ("the step-matched continuation (as many optimizer steps as P_s's source)" if baselines == "matched"
+           else "stage 1's run (fewer optimizer steps than P_s's source; the sweep has no step-matched one)")
+        + f". Sampling: temperature 1, generator seed {evaluation['seed']}.",
         "",
         *toolkit.provenance_lines(prov, evaluation=evaluation),
     ]

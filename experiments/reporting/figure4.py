@@ -6,9 +6,9 @@ t1 value and image; ``zero_shot_summary`` combines seeds into cells (``experimen
 ``zero_shot_verdicts`` decides the paper's claim by a rule fixed here, before any run was looked at:
 
 * "P_1/2 generalises past the training range better than M~_1/2" holds when the mean loss over t1 in (1, 2]
-  of P_1/2 is lower than M~_1/2's by more than 2 standard errors (``claims.less_than``).
+  of P_1/2 is lower than M~_1/2's by more than t(0.975, df) standard errors (``claims.less_than``).
 * Stricter reading, also reported: P_1/2's advantage over M~_1/2 is larger on (1, 2] than on [0, 1] by more
-  than 2 SE (``claims.gap_grows``), i.e. P_1/2 degrades less.
+  than t(0.975, df) SE (``claims.gap_grows``), i.e. P_1/2 degrades less.
 """
 
 from __future__ import annotations
@@ -125,33 +125,39 @@ def range_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot(frame: pd.DataFrame, path: str | Path, title: str) -> Path:
-    """One panel per s: loss vs t1 for P_s and M~_s, bands of one standard error over images (seeds averaged
-    per image first), the training range shaded."""
+def draw(summary: pd.DataFrame):
+    """The figure from ``zero_shot_summary`` (the CSV beside it), one panel per s: each model's loss vs t1
+    (a line labelled with the model, e.g. ``P_1/2``) with a band of ± one standard error (images and seeds),
+    the training range shaded. Returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    sizes = sorted(frame.s.unique(), reverse=True)
-    per_image = frame.groupby(["family", "s", "t1", "image"], as_index=False).nats.mean()
+    sizes = sorted(summary.s.unique(), reverse=True)
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
     for ax, s in zip(axes[0], sizes):
-        sub = per_image[per_image.s == s]
-        sns.lineplot(sub, x="t1", y="nats", hue="family", hue_order=[f for f in ("P", "M~") if f in set(sub.family)],
-                     errorbar="se", marker="o", ax=ax)
+        for family, colour in (("P", "tab:orange"), ("M~", "tab:blue")):
+            rows = summary[(summary.s == s) & (summary.family == family)].sort_values("t1")
+            if rows.empty:
+                continue
+            ax.plot(rows.t1, rows.nats, marker="o", color=colour, label=rows.model.iloc[0])
+            ax.fill_between(rows.t1, rows.nats - rows.se, rows.nats + rows.se, color=colour, alpha=0.2)
         ax.axvspan(*TRAINING_RANGE, color="0.9", zorder=0, label="training range")
         ax.set_title(f"s = {scale_label(s)}")
         ax.set_xlabel("t1 (texture scale coordinate)")
         ax.set_ylabel("loss (nats/token)")
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles, [f"{lab}_{scale_label(s)}" if lab in ("P", "M~") else lab for lab in labels],
-                  fontsize=8)
-    return save_figure(fig, title, path)
+        ax.legend(fontsize=8)
+    return fig
 
 
-# Table 1 cells evaluated: P_s of the single-size projected runs and the conditional baselines M~_s.
+def plot(summary: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """``draw(summary)`` saved as a PNG."""
+    return save_figure(draw(summary), title, path)
+
+
+# Table 1 cells evaluated: P_s of the single-size projected runs and the conditional baselines M~_s (read from
+# their step-matched continuations, ``table1.MATCHED``, where the sweep has them).
 TABLE1_CELLS = {"P2": ("P", 0.5), "P4": ("P", 0.25), "P8": ("P", 0.125),
                 "Mc2": ("M~", 0.5), "Mc4": ("M~", 0.25), "Mc8": ("M~", 0.125)}
 
@@ -160,24 +166,28 @@ class LoadedModels(NamedTuple):
     models: list[ZeroShotModel]
     data: object  # projectable_data.SynthMNISTTokens of the runs
     device: str
+    baselines: str = "stage1"  # 'matched': M~_s is the step-matched continuation (toolkit.matched_cells)
 
 
 def load_table1_models(trials: pd.DataFrame, tracking_uri: str, cache_dir: str | Path,
                        device: str | None = None) -> LoadedModels:
-    """The final weights of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8 runs (every seed), read
-    from MLflow (``trials`` from ``experiments.tracking.sweeps.load_trials``)."""
+    """The final weights of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8 runs (every seed; M~_s
+    step-matched where the sweep has it), read from MLflow (``trials`` from
+    ``experiments.tracking.sweeps.load_trials``)."""
+    from experiments.reporting.table1 import MATCHED
     from experiments.run.saved import nll_fn
 
-    saved = toolkit.load_saved_models(trials, list(TABLE1_CELLS), tracking_uri, cache_dir, device=device)
+    read = toolkit.matched_cells(trials, list(TABLE1_CELLS), MATCHED)
+    saved = toolkit.load_saved_models(trials, list(read.cells), tracking_uri, cache_dir, device=device)
     models = []
     for row, model in zip(saved.runs.itertuples(), saved.models):
-        family, s = TABLE1_CELLS[row.cell]
+        family, s = TABLE1_CELLS[read.cells[row.cell]]
         models.append(ZeroShotModel(family, s, int(row.seed), row.run_id, nll_fn(model, s if family == "P" else None)))
-    return LoadedModels(models, saved.data, saved.device)
+    return LoadedModels(models, saved.data, saved.device, read.baselines)
 
 
 def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFrame, prov: Provenance,
-             evaluation: dict) -> str:
+             evaluation: dict, baselines: str = "stage1") -> str:
     """reports/<scale>/figure4.md."""
     pivot = summary.pivot(index="t1", columns="model", values="nats")
     ses = summary.pivot(index="t1", columns="model", values="se")
@@ -191,12 +201,16 @@ def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFram
         "",
         "![figure 4](figure4.png)",
         "",
-        "The final P_s (single-size projected runs) and M~_s (conditional baselines) of Table 1's sweep "
-        f"`{prov.sweep_id}`, evaluated without training on the {evaluation['images']} validation images "
-        "re-rendered with t1 replaced by each value below (everything else about each image, its other task "
-        "coordinates and its digit, is unchanged). Loss in nats/token, ± one standard error (images, and seeds "
-        "where a cell has several). The plot's bands are one standard error over images of the seed-averaged "
-        "per-image loss.",
+        "The final P_s (single-size projected runs) and M~_s (conditional baselines, "
+        + ("step-matched: continued alone for the stage-2 steps, so they have taken as many optimizer steps as "
+           "P_s's source" if baselines == "matched" else
+           "**stage 1's runs**: the sweep has no step-matched continuation, so they took fewer optimizer steps "
+           "than P_s's source")
+        + f") of Table 1's sweep `{prov.sweep_id}`, evaluated without training on the {evaluation['images']} "
+        "validation images re-rendered with t1 replaced by each value below (everything else about each image, "
+        "its other task coordinates and its digit, is unchanged). Loss in nats/token, ± one standard error "
+        "(images, and seeds where a cell has several). The plot draws this table (`figure4.csv`), its bands "
+        "± one standard error.",
         "",
         *md_table(["t1", *order], grid),
         "",
@@ -225,7 +239,9 @@ def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFram
 
 
 def write_report(out_dir: str | Path, frame: pd.DataFrame, summary: pd.DataFrame, verdicts: list[Verdict],
-                 ranges: pd.DataFrame, prov: Provenance, evaluation: dict) -> ReportFiles:
+                 ranges: pd.DataFrame, prov: Provenance, evaluation: dict, baselines: str = "stage1") -> ReportFiles:
+    """figure4.md, figure4.csv (``summary``) and figure4.png drawn from that same summary. ``frame`` (the
+    per-image losses) is not drawn; it is kept in the signature for callers."""
     title = f"Figure 4, scale {prov.scale} (sweep {prov.sweep_id})"
-    return toolkit.write_report(out_dir, "figure4", markdown(summary, verdicts, ranges, prov, evaluation), summary,
-                                lambda path: plot(frame, path, title))
+    return toolkit.write_report(out_dir, "figure4", markdown(summary, verdicts, ranges, prov, evaluation, baselines),
+                                summary, lambda path: plot(summary, path, title))

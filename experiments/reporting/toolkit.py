@@ -261,6 +261,27 @@ def baseline_sources(cell_sources: Mapping[str, list], baselines: str, matched: 
     return out
 
 
+class CellsRead(NamedTuple):
+    cells: dict[str, str]  # the cell read -> the declared (stage-1) cell it stands for
+    baselines: str  # 'matched' when every baseline with a step-matched continuation is read from it
+
+
+def matched_cells(trials: pd.DataFrame, cells: Sequence[str], matched: Mapping[str, str]) -> CellsRead:
+    """The cells a report of a Table 1 sweep reads: each stage-1 baseline in ``matched`` (stage-1 cell ->
+    continuing cell) is read from its step-matched continuation whenever the trials hold finished runs of it,
+    so that P_s is set beside M~_s after the same optimizer steps; sweeps made before the continuations existed
+    fall back to stage 1's runs (said in the report through ``baselines``)."""
+    finished = set(trials.loc[trials.status == "FINISHED", "cell"])
+    read, baselines = {}, "matched"
+    for cell in cells:
+        if cell in matched and matched[cell] in finished:
+            read[matched[cell]] = cell
+        else:
+            read[cell] = cell
+            baselines = "stage1" if cell in matched else baselines
+    return CellsRead(read, baselines)
+
+
 def baselines_line(baselines: str, steps1, steps2) -> str:
     """The protocol's sentence on how many steps the baselines took (experiment.baselines)."""
     if baselines == "matched":
