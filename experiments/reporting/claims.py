@@ -295,6 +295,12 @@ def _bound(terms: Sequence[tuple[float, Cell]]) -> _Bound:
 
 INEQUALITY_RULE = "difference > t(0.975, df) x SE"
 
+# How the df of every verdict is found, in the reports' words (module docstring).
+DF_TEXT = ("df: with a seed term, the smallest df among the seed terms (lineages - 1: runs that continue the same "
+           "stage-1 model count once, and cells that share such lineages are paired by them), so that a seed term "
+           "never claims more certainty than its seeds give; without one, Welch-Satterthwaite's over the image "
+           "terms (N - 1 for N images). Calibrated by simulation in `calibration.md`")
+
 
 def _inequality(claim: str, comparison: str, terms: Sequence[tuple[float, Cell]]) -> Verdict:
     diff, b = sum(c * cell.mean for c, cell in terms), _bound(terms)

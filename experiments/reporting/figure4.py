@@ -224,8 +224,8 @@ def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFram
             "P_1/4 and P_1/8 struggle near t1 ≈ 2; the paper gives curves, not numbers, so only the P_1/2 claim is "
             "tested). Rule, fixed in `experiments/reporting/figure4.py` before the runs were looked at: the claim "
             "holds when P_1/2's mean loss over t1 in (1, 2] is lower than M~_1/2's by more than t(0.975, df) x SE, "
-            "df by Welch-Satterthwaite over the image and seed terms (the inequality rule of Table 1, "
-            "`experiments/reporting/claims.py`, cells treated as independent). Single-run cells have no seed term; "
+            f"(the inequality rule of Table 1, `experiments/reporting/claims.py`, cells treated as independent); "
+            f"{toolkit.DF_LINE}. Single-run cells have no seed term; "
             "their SE is the image term alone. The "
             "stricter reading, that P_1/2's advantage grows past the training range, is reported by the same rule.",
             "",

@@ -322,8 +322,8 @@ def markdown(table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: 
         *section(
             "Claims",
             "Each comparison is judged by Table 1's rule: an inequality holds when its margin exceeds t(0.975, df) "
-            "x SE of the difference, paired over the validation images with each cell's seed term, df by "
-            "Welch-Satterthwaite (`experiments/reporting/claims.py`). The report makes "
+            "x SE of the difference, paired over the validation images with the seed terms "
+            f"(`experiments/reporting/claims.py`; {toolkit.DF_LINE}). The report makes "
             f"{len(claims.corrected)} such comparisons, so it corrects for them as one family: each rule is a "
             "test with p = 2 P(T_df > difference / SE) (below 0.05 exactly when the rule alone holds), and "
             "Holm-Bonferroni's step-down holds the i-th smallest p (i = 0, 1, ...) to "

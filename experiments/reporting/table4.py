@@ -178,8 +178,8 @@ def markdown(table: Table4Cells, verdicts: list[Verdict], prov: Provenance, summ
         ),
         *section(
             "Claims",
-            "An inequality holds when its margin exceeds t(0.975, df) x SE of the difference, df by "
-            "Welch-Satterthwaite over the image and seed terms (`experiments/reporting/claims.py`); the rows marked "
+            "An inequality holds when its margin exceeds t(0.975, df) x SE of the difference "
+            f"(`experiments/reporting/claims.py`; {toolkit.DF_LINE}); the rows marked "
             "(paired) state their own rule. Single-run cells have no seed term; their SE is the image term alone. "
             "The first rows treat "
             "the two cells as independent (conservative: both are evaluated on the same validation images); the "

@@ -20,7 +20,7 @@ import pandas as pd
 from projectable import scale_name
 
 from experiments.config import code_root, project_root
-from experiments.reporting.claims import Cell, Verdict, combine_runs, summarise
+from experiments.reporting.claims import DF_TEXT, Cell, Verdict, combine_runs, summarise
 from experiments.run.evaluate import val_key, width_key
 from experiments.tracking.store import git_commit, machine
 from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trials
@@ -280,6 +280,14 @@ def matched_cells(trials: pd.DataFrame, cells: Sequence[str], matched: Mapping[s
             read[cell] = cell
             baselines = "stage1" if cell in matched else baselines
     return CellsRead(read, baselines)
+
+
+# A run's seed sets its initialisation (and dropout) only: data.seed fixes the training batches of every step
+# (experiments.run.datasets.TrainStream) and the validation images, so every report's seed spread is over
+# initialisations on one data stream.
+SEEDS_LINE = ("- Seeds vary the initialisation only: every run sees the same data stream (data.seed fixes the batches "
+              "of every step) and the same validation images, so these results hold for one data stream.")
+DF_LINE = DF_TEXT
 
 
 def baselines_line(baselines: str, steps1, steps2) -> str:

@@ -61,6 +61,7 @@ def test_table1_files_from_synthetic_runs(table1_trials, tmp_path):
     assert md.startswith("# Table 1 at scale `smoke`")
     assert "| 1/8 | 0.900 ± 0.002 (n=2) | 0.82 |" in md  # ours beside the paper's
     assert "| 0.520 ± 0.002 (n=1, 3 runs) | (0.44) |" in md  # lineages counted, runs shown
+    assert "these results hold for one data stream" in md and "never claims more certainty than its seeds" in md
     assert "## Claims" in md and "| claim | comparison | difference | t·SE (paired) | t·SE (unpaired) |" in md
     assert "- **P_s < M~_s for s <= 1/2**: holds" in md
     assert "## Runs per cell\n\nM1: 2, M2: 2" in md
