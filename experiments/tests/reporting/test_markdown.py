@@ -3,6 +3,7 @@ numbers beside ours, and Table 3's logic on synthetic rows."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -296,3 +297,25 @@ def test_ablation_cells_verdicts_and_files_from_synthetic_runs(tmp_path):
     frame = pd.read_csv(files.csv)
     assert list(frame.change) == list(ablations.CHANGES) and frame.loc[0, "se"] > 0 and frame.loc[0, "df"] >= 1
     assert files.png.stat().st_size > 10_000 and "sources and reused runs from `table1-smoke-abcd1234`" in md
+
+
+def test_table1_pairs_the_source_with_the_control_by_lineage():
+    """Each stage-1 M_1 seed's luck (+-0.1) carries into every run that continues it: the source of P_s (three
+    runs a lineage) and the control differ by ~0.001 within each lineage, so "loses nothing" holds when they are
+    paired by lineage, and would not if the two cells' lineages were independent."""
+    luck = {0: 0.1, 1: -0.1}
+    rows = [dict(trial("M1", "stage1", seed, s1=0.6 + luck[seed]), run_id=f"m1-{seed}") for seed in (0, 1)]
+    for seed in (0, 1):
+        start = {"init_from": f"runs:/m1-{seed}/model", "init_cell": "M1"}
+        rows += [dict(trial(f"P{k}", "stage2", seed, **{KEY[k]: 0.7, "s1": 0.52 + luck[seed] + 0.001 * i}), **start)
+                 for i, k in enumerate((2, 4, 8))]
+        rows.append(dict(trial("control", "stage2", seed, s1=0.52 + luck[seed]), **start))
+    table = table1.table1_cells(pd.DataFrame(rows))
+    source = table.cells[("P", 1.0)]
+    assert (source.seeds, source.run_count) == (2, 6) and dict(source.lineages).keys() == {"m1-0", "m1-1"}
+    margin = 0.05  # two lineages: df 1, t = 12.7 times the paired image SE (~0.001)
+    v = {x.comparison: x for x in table1.verdicts_for(table, margin)}["source of P_s (mean of all its runs) vs control"]
+    assert v.df == 1 and v.held is True and v.t_se < 0.03
+    unpaired = dataclasses.replace(source, lineages=None), dataclasses.replace(table.control, lineages=None)
+    alone = table1.table1_verdicts({("P", 1.0): unpaired[0]}, unpaired[1], margin)
+    assert [x.held for x in alone if x.comparison.startswith("source of P_s")] == [False]
