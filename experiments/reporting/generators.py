@@ -287,7 +287,7 @@ def markdown(table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: 
         f"# Weight generators at scale `{prov.scale}`: validation loss (nats/token) on SynthMNIST",
         "",
         "The small model's dense weights made from t in four ways (App. B), at equal parameter budgets, beside "
-        "the baselines of the same width. Ours: mean ± standard error (n = runs averaged).",
+        "the baselines of the same width. Ours: mean ± standard error (n = independent lineages averaged, with the runs where several continue one stage-1 model).",
         "",
         *md_table(["s", "M_s", "M~_s", "P_s (projection)", "blocks", "low_rank", "linear"], rows),
         "",

@@ -121,7 +121,7 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
     lines = [
         f"# Table 1 at scale `{prov.scale}`: validation loss (nats/token) on SynthMNIST",
         "",
-        "Ours: mean ± standard error (n = runs averaged). Paper: Table 1 of Zhmoginov et al. (32x32 tokens, "
+        "Ours: mean ± standard error (n = independent lineages averaged, with the runs where several continue one stage-1 model). Paper: Table 1 of Zhmoginov et al. (32x32 tokens, "
         "512 colours, 24-layer source). The s = 1 cells of P_s and P~ are the co-trained source's loss "
         "(for P_s the mean over all P_s runs, every width and seed).",
         "",

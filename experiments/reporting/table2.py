@@ -113,7 +113,7 @@ def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, marg
     lines = [
         f"# Table 2 at scale `{prov.scale}`: validation loss (nats/token), {title}",
         "",
-        "Ours: mean ± standard error (n = runs averaged). Paper: Table 2 of Zhmoginov et al. (ImageNet 64x64, "
+        "Ours: mean ± standard error (n = independent lineages averaged, with the runs where several continue one stage-1 model). Paper: Table 2 of Zhmoginov et al. (ImageNet 64x64, "
         "32x32 tokens of 512 codes, SimCLRv2 task vectors, 24-layer source; statistical error ~0.001 for M~_s, "
         "~0.002 for P_s). The s = 1 cell of P_s is the co-trained source (mean over all P_s runs, every width and seed).",
         "",

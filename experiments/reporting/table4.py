@@ -154,7 +154,7 @@ def markdown(table: Table4Cells, verdicts: list[Verdict], prov: Provenance, summ
     lines = [
         f"# Table 4 at scale `{prov.scale}`: P_1/2 validation loss (nats/token) on C1 and C2, {title}",
         "",
-        "Ours: mean ± standard error over the validation images of the group (n = runs averaged). Paper: Table 4 "
+        "Ours: mean ± standard error over the validation images of the group (n = independent lineages averaged, with the runs where several continue one stage-1 model). Paper: Table 4 "
         "of Zhmoginov et al. (ImageNet, P_1/2 of the 24-layer source).",
         "",
         *md_table(["split", "train C1 / C2", "C1", "paper C1", "C2", "paper C2"], rows),
