@@ -104,7 +104,10 @@ def test_report_notebook_writes_table1_from_the_sweep(smoke_sweep, store, tmp_pa
 def test_report_cells_combine_the_three_projected_sources(smoke_sweep, store):
     trials = load_trials(store.uri, "projectable", smoke_sweep[1].sweep_id)
     table = table1.table1_cells(trials)
-    assert table.cells[("P", 1.0)].seeds == 3  # P_1/2, P_1/4, P_1/8 runs' sources
+    source = table.cells[("P", 1.0)]  # P_1/2, P_1/4, P_1/8 runs' sources, all continuing M_1's seed 0
+    assert (source.seeds, source.run_count) == (1, 3)  # one lineage (init_from read back from the store)
+    m1 = trials.loc[trials.cell == "M1", "run_id"].item()
+    assert dict(source.lineages).keys() == {m1} and dict(table.control.lineages).keys() == {m1}
     assert table.control is not None and len(table.cells) == 16
 
 
