@@ -35,7 +35,7 @@ from experiments.config import (
 )
 from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from experiments.run.datasets import TrainStream, build_data, validation_subsets
-from experiments.run.evaluate import TRAIN_TOTAL_KEY, as_metrics, evaluate
+from experiments.run.evaluate import STAT_KEYS, TRAIN_TOTAL_KEY, as_metrics, evaluate, train_key
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
 from experiments.run.trainees import ProjectedTrainee, build_trainee
@@ -101,20 +101,21 @@ def train_step(trainee, loss_fn, optimizer: torch.optim.Optimizer, batch, step: 
     trainee.module.train()
     optimizer.zero_grad(set_to_none=True)
     micro = cfg.batch_size // cfg.grad_accum
-    totals: dict[str, torch.Tensor] = {}
+    total, parts = 0.0, {}  # the back-propagated loss; each model's, keyed by its width
     for i in range(cfg.grad_accum):
         tokens = batch.tokens[i * micro : (i + 1) * micro].to(device, non_blocking=True)  # (b, T)
         tasks = batch.task[i * micro : (i + 1) * micro].to(device, non_blocking=True)  # (b, 18)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = loss_fn(tokens, tasks)
         (out.total / cfg.grad_accum).backward()
-        for name, value in {"total": out.total, **out.parts}.items():
-            totals[name] = totals.get(name, 0.0) + value.detach() / cfg.grad_accum
+        total = total + out.total.detach() / cfg.grad_accum
+        for width, value in out.parts.items():
+            parts[width] = parts.get(width, 0.0) + value.detach() / cfg.grad_accum
     norm = torch.nn.utils.clip_grad_norm_(trainee.module.parameters(), cfg.grad_clip or float("inf"))
     optimizer.step()
-    stats = {f"train/{k}/nats_per_token": v for k, v in totals.items() if k != "total"}
+    stats = {train_key(width): value for width, value in parts.items()}
     if isinstance(trainee, ProjectedTrainee):
-        stats[TRAIN_TOTAL_KEY] = totals["total"]
+        stats[TRAIN_TOTAL_KEY] = total
     return {**stats, "train/lr": lr, "train/grad_norm": norm}
 
 
@@ -298,9 +299,15 @@ def main(cfg: DictConfig) -> None:
     hydra_dir = Path(HydraConfig.get().runtime.output_dir) / ".hydra"
     with refusing_bad_input():
         metrics = train(cfg, extra_artifacts={"hydra": hydra_dir})
-    for key, value in sorted(metrics.items()):
-        if key.endswith("/nats"):
-            print(f"{key}: {value:.4f}")
+    print(final_losses(metrics))
+
+
+def final_losses(metrics: Mapping[str, float]) -> str:
+    """The command line's closing summary: every final validation loss of ``train``'s metrics with its
+    standard error, one line each, ``val/all/s1_4/nats_per_token: 1.2345 +- 0.0067``."""
+    nats, se = f"/{STAT_KEYS['nats']}", f"/{STAT_KEYS['nats_se']}"
+    return "\n".join(f"{key}: {value:.4f} +- {metrics[key.removesuffix(nats) + se]:.4f}"
+                     for key, value in sorted(metrics.items()) if key.startswith("val/") and key.endswith(nats))
 
 
 if __name__ == "__main__":

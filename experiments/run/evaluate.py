@@ -11,6 +11,8 @@ import torch
 from projectable import bits_per_dim, mean_and_stderr
 from projectable_data import Batch
 
+from experiments.base.sections import ConfigError, build_section, to_plain
+
 # (tokens (B, T), tasks (B, 18)) -> (B,) mean nats/token of each sequence
 NLLFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -55,8 +57,6 @@ class EvalConfig:
     @classmethod
     def from_node(cls, node) -> EvalConfig:
         """From the ``eval`` config section, validating the keys of the section and of every subset."""
-        from experiments.config import ConfigError, build_section, to_plain
-
         node = to_plain(node)
         subsets = node.pop("subsets", None) or {"all": {}}
         parsed = {}

@@ -31,7 +31,7 @@ def projected_name(scale: float) -> str:
 
 class StepLoss(NamedTuple):
     total: torch.Tensor  # scalar that is back-propagated (Eq. 2's sum for a projected run)
-    parts: dict[str, torch.Tensor]  # per-token loss of each model, keyed by its width key ('s1_4')
+    parts: dict[float, torch.Tensor]  # per-token loss of each model, keyed by its width (0.25: logged as s1_4)
 
 
 class GPTTrainee:
@@ -52,7 +52,7 @@ class GPTTrainee:
 
     def loss(self, tokens: torch.Tensor, tasks: torch.Tensor) -> StepLoss:
         loss = self.model.loss(tokens, self._task(tasks))
-        return StepLoss(loss, {self.name: loss})
+        return StepLoss(loss, {self.width: loss})
 
     def nll_fns(self) -> dict[str, NLLFn]:
         return {self.name: lambda tokens, tasks: self.model.sequence_nll(tokens, self._task(tasks))}
@@ -96,8 +96,8 @@ class ProjectedTrainee:
 
     def loss(self, tokens: torch.Tensor, tasks: torch.Tensor) -> StepLoss:
         out = self.model.loss(tokens, tasks)
-        source = {self.name: out.source} if out.source is not None else {}
-        return StepLoss(out.total, {**source, **{self.projected_key(s): v for s, v in out.projected.items()}})
+        source = {self.width: out.source} if out.source is not None else {}
+        return StepLoss(out.total, {**source, **{self.width * s: v for s, v in out.projected.items()}})
 
     def nll_fns(self) -> dict[str, NLLFn]:
         fns: dict[str, NLLFn] = {}

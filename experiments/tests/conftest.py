@@ -1,8 +1,9 @@
-"""Fixtures: an isolated store per test session (MLflow sqlite, artifacts, runs, Ray storage, data cache)
-and one local Ray for the sweep tests."""
+"""Fixtures: an isolated store per test session (MLflow sqlite, artifacts, runs, Ray storage, data cache),
+one local Ray for the sweep tests, and a free port for the UI servers they start."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,6 +47,14 @@ def smoke(store, tmp_path):
         return compose(["scale=smoke", *store.overrides(runs=str(tmp_path / "runs")), *overrides])
 
     return make
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a UI server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

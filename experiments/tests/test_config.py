@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
+from projectable import GPTConfig
 
 from experiments.config import CONF_DIR, ConfigError, compose, parse_run
 from experiments.orchestration.plan import (
@@ -30,9 +33,42 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def test_every_group_has_options():
+def own_values(path: Path, section: str | None = None) -> dict:
+    """The plain values a YAML file of the tree sets itself (of ``section`` only, when given), read with
+    OmegaConf alone: no defaults list, no interpolations, no ``???``."""
+    node = OmegaConf.load(path)
+    if section is not None:
+        node = node.get(section) or {}
+    values = OmegaConf.to_container(node, resolve=False) if not isinstance(node, dict) else node
+    return {key: value for key, value in values.items() if key != "defaults" and not
+            (isinstance(value, str) and (value.startswith("${") or value == "???"))}
+
+
+def plain(value):
+    """A dataclass field's value as YAML spells it (tuples as lists, mappings as dicts)."""
+    if isinstance(value, tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def gpt_params(config: GPTConfig) -> int:
+    """Parameters of a GPT with ``config``, counted from its layout (GPT-2's, untied head): token and
+    position embeddings, the start vector or task projection, per layer qkv, attention out, MLP up and down
+    with biases and two layer norms, the final norm and the head."""
+    V, T, C, L, M = config.vocab_size, config.block_size, config.n_embd, config.n_layer, config.mlp_ratio * config.n_embd
+    start = config.task_dim * C + C if config.task_dim else C
+    layer = (3 * C * C + 3 * C) + (C * C + C) + (M * C + M) + (C * M + C) + 4 * C
+    return V * C + T * C + start + L * layer + 2 * C + V * C
+
+
+def test_every_group_has_options_and_each_scale_names_itself():
     for group in GROUPS:
         assert options(group), group
+    for scale in options("scale"):
+        cfg = compose([f"scale={scale}"])
+        assert cfg.budget.name == scale  # reports/<scale> and the runs' tags follow it
 
 
 @pytest.mark.parametrize("scale", options("scale"))
@@ -42,28 +78,47 @@ def test_every_scale_and_kind_builds_its_models_on_the_meta_device(scale, kind):
     with torch.device("meta"):
         trainee = build_trainee(run.kind, run.width, run.model, run.projector, 18, device="meta")
     n = sum(p.numel() for p in trainee.module.parameters())
-    assert n > 0
+    model = dataclasses.replace(run.model, task_dim=18 if kind == "conditional" else 0)
+    expected = gpt_params(model)
+    if kind == "projected":  # the source M_1 and every P_s's own parameters
+        expected += sum(trainee.model.num_projector_params(s) for s in run.projector.scales)
+        assert expected > gpt_params(model)
+    assert n == expected
     if scale == "paper" and kind == "unconditional":
         assert 76e6 < n < 78e6  # the paper's M_1: 76.7M trainable parameters (Sec. 2)
 
 
+def expected_values(group: str, option: str, scale: str) -> dict:
+    """What ``group=option`` at ``scale`` should hold, read from the YAML files rather than through the
+    composition under test: the option's own values, and over them the scale's values for that group."""
+    return {**own_values(CONF_DIR / group / f"{option}.yaml"), **own_values(CONF_DIR / "scale" / f"{scale}.yaml", group)}
+
+
 @pytest.mark.parametrize("group", ["data", "model", "projector", "train"])
-def test_every_option_of_the_run_groups_instantiates(group):
+def test_every_option_of_the_run_groups_instantiates_with_its_values(group):
     for option in options(group):
-        cfg = compose(["scale=smoke", f"{group}={option}"])
-        if group == "model":  # scale files pick their own model; the option must still build
-            cfg = compose([f"model={option}"])
-        run = parse_run(cfg)
-        assert dataclasses.is_dataclass(getattr(run, group))
+        # scale files pick their own model; the option must still build (at the default scale, cpu)
+        scale = "cpu" if group == "model" else "smoke"
+        section = getattr(parse_run(compose([f"scale={scale}", f"{group}={option}"])), group)
+        fields = {f.name for f in dataclasses.fields(section)}
+        # the scale's keys of another data option (SynthMNIST's resolution for the ImageNet track) aside
+        expected = {key: value for key, value in expected_values(group, option, scale).items() if key in fields}
+        assert expected, option
+        assert {key: plain(getattr(section, key)) for key in expected} == expected, option
 
 
 @pytest.mark.parametrize("option", options("sweep"))
-def test_sweep_and_cluster_options_instantiate(option):
-    cfg = compose([f"sweep={option}"])
-    SweepConfig(**OmegaConf.to_container(cfg.sweep, resolve=True))
+def test_sweep_and_cluster_options_instantiate_with_their_values(option):
+    cfg = compose([f"sweep={option}"])  # at the default scale, cpu
+    sweep = SweepConfig(**OmegaConf.to_container(cfg.sweep, resolve=True))
+    expected = expected_values("sweep", option, "cpu")
+    assert expected and {key: plain(getattr(sweep, key)) for key in expected} == expected
+    assert sweep.storage == f"{cfg.paths.root}/ray_results"  # the one interpolated key, resolved
     for cluster in options("cluster"):
         node = compose([f"cluster={cluster}", "cluster.address=127.0.0.1:6379"]).cluster
-        ClusterConfig(**OmegaConf.to_container(node, resolve=True))
+        built = ClusterConfig(**OmegaConf.to_container(node, resolve=True))
+        expected = {**expected_values("cluster", cluster, "cpu"), "address": "127.0.0.1:6379"}
+        assert {key: plain(getattr(built, key)) for key in expected} == expected, cluster
 
 
 @pytest.mark.parametrize("scale", options("scale"))

@@ -50,6 +50,20 @@ def width_1(cfg) -> GPTConfig:
 # -- the plan ------------------------------------------------------------------------------------------
 
 
+def built_counts(source: GPTConfig, projector: ProjectorConfig, scale: float) -> tuple[int, int]:
+    """(t-dependent, all own) parameters of the generator ``projector`` at ``scale``, counted on the built
+    module (on the meta device) rather than by the formulas the planner sizes with: the generator's
+    parameters less its base weights, and with them its base and the small model's own parts."""
+    with torch.device("meta"):
+        model = ProjectableGPT(source, dataclasses.replace(projector, scales=(scale,)))
+    (generator,) = model.generators.values()
+    base = getattr(generator, "base", None)
+    base_params = 0 if base is None else sum(p.numel() for p in base.parameters())
+    own = sum(p.numel() for p in generator.parameters())
+    parts = sum(p.numel() for p in model.small_parts.parameters())
+    return own - base_params, own + parts
+
+
 def test_plan_at_smoke_has_the_new_cells_their_starts_sources_reuse_and_knobs():
     cfg = compose(["experiment=generators", "scale=smoke"])
     sources = parse_sources(cfg.experiment)
@@ -58,6 +72,9 @@ def test_plan_at_smoke_has_the_new_cells_their_starts_sources_reuse_and_knobs():
     specs = planned(cfg)
     assert set(specs) == set(NEW) | REUSED
     source = width_1(cfg)
+    configured = build_section(ProjectorConfig, cfg.projector, "projector")
+    with torch.device("meta"):
+        source_params = GPT(source).num_params()
     for cell, (generator, scale) in NEW.items():
         config, tags = specs[cell]["config"], specs[cell]["config"]["tracking"]["tags"]
         run = parse_run(config)
@@ -66,21 +83,37 @@ def test_plan_at_smoke_has_the_new_cells_their_starts_sources_reuse_and_knobs():
         assert run.init_from == f"runs:/{start}-seed0/model" and tags["init_cell"] == start
         assert run.kind == "projected" and run.width == 1.0 and run.projector.scales == (scale,)
         assert run.projector.generator == generator and run.train.steps == cfg.budget.stage2_steps
-        # the knob is match_budget's against the projection at the scale's rank, t-dependent count by default
-        reference = ProjectorConfig(task_dim=18, rank=cfg.projector.rank, scales=(scale,))
-        match = match_budget(source, reference, scale, generator, "task")
-        assert run.projector == dataclasses.replace(match.config, task_dim=run.projector.task_dim)
-        assert tags["match/knob"] == match.knob and int(tags["match/size"]) == match.size
-        assert tags["match/count"] == "task" and int(tags["match/own_task"]) == match.params.task
-        own = generator_params(source, run.projector, scale)
-        assert int(tags["match/own_total"]) == own.total
-        projection = generator_params(source, reference, scale)
-        assert (int(tags["match/projection_task"]), int(tags["match/projection_total"])) == (projection.task,
-                                                                                              projection.total)
-        with torch.device("meta"):
-            source_params = GPT(source).num_params()
-        assert int(tags["match/with_source"]) == own.total + (source_params if generator == "blocks" else 0)
+        # the knob: the block rank for blocks, the delta's rank for low_rank and linear; the rest of the
+        # projector as configured, but for what a source-free generator needs (its own small parts; linear
+        # has no shared MLP)
+        knob, size = ("rank", run.projector.rank) if generator == "blocks" else ("generator_rank",
+                                                                                 run.projector.generator_rank)
+        assert tags["match/knob"] == knob and int(tags["match/size"]) == size >= 1
+        expected = dataclasses.replace(
+            configured, task_dim=run.projector.task_dim, scales=(scale,), generator=generator,
+            rank=size if knob == "rank" else configured.rank, generator_rank=size if knob == "generator_rank" else 0,
+            small_parts="own" if generator != "blocks" else configured.small_parts,
+            mlp="per_operator" if generator == "linear" else configured.mlp)
+        assert run.projector == expected
+        # the counts, taken from the built modules: the generator's own, the projection's at its rank r
+        own_task, own_total = built_counts(source, run.projector, scale)
+        reference = dataclasses.replace(configured, task_dim=run.projector.task_dim, generator="projection",
+                                        generator_rank=0)
+        projection_task, projection_total = built_counts(source, reference, scale)
+        assert tags["match/count"] == "task" and int(tags["match/own_task"]) == own_task
+        assert int(tags["match/own_total"]) == own_total
+        assert (int(tags["match/projection_task"]), int(tags["match/projection_total"])) == (projection_task,
+                                                                                              projection_total)
+        assert int(tags["match/with_source"]) == own_total + (source_params if generator == "blocks" else 0)
         assert int(tags["match/source"]) == source_params and tags["role"] == "projected"
+        # the size matches the projection's t-dependent parameters: no neighbouring size comes closer
+        gap = abs(own_task - projection_task)
+        for other in (size - 1, size + 1):
+            try:
+                other_task, _ = built_counts(source, dataclasses.replace(run.projector, **{knob: other}), scale)
+            except ValueError:  # a rank of 0, or too large for the small model
+                continue
+            assert abs(other_task - projection_task) >= gap, (cell, size, other)
     for cell in ("P2", "P4", "P8"):  # the reused projection cells: Table 1's config, no sizing
         run = parse_run(specs[cell]["config"])
         assert run.projector.generator == "projection" and run.init_from == "runs:/M1-seed0/model"
@@ -189,7 +222,7 @@ def test_a_source_free_trainee_from_m_s_is_that_m_s_before_training(generator, r
     assert trainee.roles() == {"s1_4": "P_s"}  # no source role, metric or file
     assert set(trainee.nll_fns()) == {"s1_4"}
     step = trainee.loss(tokens, tasks)
-    assert set(step.parts) == {"s1_4"} and torch.allclose(step.total, step.parts["s1_4"])
+    assert set(step.parts) == {0.25} and torch.allclose(step.total, step.parts[0.25])
     assert [p.name for p in trainee.save(tmp_path / "final")] == [PROJECTABLE_FILE]
     assert ProjectableGPT.load(tmp_path / "final" / PROJECTABLE_FILE).config.generator == generator
 

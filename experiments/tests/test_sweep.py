@@ -23,12 +23,6 @@ from experiments.tracking.sweeps import load_trials
 TABLE1_TRIALS = 20  # 8 in stage 1; 12 in stage 2: P_1/2, P_1/4, P_1/8, P~, the control and 7 step-matched baselines
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def trial_runs(uri: str, sweep_id: str):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("projectable")
@@ -111,8 +105,8 @@ def test_report_cells_combine_the_three_projected_sources(smoke_sweep, store):
     assert table.control is not None and len(table.cells) == 16
 
 
-def test_mlflow_ui_answers_runs_search_with_the_sweep(smoke_sweep, store):
-    port = free_port()
+def test_mlflow_ui_answers_runs_search_with_the_sweep(smoke_sweep, store, free_port):
+    port = free_port
     server = ui.start_server(store.uri, store.root / "mlartifacts", port=port, log=store.root / "ui.log")
     try:
         exp = MlflowClient(store.uri).get_experiment_by_name("projectable")
@@ -140,9 +134,9 @@ def wait_for(condition, seconds: float) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_mlflow_ui_stops_when_the_session_that_started_it_is_killed(tmp_path):
+def test_mlflow_ui_stops_when_the_session_that_started_it_is_killed(tmp_path, free_port):
     """``kill <nox pid>`` ends nox without passing SIGTERM on; the UI must still stop its server."""
-    port = free_port()
+    port = free_port
     command = [sys.executable, "-m", "experiments.tracking.ui", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifacts", str(tmp_path / "art")]
     session = subprocess.Popen([sys.executable, "-c", f"import subprocess, time; subprocess.Popen({command!r}); "

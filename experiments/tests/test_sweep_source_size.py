@@ -4,10 +4,12 @@ Table 1, and a projected run whose source is narrower than the width-1 model, tr
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 from projectable import GPT, GPTConfig, ProjectorConfig
 
@@ -15,6 +17,7 @@ from experiments.config import ConfigError, build_section, compose, flatten, par
 from experiments.orchestration.plan import decide_reuse, parse_sources, parse_stages, plan_stage
 from experiments.run.trainees import build_trainee
 from experiments.sweep import run_sweep
+from experiments.tracking.store import recorded_run_id
 from experiments.train import train
 
 STAGE = "stage2"  # Table 3's one stage
@@ -107,12 +110,24 @@ def test_projected_trainee_accepts_a_narrower_source(tmp_path):
     assert torch.equal(trainee.source().parts.wte, source.parts.wte)
 
 
-def test_train_runs_p_1_4_from_m_1_2(smoke, tmp_path):
+def test_train_runs_p_1_4_from_m_1_2(smoke, store, tmp_path):
     source_dir = tmp_path / "M2"
-    train(smoke("kind=unconditional", "width=0.5", "train.steps=5", "eval.samples=0", f"run_dir={source_dir}"))
-    metrics = train(smoke("kind=projected", "width=0.5", "projector.scales=[0.5]", "train.steps=5",
-                          "eval.samples=0", f"init_from={source_dir}", f"run_dir={tmp_path / 'P4_from_M2'}"))
-    assert {"val/all/s1_2/nats_per_token", "val/all/s1_4/nats_per_token"} <= set(metrics)  # source M_1/2, P_1/4
+    m_2 = train(smoke("kind=unconditional", "width=0.5", "train.steps=5", "eval.samples=0", f"run_dir={source_dir}"))
+    cfg = smoke("kind=projected", "width=0.5", "projector.scales=[0.5]", "train.steps=5", "eval.samples=0",
+                f"init_from={source_dir}", f"run_dir={tmp_path / 'P4_from_M2'}")
+    metrics = train(cfg)
+    client, run_id = MlflowClient(store.uri), recorded_run_id(tmp_path / "P4_from_M2")
+
+    def start(key: str) -> float:  # before the run's first step
+        return {m.step: m.value for m in client.get_metric_history(run_id, key)}[0]
+
+    source, projected = "val/all/s1_2/nats_per_token", "val/all/s1_4/nats_per_token"  # M_1/2, P_1/4
+    # the source starts as the saved M_1/2 itself: its starting loss is M_1/2's final one
+    assert start(source) == pytest.approx(m_2[source], abs=1e-5)
+    # P_1/4 starts as the group averages of that source: a model of the images, better than uniform guessing
+    uniform = math.log(cfg.model.vocab_size)
+    assert 0 < start(projected) < uniform and 0 < metrics[projected] < uniform
+    assert metrics[source] < uniform
 
 
 def test_without_a_table1_sweep_it_says_to_run_table1_first(tmp_path):

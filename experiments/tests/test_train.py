@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from projectable import GPT, ProjectableGPT
 
-from experiments.config import ConfigError, compose
+from experiments import train as train_module
+from experiments.config import ConfigError, compose, register_resolvers
 from experiments.run.checkpoint import STATE_FILE, latest_checkpoint
 from experiments.tracking.store import git_commit, recorded_run_id
 from experiments.train import TrainHooks, train
@@ -36,13 +40,17 @@ def test_each_kind_trains_evaluates_and_logs(name, smoke, store, tmp_path):
     metrics = train(cfg)
     models = {"M_s": ["s1_2"], "Mc_s": ["s1_4"], "P_s": ["s1", "s1_2"],
               "Pall": ["s1", "s1_2", "s1_4", "s1_8"]}[name]
+    run = run_of(store, tmp_path / name)
+    uniform = math.log(cfg.model.vocab_size)  # nats/token of guessing every colour of the palette alike
     for model in models:
         nats = metrics[f"val/all/{model}/nats_per_token"]
-        assert 0 < nats < torch.log(torch.tensor(16.0)).item() + 0.5  # palette of 16 at smoke scale
+        history = MlflowClient(store.uri).get_metric_history(run.info.run_id, f"val/all/{model}/nats_per_token")
+        start = {m.step: m.value for m in history}[0]  # before the first step (eval.at_start)
+        assert 0 < nats < uniform, (model, nats, uniform)
+        assert nats < start, (model, nats, start)  # 20 smoke steps learn
         assert 0 < metrics[f"val/all/{model}/nats_per_token_se"] < 0.1
         assert metrics[f"val/all/{model}/bits_per_dim"] > 0
 
-    run = run_of(store, tmp_path / name)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == name
     assert run.data.params["kind"] == cfg.kind and run.data.params["train.steps"] == "20"
@@ -65,6 +73,33 @@ def test_each_kind_trains_evaluates_and_logs(name, smoke, store, tmp_path):
         assert loaded.config.scales == tuple(cfg.projector.scales)
     else:
         assert GPT.load(final / "model.safetensors").config.n_embd == int(32 * cfg.width)
+
+
+def test_main_prints_the_final_validation_losses(store, tmp_path, monkeypatch, capsys):
+    """The command line (``python -m experiments.train ...``) ends with every final validation loss."""
+    run_dir = tmp_path / "cli"
+    overrides = ["scale=smoke", *store.overrides(runs=str(tmp_path / "runs")), "kind=projected",
+                 "projector.scales=[0.5]", "+eval.subsets.odd={overrides: {}, labels: [1, 3, 5, 7, 9]}",
+                 f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    monkeypatch.setattr(sys, "argv", ["experiments/train.py", *overrides])
+    register_resolvers()
+    train_module.main()
+    printed = {match[1]: (float(match[2]), float(match[3])) for match in
+               re.finditer(r"^(val/\S+): ([\d.]+) \+- ([\d.]+)$", capsys.readouterr().out, re.MULTILINE)}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(printed) == {f"val/{subset}/{model}/nats_per_token" for subset in ("all", "odd")
+                            for model in ("s1", "s1_2")}
+    for key, (loss, se) in printed.items():
+        assert loss == pytest.approx(metrics[key], abs=5e-5)
+        assert se == pytest.approx(metrics[f"{key}_se"], abs=5e-5)
+
+
+def test_final_losses_pairs_each_loss_with_its_own_standard_error():
+    metrics = {"val/all/s1_4/nats_per_token": 1.5, "val/all/s1_4/nats_per_token_se": 0.25,
+               "val/all/s1_4/bits_per_dim": 9.0, "val/odd/s1/nats_per_token": 2.0,
+               "val/odd/s1/nats_per_token_se": 0.125, "train/s1/nats_per_token": 7.0}
+    assert train_module.final_losses(metrics).splitlines() == [
+        "val/all/s1_4/nats_per_token: 1.5000 +- 0.2500", "val/odd/s1/nats_per_token: 2.0000 +- 0.1250"]
 
 
 class Interrupt(Exception):

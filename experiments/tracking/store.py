@@ -16,6 +16,9 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from experiments.base.paths import code_root
+from experiments.base.sections import ConfigError
+
 RUN_FILE = "mlflow_run.json"  # in the run directory: which MLflow run this directory continues
 
 
@@ -49,8 +52,6 @@ def is_local_store(uri: str) -> bool:
 def check_reachable(uri: str, timeout: float = 10.0) -> None:
     """A tracking server must answer its health check within ``timeout`` seconds (MLflow's own client
     retries for minutes); a sqlite store needs its folder to exist or be creatable."""
-    from experiments.config import ConfigError
-
     if uri.startswith("sqlite:"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         try:
@@ -136,8 +137,6 @@ def log_params(params: Mapping[str, str]) -> None:
 def source_tags(entry_point: str) -> dict[str, str]:
     """MLflow's own provenance tags: the commit of the code's checkout and the entry point that ran (not
     Ray's worker), so the UI's Source and Version columns name them."""
-    from experiments.config import code_root
-
     commit = git_commit(code_root())
     return {"mlflow.source.git.commit": commit.removesuffix("-dirty"), "mlflow.source.name": entry_point,
             "mlflow.source.type": "LOCAL", "git_dirty": str(commit.endswith("-dirty")).lower()}

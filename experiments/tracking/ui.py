@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from experiments import telemetry
-from experiments.config import project_root
+from experiments.base.paths import project_root
 
 
 def server_command(backend_uri: str, artifacts: str | Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:

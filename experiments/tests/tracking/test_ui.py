@@ -8,11 +8,9 @@ import subprocess
 import sys
 import urllib.request
 
-from experiments.tests.test_sweep import free_port
 
-
-def test_sigterm_stops_the_server_it_started(tmp_path):
-    port = free_port()
+def test_sigterm_stops_the_server_it_started(tmp_path, free_port):
+    port = free_port
     process = subprocess.Popen(
         [sys.executable, "-m", "experiments.tracking.ui", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
          "--artifacts", str(tmp_path / "artifacts"), "--port", str(port)],

@@ -224,11 +224,38 @@ def test_projector_parameter_count_matches_paper_sizes():
 
 
 def test_shared_mlp_switch(tiny_source, make_projectable):
+    """mlp="shared" is the per-operator MLPs with every operator's (and layer's) hidden layer tied to one: the
+    same diagonals and loss as per-operator MLPs holding copies of it, and the shared layer's gradient is the
+    sum of the copies' gradients (so it trains from every operator)."""
     per_op = make_projectable(tiny_source, scales=(0.5,))
     shared = make_projectable(tiny_source, scales=(0.5,), mlp="shared")
     assert shared.num_projector_params(0.5) < per_op.num_projector_params(0.5)
-    out = shared.loss(torch.randint(0, 16, (2, 12)), torch.rand(2, 3))
-    out.total.backward()
+    (tied,) = shared.generators.values()
+    (copies,) = per_op.generators.values()
+    assert not any(name.endswith("_w1") for name, _ in tied.named_parameters())
+    n_layer = tiny_source.config.n_layer
+    with torch.no_grad():  # per-operator MLPs holding copies of the shared hidden layer, the same output layers
+        for kind in DENSE_KINDS:
+            getattr(copies, f"{kind}_w1").copy_(tied.w1.expand(n_layer, -1, -1))
+            getattr(copies, f"{kind}_b1").copy_(tied.b1.expand(n_layer, -1))
+            getattr(copies, f"{kind}_w2").copy_(getattr(tied, f"{kind}_w2"))
+            getattr(copies, f"{kind}_b2").copy_(getattr(tied, f"{kind}_b2"))
+    tokens, tasks = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
+    a, b = tied(tasks), copies(tasks)
+    for kind in DENSE_KINDS:
+        torch.testing.assert_close(a.p[kind], b.p[kind])
+        torch.testing.assert_close(a.q[kind], b.q[kind])
+    loss_shared, loss_copies = shared.loss(tokens, tasks).total, per_op.loss(tokens, tasks).total
+    torch.testing.assert_close(loss_shared, loss_copies)
+    loss_shared.backward()
+    loss_copies.backward()
+    for name in ("w1", "b1"):
+        grad = getattr(tied, name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+        summed = sum(getattr(copies, f"{kind}_{name}").grad.sum(0) for kind in DENSE_KINDS)  # over kinds, layers
+        torch.testing.assert_close(grad, summed)
+    for kind in DENSE_KINDS:
+        torch.testing.assert_close(getattr(tied, f"{kind}_w2").grad, getattr(copies, f"{kind}_w2").grad)
 
 
 def test_checkpoint_round_trip(tmp_path, tiny_source, make_projectable):

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from projectable.io import config_from_metadata, read_tensors, write_tensors
-from projectable.validation import check_task, check_tokens
+from projectable.validation import as_scale, check_scale, check_task, check_tokens
 
 # The four dense operators of a block, in forward order: fused query/key/value, attention output, MLP
 # up-projection (GPT-2's c_fc), MLP down-projection.
@@ -126,8 +126,6 @@ class GPTConfig:
     def scaled(self, scale: float) -> GPTConfig:
         """The same architecture at width ``scale * n_embd`` (M_s, Sec. 2); depth unchanged, heads unchanged
         unless ``min_head_size`` asks for fewer, larger heads at small widths."""
-        from projectable.validation import as_scale, check_scale
-
         check_scale(scale, self)
         width = round(self.n_embd * as_scale(scale))
         heads = self.n_head
