@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 # The generic pieces live in ``experiments.base`` (which ``run`` and ``tracking`` import); they are re-exported
 # here, where the entry points, tests and notebooks have always found them.
@@ -121,6 +121,7 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     check_root_keys(cfg)
+    cfg, _ = resolve_precision(cfg)
     if cfg.kind not in KINDS:
         raise ConfigError(f"kind={cfg.kind!r} is not one of {KINDS}; set kind=unconditional|conditional|projected")
     width = float(cfg.width)
@@ -205,7 +206,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 # logs and checkpoints (a resumed run equals an uninterrupted one), and the MNIST folder (its files are
 # checked against their MD5 sums wherever they are).
 NOT_RESULTS = ("run_dir", "paths.", "tracking.", "sweep.", "cluster.", "data.mnist_root", "train.log_every",
-               "train.checkpoint_every")
+               "train.checkpoint_every", "train.force_precision")
 
 
 @functools.lru_cache(maxsize=1)
@@ -253,13 +254,43 @@ def effective_config(cfg: Any, sweep: bool = False) -> dict[str, str]:
     directory's key, the refusal to resume another config's directory, the sweep id and Table 3's reuse.
     Only the config's own keys count: params a run's store holds besides them (MLflow logs a logged model's
     ``model_config`` as run params, e.g. ``scale`` in runs made before it moved to an artifact) are left out."""
-    flat = flatten(to_plain(cfg) if not isinstance(cfg, dict) else cfg)
+    flat = _without_legacy_keys(flatten(to_plain(cfg) if not isinstance(cfg, dict) else cfg))
     skipped = NOT_RESULTS + (() if sweep else tuple(f"{s}." for s in SWEEP_SECTIONS))
     roots = {f.name for f in dataclasses.fields(RunConfig)} | (set(SWEEP_SECTIONS) if sweep else set())
     defaults = _section_defaults()
     return {key: value for key, value in flat.items()
             if key.split(".", 1)[0] in roots and not key.startswith(skipped)
             and not (_canonical(value) == "null" and defaults.get(key) is None)}
+
+
+def _without_legacy_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    """Params of runs made before ``train.precision`` replaced ``train.bf16`` read as today's keys."""
+    if "train.bf16" in flat:
+        flat = dict(flat)
+        legacy = _canonical(flat.pop("train.bf16"))
+        flat.setdefault("train.precision", "bf16" if legacy == "true" else "fp32")
+    return flat
+
+
+def resolve_precision(cfg: DictConfig) -> tuple[DictConfig, str]:
+    """``cfg`` with ``train.precision=auto`` replaced by what it means on ``cfg.device`` (experiments.run
+    .precision), and why. Drivers call it before any run key is made, so the resolved value names run
+    directories and sweeps; bf16 asked for where it is emulated is refused here, before any work."""
+    from experiments.run.precision import resolve
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    requested = str(OmegaConf.select(cfg, "train.precision", default="fp32"))
+    force = bool(OmegaConf.select(cfg, "train.force_precision", default=False))
+    try:
+        resolved = resolve(requested, str(cfg.device), force)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if resolved.precision != requested:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.train.precision = resolved.precision
+    return cfg, resolved.reason
 
 
 def _identity(cfg: Any, sweep: bool) -> dict[str, str]:

@@ -40,6 +40,7 @@ from experiments.config import (
     check_root_keys,
     refusing_bad_input,
     register_resolvers,
+    resolve_precision,
     to_plain,
 )
 from experiments.orchestration.plan import (
@@ -124,6 +125,8 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     only if every trial finished. With ``experiment.sources`` the stages may start from (and reuse) the
     cells of another experiment's newest finished sweep of the same scale (``resolve_sources``)."""
     check_root_keys(cfg)
+    cfg, why = resolve_precision(cfg)  # on the driver: every trial trains in the precision the sweep id names
+    print(f"precision: {cfg.train.precision} ({why})")
     sweep = build_section(SweepConfig, cfg.sweep, "sweep")
     cluster = build_section(ClusterConfig, cfg.cluster, "cluster")
     tracking_cfg = build_section(TrackingConfig, cfg.tracking, "tracking")

@@ -32,12 +32,14 @@ from experiments.config import (
     parse_run,
     refusing_bad_input,
     register_resolvers,
+    resolve_precision,
 )
 from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from experiments.run.datasets import TrainStream, build_data, validation_subsets
 from experiments.run.evaluate import STAT_KEYS, TRAIN_TOTAL_KEY, as_metrics, evaluate, train_key
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
+from experiments.run.precision import autocast, cpu_description
 from experiments.run.trainees import ProjectedTrainee, build_trainee
 from experiments.tracking import store as tracking
 
@@ -105,7 +107,7 @@ def train_step(trainee, loss_fn, optimizer: torch.optim.Optimizer, batch, step: 
     for i in range(cfg.grad_accum):
         tokens = batch.tokens[i * micro : (i + 1) * micro].to(device, non_blocking=True)  # (b, T)
         tasks = batch.task[i * micro : (i + 1) * micro].to(device, non_blocking=True)  # (b, 18)
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with autocast(cfg.precision, device):
             out = loss_fn(tokens, tasks)
         (out.total / cfg.grad_accum).backward()
         total = total + out.total.detach() / cfg.grad_accum
@@ -241,6 +243,7 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
 
     Returns the final validation metrics ``{"val/<subset>/<model>/<stat>": value}``.
     """
+    cfg, precision_reason = resolve_precision(cfg)
     run = parse_run(cfg)
     hooks = hooks or TrainHooks()
     run_dir = Path(run.run_dir)
@@ -269,13 +272,15 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
     else:
         start, run_id = 0, tracking.recorded_run_id(run_dir)
     tags = {**tracking.source_tags("experiments/train.py"), "kind": run.kind, "width": str(run.width),
-            "seed": str(run.seed), **{f"model/{key}": role for key, role in trainee.roles().items()},
+            "seed": str(run.seed), "precision": run.train.precision, "precision_reason": precision_reason,
+            "cpu": cpu_description(), **{f"model/{key}": role for key, role in trainee.roles().items()},
             **run.tracking.tags}
     if run.kind == "projected":
         tags["scales"] = ",".join(str(s) for s in run.projector.scales)
         tags["generator"] = run.projector.generator
     run_id = tracking.start_run(run.tracking, run_dir, run_id, run.tracking.run_name or run_dir.name, tags)
-    print(f"{'resuming' if start else 'starting'} {run_dir} at step {start}; {tracking.where(run.tracking, run_id)}")
+    print(f"{'resuming' if start else 'starting'} {run_dir} at step {start} in {run.train.precision} "
+          f"({precision_reason}); {tracking.where(run.tracking, run_id)}")
     failed = True
     try:
         if start == 0:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from experiments.run.precision import PRECISIONS
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -19,7 +21,10 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     grad_accum: int = 1  # micro-batches per step: same update, less activation memory
-    bf16: bool = False  # bf16 autocast; for GPUs (this CPU runs bf16 ~100x slower)
+    # fp32 | bf16 (autocast around the forward; fp32 weights and optimizer) | auto (bf16 where the device has
+    # native bf16 dot products): experiments.run.precision. The driver resolves auto before the run key is made.
+    precision: str = "fp32"
+    force_precision: bool = False  # train in bf16 even where it is emulated (~100x slower on such a CPU)
     compile: bool = False  # torch.compile the loss; for GPUs (~25 s compile, no gain on CPU)
     log_every: int = 10  # training metrics to MLflow every this many steps
     checkpoint_every: int = 200  # resumable checkpoint every this many steps (and at the end)
@@ -46,6 +51,8 @@ class TrainConfig:
             )
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train.train_fraction must lie in (0, 1], got {self.train_fraction}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("train.checkpoint_every and train.log_every must be >= 1")
 

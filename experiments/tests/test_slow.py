@@ -176,7 +176,7 @@ def test_one_training_step_of_the_paper_scale(tmp_path):
     """The paper's 76.7M source co-trained with P_1/8 for one step on one sequence (CPU, fp32: ~20 s and
     ~7 GB; P~ on two sequences needs more than the CI machine's 24 GB)."""
     cfg = compose(["scale=paper", "kind=projected", "projector.scales=[0.125]", "device=cpu",
-                   "train.bf16=false", "train.compile=false", "train.batch_size=1", "data.val_size=2",
+                   "train.precision=fp32", "train.compile=false", "train.batch_size=1", "data.val_size=2",
                    "data.palette_fit_images=64", f"paths.cache={tmp_path / 'cache'}", "threads=2"])
     run = parse_run(cfg)
     data = build_data(run.data, run.paths.cache)
