@@ -55,7 +55,7 @@ def split_condition(key: str) -> TaskCondition:
     'all-t_permuted/s1_4' or a metric key 'val/all-t_permuted/s1_4/nats_per_token' -> ('all', 'permuted');
     a plain subset ('all', 'all/s1_4') -> ('all', 'own')."""
     parts = key.split("/")
-    name = parts[1] if parts[0] == "val" and len(parts) > 1 else parts[0]
+    name = parts[1] if parts[0] == "val" and len(parts) == 4 else parts[0]  # val/<subset>/<width>/<stat>
     subset, mark, condition = name.rpartition(CONDITION_MARK)
     if not mark:
         return TaskCondition(name, "own")
