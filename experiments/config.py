@@ -138,6 +138,11 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
     model = build_section(GPTConfig, cfg.model, "model")
     projector = build_section(ProjectorConfig, cfg.projector, "projector")
     init_from = None if cfg.init_from is None else str(cfg.init_from)
+    if model.task_input != "first" and cfg.kind != "conditional":
+        raise ConfigError(
+            f"model.task_input={model.task_input!r} says where a conditional GPT (M~_s) reads t, but kind={cfg.kind} "
+            "trains none; set kind=conditional, or leave model.task_input=first"
+        )
     if cfg.kind == "projected":
         check_generator(model, projector, width, init_from)
     return RunConfig(

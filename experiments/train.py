@@ -35,8 +35,15 @@ from experiments.config import (
     resolve_precision,
 )
 from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from experiments.run.datasets import TrainStream, build_data, validation_subsets
-from experiments.run.evaluate import STAT_KEYS, TRAIN_TOTAL_KEY, as_metrics, evaluate, train_key
+from experiments.run.datasets import TrainStream, build_data, training_task_mean, validation_subsets
+from experiments.run.evaluate import (
+    STAT_KEYS,
+    TRAIN_TOTAL_KEY,
+    as_metrics,
+    evaluate,
+    task_condition_subsets,
+    train_key,
+)
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
 from experiments.run.precision import autocast, cpu_description
@@ -121,13 +128,29 @@ def train_step(trainee, loss_fn, optimizer: torch.optim.Optimizer, batch, step: 
     return {**stats, "train/lr": lr, "train/grad_norm": norm}
 
 
-def run_evaluation(trainee, subsets, run: RunConfig, data) -> tuple[dict[str, float], dict]:
+def run_evaluation(trainee, subsets, run: RunConfig, data, models=None) -> tuple[dict[str, float], dict]:
+    """Every model (or those of ``models``, a dict of ``nll_fns``) on every subset."""
     was_training = trainee.module.training
     trainee.module.eval()
     c, h, w = data.image_shape
-    losses = evaluate(trainee.nll_fns(), subsets, run.eval.batch_size, data.seq_len, c * h * w, run.device)
+    models = trainee.nll_fns() if models is None else models
+    losses = evaluate(models, subsets, run.eval.batch_size, data.seq_len, c * h * w, run.device)
     trainee.module.train(was_training)
     return as_metrics(losses), losses
+
+
+def run_task_conditions(trainee, subsets, run: RunConfig, data, stream: TrainStream) -> tuple[dict[str, float], dict]:
+    """The models that read t on every subset under the other task conditions of ``eval.task_conditions``
+    (permuted, mean; ``evaluate.TASK_CONDITIONS``), keyed by the conditioned subset names."""
+    readers = trainee.task_readers()
+    conditions = tuple(c for c in run.eval.task_conditions if c != "own")
+    if not readers or not conditions:
+        return {}, {}
+    mean = training_task_mean(stream, run.eval.task_mean_images) if "mean" in conditions else None
+    overrides = {name: subset.overrides for name, subset in run.eval.subsets.items()}
+    varied = task_condition_subsets(subsets, conditions, mean, overrides)
+    models = {key: fn for key, fn in trainee.nll_fns().items() if key in readers}
+    return run_evaluation(trainee, varied, run, data, models)
 
 
 def log_samples(trainee, data, subsets, run: RunConfig) -> None:
@@ -232,6 +255,12 @@ def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks
     if losses is None:  # resumed after the last step: nothing left to train, evaluate once more
         metrics, losses = run_evaluation(trainee, subsets, run, data)
         mlflow.log_metrics(metrics, step=cfg.steps)
+    # does each model use t? its final loss under other task vectors, beside its own (kept in the metrics and
+    # in the per-image losses)
+    conditioned_metrics, conditioned = run_task_conditions(trainee, subsets, run, data, stream)
+    if conditioned_metrics:
+        mlflow.log_metrics(conditioned_metrics, step=cfg.steps)
+    metrics, losses = {**metrics, **conditioned_metrics}, {**losses, **conditioned}
     log_samples(trainee, data, subsets, run)
     log_final(trainee, losses, metrics, subsets, run)
     return metrics

@@ -57,6 +57,10 @@ class GPTTrainee:
     def nll_fns(self) -> dict[str, NLLFn]:
         return {self.name: lambda tokens, tasks: self.model.sequence_nll(tokens, self._task(tasks))}
 
+    def task_readers(self) -> tuple[str, ...]:
+        """Width keys of the models whose loss depends on t: M~_s, not M_s."""
+        return (self.name,) if self.model.config.conditional else ()
+
     def samples(self, n: int, tasks: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """(n, T) tokens; a conditional model draws sample i for task i."""
         task = self._task(tasks[:n])
@@ -110,6 +114,11 @@ class ProjectedTrainee:
                 lambda tokens, tasks, s=scale: self.model.sequence_nll(tokens, tasks, scale=s)
             )
         return fns
+
+    def task_readers(self) -> tuple[str, ...]:
+        """Width keys of the models whose loss depends on t: every P_s, the source only if conditional."""
+        source = (self.name,) if self.reads_source and self.model.source.config.conditional else ()
+        return source + tuple(self.projected_key(s) for s in self.model.config.scales)
 
     def samples(self, n: int, tasks: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Source samples (when there is a source), and for each P_s a few generated models (one per task)

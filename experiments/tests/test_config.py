@@ -195,6 +195,30 @@ def test_a_sweep_of_some_cells_plans_only_them_under_its_own_id():
     assert planned == {"P8": "runs:/m1/model", "Mc8m": "runs:/mc8/model"}
 
 
+
+def test_a_conditional_baseline_reading_t_at_every_position_plans_as_a_cell_like_m_tilde():
+    """model.task_input=every as a cell's override: stage 1 from scratch, then the step-matched continuation
+    from its own stage-1 runs, as Table 1's Mc8 and Mc8m."""
+    every = "{model.task_input: every}"
+    cfg = compose(["experiment=table1", "scale=smoke",
+                   f"+experiment.stages.stage1.cells.Mce8={{kind: conditional, width: 0.125, seeds: 1, overrides: {every}}}",
+                   "+experiment.stages.stage2.cells.Mce8m={kind: conditional, width: 0.125, init_from: Mce8, seeds: 1, "
+                   f"role: matched_baseline, overrides: {every}}}"])
+    stages = active_stages(cfg.experiment)
+    stage1 = {spec["cell"]: spec for spec in plan_stage(cfg, "stage1", stages["stage1"], "x", None, {})}
+    uris = {cell: [f"runs:/{cell}/model"] for cell in stage1}
+    stage2 = {spec["cell"]: spec for spec in plan_stage(cfg, "stage2", stages["stage2"], "x", None, uris)}
+    for spec, reference in ((stage1["Mce8"], stage1["Mc8"]), (stage2["Mce8m"], stage2["Mc8m"])):
+        run = parse_run(spec["config"])
+        assert run.model.task_input == "every" and parse_run(reference["config"]).model.task_input == "first"
+        differs = {k for k in spec["config"] if spec["config"][k] != reference["config"][k]}
+        assert differs <= {"model", "run_dir", "tracking", "init_from"}  # the same kind, width, steps, schedule
+        assert spec["config"]["train"] == reference["config"]["train"]
+        model, reference_model = spec["config"]["model"], reference["config"]["model"]
+        assert {k for k in model if model[k] != reference_model[k]} == {"task_input"}
+    assert stage2["Mce8m"]["config"]["init_from"] == "runs:/Mce8/model"
+
+
 # -- bad configs ---------------------------------------------------------------------------------------
 
 

@@ -285,8 +285,9 @@ def test_a_key_added_later_at_its_default_still_resumes(smoke, tmp_path):
     cfg = smoke("kind=unconditional", "eval.samples=0", "train.steps=4", f"run_dir={run_dir}")
     train(cfg)
     recorded = json.loads((run_dir / "config.json").read_text())
-    recorded.pop("train.min_lr_ratio")  # as if written before the key existed (it is at its default)
-    recorded.pop("model.dropout")
+    for key in ("train.min_lr_ratio", "model.dropout", "model.task_input", "eval.task_conditions",
+                "eval.task_mean_images"):
+        recorded.pop(key)  # as if written before the key existed (it is at its default)
     (run_dir / "config.json").write_text(json.dumps(recorded))
     train(cfg)  # resumes (nothing left to train)
     recorded["train.steps"] = "3"
@@ -348,3 +349,49 @@ def test_a_run_logs_its_data_as_an_mlflow_dataset_with_the_tokenizer_hash(smoke,
     train(again)  # the same data: the same digest
     assert run_of(store, tmp_path / "c").inputs.dataset_inputs[0].dataset.digest == inputs[0].dataset.digest
     assert "palette " in inputs[0].dataset.source  # the tokenizer named in the source (with the data config)
+
+
+def per_image_keys(store, run_dir: Path, tmp_path: Path) -> set[str]:
+    client = MlflowClient(store.uri)
+    folder = tmp_path / "downloads" / run_dir.name
+    folder.mkdir(parents=True)
+    path = client.download_artifacts(recorded_run_id(run_dir), "eval/per_image_nats.json", str(folder))
+    return set(json.loads(Path(path).read_text()))
+
+
+def test_models_that_read_t_are_evaluated_at_the_end_under_permuted_and_mean_t(smoke, store, tmp_path):
+    common = ["train.steps=2", "eval.samples=0", "tracking.log_models=false"]
+    conditional = train(smoke("kind=conditional", "width=0.25", *common, f"run_dir={tmp_path / 'c'}"))
+    for condition in ("permuted", "mean"):
+        for stat in ("nats_per_token", "nats_per_token_se", "bits_per_dim", "bits_per_dim_se"):
+            key = f"val/all-t_{condition}/s1_4/{stat}"
+            assert run_of(store, tmp_path / "c").data.metrics[key] == pytest.approx(conditional[key])
+    assert per_image_keys(store, tmp_path / "c", tmp_path) == {"all/s1_4", "all-t_permuted/s1_4", "all-t_mean/s1_4"}
+    # P_s reads t, the co-trained source does not
+    train(smoke("kind=projected", "projector.scales=[0.5]", *common, f"run_dir={tmp_path / 'p'}"))
+    assert per_image_keys(store, tmp_path / "p", tmp_path) == {"all/s1", "all/s1_2", "all-t_permuted/s1_2",
+                                                                "all-t_mean/s1_2"}
+    unconditional = train(smoke("kind=unconditional", *common, f"run_dir={tmp_path / 'm'}"))
+    assert not [key for key in unconditional if "-t_" in key]
+    # the switch: own t alone, and the own-t loss is the same either way
+    own = train(smoke("kind=conditional", "width=0.25", *common, "eval.task_conditions=[own]",
+                      f"run_dir={tmp_path / 'own'}"))
+    assert own == {key: value for key, value in conditional.items() if "-t_" not in key}
+
+
+def test_a_conditional_baseline_reading_t_at_every_position_trains_and_continues_like_m_tilde(smoke, tmp_path):
+    from experiments.config import config_key, parse_run
+
+    every = ["kind=conditional", "width=0.5", "model.task_input=every", "eval.samples=0", "tracking.log_models=false"]
+    assert config_key(smoke(*every)) != config_key(smoke("kind=conditional", "width=0.5", "eval.samples=0"))
+    train(smoke(*every, "train.steps=2", f"run_dir={tmp_path / 'stage1'}"))
+    assert GPT.load(tmp_path / "stage1" / "final" / "model.safetensors").config.task_input == "every"
+    # the step-matched continuation starts from its own stage 1, never from a first-position M~_s
+    train(smoke(*every, "train.steps=1", f"init_from={tmp_path / 'stage1'}", f"run_dir={tmp_path / 'stage2'}"))
+    with pytest.raises(ValueError, match="differs from this run's in .*task_input"):
+        train(smoke("kind=conditional", "width=0.5", "train.steps=1", f"init_from={tmp_path / 'stage1'}",
+                    f"run_dir={tmp_path / 'first'}"))
+    with pytest.raises(ConfigError, match="model.task_input='every' .* kind=unconditional"):
+        parse_run(smoke("kind=unconditional", "model.task_input=every"))
+    with pytest.raises(ConfigError, match="task_input='all' is not one of"):
+        parse_run(smoke("kind=conditional", "model.task_input=all"))

@@ -130,7 +130,8 @@ def test_bad_tokens(tiny_source, tokens, match):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(n_embd=30, n_head=4), "divisible"), (dict(dropout=1.0), "dropout"), (dict(task_dim=-1), "task_dim")],
+    [(dict(n_embd=30, n_head=4), "divisible"), (dict(dropout=1.0), "dropout"), (dict(task_dim=-1), "task_dim"),
+     (dict(task_dim=3, task_input="all"), "task_input='all' is not one of")],
 )
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -175,3 +176,96 @@ def test_a_generated_model_with_fewer_heads_equals_the_projected_forward():
         alone = torch.stack([model.generate(tasks[i], 0.125).sequence_nll(tokens[i : i + 1], None)[0]
                              for i in range(3)])
         torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# task_input: where a conditional model reads t ("first": the paper's M~_s; "every": every position)
+
+
+def _conditional(task_input: str, **kw) -> GPT:
+    return GPT(GPTConfig.tiny(task_dim=3, task_input=task_input, **kw)).eval()
+
+
+def test_first_position_task_input_is_the_default_and_feeds_t_as_the_first_embedding_only():
+    from projectable.gpt import embed, transformer_forward
+
+    assert GPTConfig.tiny(task_dim=3).task_input == "first"
+    model = _conditional("first")
+    parts = model.parts
+    x, t = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
+    # the paper's M~_s spelled out: [task_proj(t), wte(x_0..x_{T-2})] + positions, bit for bit
+    inputs = torch.cat([parts.task_proj(t).unsqueeze(1), parts.wte[x[:, :-1]]], dim=1) + parts.wpe
+    assert torch.equal(model(x, t), transformer_forward(parts, model.linears(), inputs))
+    changed = embed(parts, x, t) - embed(parts, x, torch.rand(2, 3))
+    assert changed[:, 0].abs().min() > 0 and torch.equal(changed[:, 1:], torch.zeros_like(changed[:, 1:]))
+
+
+def test_every_position_task_input_adds_t_to_every_input():
+    from projectable.gpt import embed
+
+    model = _conditional("every")
+    x, t, u = torch.randint(0, 16, (2, 12)), torch.rand(2, 3), torch.rand(2, 3)
+    changed = embed(model.parts, x, t) - embed(model.parts, x, u)  # (B, T, C)
+    shift = (model.parts.task_proj(t) - model.parts.task_proj(u)).unsqueeze(1).expand_as(changed)
+    torch.testing.assert_close(changed, shift)  # the same map of t at every position, the first included
+    assert changed.abs().amax(-1).min() > 0
+
+
+@torch.no_grad()
+def test_every_position_model_with_a_constant_task_map_is_an_unconditional_model_with_shifted_positions():
+    """task_proj = 0 t + b: the start embedding is b and every later input gains b, which an unconditional
+    model expresses as start = b and wpe[i] + b for i >= 1."""
+    every = _conditional("every")
+    every.parts.task_proj.weight.zero_()
+    every.parts.task_proj.bias.normal_(0, 0.5)
+    bias = every.parts.task_proj.bias
+    state = {k: v for k, v in every.state_dict().items() if not k.startswith("parts.task_proj")}
+    state["parts.start"] = bias.clone()
+    state["parts.wpe"] = torch.cat([state["parts.wpe"][:1], state["parts.wpe"][1:] + bias])
+    plain = GPT(GPTConfig.tiny()).eval()
+    plain.load_state_dict(state, strict=True)
+    x = torch.randint(0, 16, (3, 12))
+    torch.testing.assert_close(every(x, torch.rand(3, 3)), plain(x))
+    first = _conditional("first")
+    first.load_state_dict(every.state_dict(), strict=True)
+    assert not torch.allclose(first(x, torch.rand(3, 3)), plain(x))  # the shift of later positions matters
+
+
+def test_every_position_kv_cache_and_sampling_match_the_full_forward():
+    from projectable import KVCache, sample
+
+    model = _conditional("every")
+    x, t = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
+    cache = KVCache(model.config.n_layer)
+    steps = [model.step(torch.zeros(2, 1, dtype=torch.long), cache, t)]
+    steps += [model.step(x[:, i - 1 : i], cache, t) for i in range(1, 12)]
+    torch.testing.assert_close(torch.stack(steps, 1), model(x, t), rtol=1e-5, atol=1e-5)
+    cached = sample(model, 2, task=t, generator=torch.Generator().manual_seed(1))
+    uncached = sample(model, 2, task=t, generator=torch.Generator().manual_seed(1), use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_task_input_survives_save_and_load_and_first_position_files_do_not_name_it(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    x, t = torch.randint(0, 16, (2, 12)), torch.rand(2, 3)
+    for task_input in ("first", "every"):
+        model = _conditional(task_input)
+        path = tmp_path / f"{task_input}.safetensors"
+        model.save(path)
+        loaded = GPT.load(path).eval()
+        assert loaded.config == model.config and loaded.config.task_input == task_input
+        assert torch.equal(loaded(x, t), model(x, t))
+        with safe_open(str(path), framework="pt") as f:
+            saved = json.loads(f.metadata()["config"])
+        # a first-position model's file is what it was before the switch existed
+        assert ("task_input" in saved) == (task_input == "every")
+
+
+def test_a_source_reading_t_at_every_position_is_refused_by_the_projector():
+    from projectable import ProjectableGPT, ProjectorConfig
+
+    with pytest.raises(ValueError, match="task_input='every'"):
+        ProjectableGPT(_conditional("every", n_embd=32), ProjectorConfig(task_dim=3, scales=(0.5,)))

@@ -248,6 +248,8 @@ def test_generate_without_arguments_makes_one_image():
 def test_conditional_model_cannot_be_exported():
     with pytest.raises(ValueError, match="conditional"):
         to_gpt2(GPT(GPTConfig.tiny(task_dim=3)))
+    with pytest.raises(ValueError, match="added to every token's embedding"):
+        to_gpt2(GPT(GPTConfig.tiny(task_dim=3, task_input="every")))
 
 
 def test_refused_gpt2_variants():

@@ -13,6 +13,7 @@ is a function of "parts" (embeddings, norms, head) and a ``linear`` callable, so
 Sequence convention: a sequence of ``T = block_size`` tokens ``x_0..x_{T-1}`` is modelled autoregressively;
 position 0 receives a start embedding (a learned vector for unconditional M_s, a linear map of the task
 vector for conditional M~_s, the paper's conditional baseline) and predicts ``x_0``; position i receives ``x_{i-1}``.
+A conditional model with ``task_input="every"`` also adds that map of t to the input of every later position.
 
 Letter legend for shape comments: B batch, T time, C width, H heads, D head size, L layers, V vocabulary.
 """
@@ -42,6 +43,11 @@ LEGACY_KINDS = {"attn": "attn_out", "proj": "mlp_down"}
 FILE_NAMES = {"qkv": "attn.qkv", "attn_out": "attn.out", "fc": "mlp.fc", "mlp_down": "mlp.down"}
 LEGACY_FILE_NAMES = {"mlp.proj": "mlp.down"}
 FILE_FORMAT = "projectable.gpt"  # the metadata format tag of GPT.save files
+# How a conditional model reads its task vector t (GPTConfig.task_input):
+#   "first": the paper's M~_s: t's linear map is the first embedding, later positions see t only through attention;
+#   "every": the same map is also added to the embedding of every later token, so every position reads t directly
+#            (the fairest conditional baseline: same parameters as "first", t at every position like P_s(t)).
+TASK_INPUTS = ("first", "every")
 
 
 def rename_legacy_kinds(state: dict, prefix: str, suffixes: tuple[str, ...]) -> dict:
@@ -81,6 +87,9 @@ class GPTConfig:
     mlp_ratio: int = 4  # MLP hidden = mlp_ratio * n_embd, GPT-2 layout
     dropout: float = 0.0  # paper trains with 0.1 (App. C.1); 0 keeps tests exact
     task_dim: int = 0  # 0: unconditional M_s (learned start token); >0: conditional M~_s, t -> first embedding
+    # where a conditional model reads t (TASK_INPUTS): "first" (the paper's M~_s) or "every" position; the same
+    # task map either way. Unconditional models (task_dim=0) read no t and ignore it.
+    task_input: str = "first"
     # 0: every width keeps n_head (the paper: head size shrinks with the width); >0: a scaled model whose heads
     # would be smaller than this gets n_embd // min_head_size heads instead (at least 1; an ablation switch)
     min_head_size: int = 0
@@ -105,6 +114,11 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.min_head_size must be an int >= 0 (0: keep the head count), got {self.min_head_size!r}")
         if not isinstance(self.task_dim, int) or isinstance(self.task_dim, bool) or self.task_dim < 0:
             raise ValueError(f"GPTConfig.task_dim must be an int >= 0 (0 = unconditional), got {self.task_dim!r}")
+        if self.task_input not in TASK_INPUTS:
+            raise ValueError(
+                f"GPTConfig.task_input={self.task_input!r} is not one of {TASK_INPUTS}; use 'first' (t's map is the "
+                "first embedding, the paper's M~_s) or 'every' (it is also added to every later token's embedding)"
+            )
 
     @property
     def head_size(self) -> int:
@@ -117,6 +131,19 @@ class GPTConfig:
     @property
     def conditional(self) -> bool:
         return self.task_dim > 0
+
+    @property
+    def task_at_every_position(self) -> bool:
+        return self.conditional and self.task_input == "every"
+
+    def to_json(self) -> str:
+        """The config as saved in files. ``task_input`` is written only when it is not "first", so that a
+        first-position model's file is byte for byte what it was before the switch existed (its hash names
+        reused weights); a file without it loads as "first"."""
+        fields = asdict(self)
+        if fields["task_input"] == "first":
+            del fields["task_input"]
+        return json.dumps(fields)
 
     def dense_shapes(self) -> dict[str, tuple[int, int]]:
         """(out, in) of each dense operator kind."""
@@ -161,7 +188,8 @@ class GPTParts(nn.Module):
         self.wte = nn.Parameter(torch.randn(config.vocab_size, C) * 0.02)  # (V, C)
         self.wpe = nn.Parameter(torch.randn(config.block_size, C) * 0.02)  # (T, C)
         if config.conditional:
-            # M~_s: the task vector, linearly mapped, is the first embedding of the sequence.
+            # M~_s: the task vector, linearly mapped, is the first embedding of the sequence (with
+            # task_input="every" also added to every later token's embedding).
             self.task_proj = nn.Linear(config.task_dim, C)
             nn.init.normal_(self.task_proj.weight, std=0.02)
             nn.init.zeros_(self.task_proj.bias)
@@ -301,10 +329,12 @@ def embed(parts: GPTParts, tokens: torch.Tensor, task: torch.Tensor | None, offs
     With ``offset > 0`` (incremental sampling) ``tokens`` are the *inputs* at positions offset.. directly.
     """
     B, T = tokens.shape
+    x = parts.wte[tokens[:, :-1]] if offset == 0 else parts.wte[tokens]  # (B, T or T-1, C)
+    start = parts.start_embedding(B, task) if offset == 0 or parts.config.task_at_every_position else None
+    if parts.config.task_at_every_position:  # t's map on every token's embedding too, not only as the start
+        x = x + start  # (B, 1, C) broadcast over positions
     if offset == 0:
-        x = torch.cat([parts.start_embedding(B, task), parts.wte[tokens[:, :-1]]], dim=1)  # (B, T, C)
-    else:
-        x = parts.wte[tokens]
+        x = torch.cat([start, x], dim=1)  # (B, T, C)
     return x + parts.wpe[offset : offset + T]
 
 
@@ -355,8 +385,8 @@ class GPT(nn.Module):
         pos = cache.length
         if pos == 0:
             x = self.parts.start_embedding(inputs.shape[0], task) + self.parts.wpe[:1]
-        else:
-            x = embed(self.parts, inputs, None, offset=pos)
+        else:  # a model reading t at every position gets it here too
+            x = embed(self.parts, inputs, task, offset=pos)
         return transformer_forward(self.parts, self.linears(), x, cache)[:, -1]
 
     def num_params(self) -> int:
@@ -386,7 +416,7 @@ class GPT(nn.Module):
         return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
     def save(self, path: str | Path) -> None:
-        write_tensors(path, self.named_tensors(), FILE_FORMAT, config=json.dumps(asdict(self.config)))
+        write_tensors(path, self.named_tensors(), FILE_FORMAT, config=self.config.to_json())
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> GPT:

@@ -71,10 +71,13 @@ def to_gpt2(model: GPT) -> GPT2LMHeadModel:
     transformers = _transformers()
     config = model.config
     if config.conditional:
+        reads = ("its first embedding is a linear map of a task vector" if config.task_input == "first" else
+                 "a linear map of a task vector is its first embedding and is added to every token's embedding "
+                 f"(task_input={config.task_input!r})")
         raise ValueError(
-            f"this GPT is conditional (task_dim={config.task_dim}): its first embedding is a linear map of a task "
-            "vector, which GPT-2 cannot express; export an unconditional model instead (a generated P_s(t) is "
-            "unconditional: ProjectableGPT.generate(task_vector, scale))"
+            f"this GPT is conditional (task_dim={config.task_dim}): {reads}, which GPT-2 cannot express; export an "
+            "unconditional model instead (a generated P_s(t) is unconditional: ProjectableGPT.generate(task_vector, "
+            "scale))"
         )
     V, C, L = config.vocab_size, config.n_embd, config.n_layer
     hf_config = transformers.GPT2Config(

@@ -119,6 +119,12 @@ class ProjectableGPT(nn.Module):
                 f"the source is conditional on task_dim={source_config.task_dim} but the projector expects "
                 f"task_dim={config.task_dim}; build both for the same task vectors"
             )
+        if config.reads_source and source_config.task_at_every_position:
+            raise ValueError(
+                "the source reads t at every position (task_input='every'), which the generated models' parts "
+                "(derived from a start embedding) cannot carry; project from a source with task_input='first' or "
+                "an unconditional one"
+            )
         self.source_config = source_config
         if config.reads_source:
             self.source = source if isinstance(source, GPT) else GPT(source)
@@ -298,7 +304,7 @@ class ProjectableGPT(nn.Module):
     def save(self, path: str | Path) -> None:
         """Everything (source, if read, and projectors) in one safetensors file with both configs as metadata."""
         write_tensors(path, self.state_dict(), FILE_FORMAT,
-                      source_config=json.dumps(asdict(self.source_config)),
+                      source_config=self.source_config.to_json(),
                       projector_config=json.dumps(asdict(self.config)))
 
     @classmethod

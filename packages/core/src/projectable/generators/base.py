@@ -197,7 +197,7 @@ class FactoredLinears:
 
 def small_config(source: GPTConfig, scale: float) -> GPTConfig:
     """The generated model's config: the source's at width scale*d, unconditional (t acts via the generator)."""
-    return replace(source.scaled(scale), task_dim=0)
+    return replace(source.scaled(scale), task_dim=0, task_input="first")
 
 
 def max_rank(source: GPTConfig, scale: float) -> int:
