@@ -269,6 +269,7 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
         start, run_id = 0, tracking.recorded_run_id(run_dir)
     tags = {**tracking.source_tags("experiments/train.py"), "kind": run.kind, "width": str(run.width),
             "seed": str(run.seed), **{f"model/{key}": role for key, role in trainee.roles().items()},
+            **tracking.cpu_tags(),
             **run.tracking.tags}
     if run.kind == "projected":
         tags["scales"] = ",".join(str(s) for s in run.projector.scales)
