@@ -23,7 +23,14 @@ from projectable import scale_name
 from experiments.config import code_root, project_root
 from experiments.reporting.claims import Cell, Verdict, combine_runs, summarise
 from experiments.run.evaluate import val_key, width_key
-from experiments.tracking.evidence import Evidence, histories_of, load_evidence, merge_evidence, sweep_run_of, trials_of
+from experiments.tracking.evidence import (
+    Evidence,
+    histories_of,
+    load_evidence,
+    merge_evidence,
+    sweep_run_of,
+    trials_of,
+)
 from experiments.tracking.store import git_commit, machine
 from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trials
 
@@ -123,19 +130,25 @@ def _store_exists(uri: str) -> bool:
     return not uri.startswith("sqlite:") or Path(uri.removeprefix("sqlite:///")).is_file()
 
 
-def newest_sweep(params: NotebookParams, artefact: str):
-    """The newest finished sweep ``artefact`` reads (with every cell it needs) in the store, or
-    ``MissingRuns`` naming the command that makes it."""
+def store_sweep(tracking_uri: str, experiment: str, scale: str, artefact: str):
+    """The one way every artefact finds its sweep in a store: the newest finished sweep of the experiment
+    ``artefact`` reads (``ARTEFACTS``) at ``scale`` with every cell it needs, or ``MissingRuns`` naming the
+    command that makes it."""
     name = ARTEFACTS[artefact][0]
     cells = NEEDED_CELLS.get(artefact, ())
     found = None
-    if _store_exists(params.tracking_uri):
-        found = find_sweep(params.tracking_uri, params.experiment, params.scale, name, cells=cells)
+    if _store_exists(tracking_uri):
+        found = find_sweep(tracking_uri, experiment, scale, name, cells=cells)
     if found is None:
         which = f"complete {name} sweep (cells {', '.join(cells)})" if cells else f"{name} sweep"
-        raise MissingRuns(f"{artefact}: no finished {which} at scale {params.scale} in {params.tracking_uri}; "
-                          f"run `{make_command(artefact, params.scale)}` first")
+        raise MissingRuns(f"{artefact}: no finished {which} at scale {scale} in {tracking_uri}; "
+                          f"run `{make_command(artefact, scale)}` first")
     return found
+
+
+def newest_sweep(params: NotebookParams, artefact: str):
+    """``store_sweep`` in the store the notebooks' parameters name."""
+    return store_sweep(params.tracking_uri, params.experiment, params.scale, artefact)
 
 
 # The reports that render from evidence files alone; the others need what

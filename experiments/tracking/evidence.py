@@ -42,7 +42,7 @@ CONDITION_MARK = "-t_"
 
 # column -> (Arrow type, what it holds; the records that fill it)
 COLUMNS: dict[str, tuple[str, str]] = {
-    "record": ("string", "sweep | run | metric | curve | image | extra"),
+    "record": ("string", "which record the row is: sweep, run, metric, curve, image or extra"),
     "run_id": ("string", "the trial's MLflow run id (every record but sweep)"),
     "key": ("string", "metric: its MLflow key; curve: the validation metric's key; image: the per-image key as "
                       "logged ('<subset>[-t_<condition>]/<model width key>'); extra: which report's data"),
@@ -50,19 +50,19 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "image": ("int64", "image, extra: index of the validation image"),
     "value": ("float64", "metric: final value; curve: value at step; image, extra: nats/token of that image"),
     "subset": ("string", "image: the validation subset ('all', 'held_out', ...)"),
-    "condition": ("string", "image: the task vector the image was scored under: own | permuted | mean | ..."),
+    "condition": ("string", "image: the task vector the image was scored under: own, permuted, mean, ..."),
     "model": ("string", "image: the model's width key (s1, s1_2, ...); extra: the report's model name"),
     "t1": ("float64", "extra figure4/t1: the value the scale coordinate t1 was set to"),
     "trial": ("string", "run: the Ray Tune trial name"),
     "config_key": ("string", "run: experiments.config.config_key of the run's logged params"),
     "cell_config": ("string", "run: the same key without seed and init_from: equal for every seed of a cell"),
-    "kind": ("string", "run: unconditional | conditional | projected"),
+    "kind": ("string", "run: unconditional, conditional or projected"),
     "stage": ("string", "run: the experiment's stage"),
     "cell": ("string", "run: the experiment's cell"),
     "seed": ("int64", "run: the seed"),
     "source_run": ("string", "run: the MLflow run whose final weights it started from ('' if from scratch)"),
     "source_cell": ("string", "run: that run's cell ('' if from scratch)"),
-    "precision": ("string", "run: fp32 | bf16 (param train.precision, else train.bf16 true -> bf16)"),
+    "precision": ("string", "run: fp32 or bf16 (param train.precision, else train.bf16 true -> bf16)"),
     "steps": ("int64", "run: train.steps"),
     "wall_time_s": ("float64", "run: end minus start of its MLflow run (a resumed run counts its pauses)"),
     "weights_sha256": ("string", "run: '<file>:<sha256>' of each final weights file (model/ artifact), ';'-joined"),

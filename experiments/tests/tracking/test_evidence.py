@@ -156,3 +156,12 @@ def test_unreadable_or_newer_files_are_refused(tmp_path):
         ev.load_evidence(bad)
     with pytest.raises(ev.EvidenceError, match="columns outside the schema"):
         ev.write_rows(tmp_path / "y.parquet", pd.DataFrame([{"record": "run", "colour": "red"}]))
+
+
+def test_the_reports_readme_documents_every_column():
+    from experiments.config import code_root
+
+    text = (code_root() / "reports" / "README.md").read_text()
+    missing = [name for name, (kind, _) in ev.COLUMNS.items() if f"| `{name}` | {kind} |" not in text]
+    assert not missing, f"reports/README.md lacks the evidence columns {missing}"
+    assert f"`projectable.evidence.schema`, now {ev.SCHEMA_VERSION}" in text
