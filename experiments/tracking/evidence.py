@@ -122,6 +122,7 @@ def write_rows(path: str | Path, rows: pd.DataFrame, replace_runs: Iterable[str]
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
         pq.write_table(arrow, tmp.name, compression="zstd")
+    os.chmod(tmp.name, 0o644)  # a file to commit, not the private temporary one
     os.replace(tmp.name, path)
     return path
 
