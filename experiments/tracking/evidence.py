@@ -219,7 +219,9 @@ def merge_evidence(parts: Sequence[Evidence]) -> Evidence:
     mixed = {cell: list(keys) for cell, keys in configs.items() if len(keys) > 1}
     if mixed:
         raise EvidenceError(f"sweeps {_ids(sweeps)} train the same cell with different configs "
-                            f"(cell -> config keys: {mixed}); a report never mixes them")
+                            f"(cell -> config keys: {mixed}); a report never mixes them. Remove the evidence file "
+                            "of the sweep not meant (reports/<scale>/evidence/<sweep id>.parquet), or pick sweeps "
+                            "with PROJECTABLE_REPORT_SWEEPS")
     twice = runs[runs.duplicated(["cell", "seed"], keep=False)]
     if len(parts) > 1 and not twice.empty:
         pairs = sorted(set(zip(twice.cell, twice.seed)))

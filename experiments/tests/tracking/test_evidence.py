@@ -121,24 +121,30 @@ def test_precision_from_the_params():
 
 
 def test_merge_refuses_other_precisions_configs_and_doubled_seeds(tmp_path):
-    a, b, c, d = (tmp_path / x for x in "abcd")
-    for folder in (a, b, c, d):
-        folder.mkdir()
-    base = ev.load_evidence(write(a, make_store(a, "s-a")[0], "s-a"))
-    bf16 = ev.load_evidence(write(b, make_store(b, "s-b", bf16="True")[0], "s-b"))
-    other_lr = ev.load_evidence(write(c, make_store(c, "s-c", lr="0.01")[0], "s-c"))
-    same = ev.load_evidence(write(d, make_store(d, "s-d")[0], "s-d"))
+    base = ev.load_evidence(write(tmp_path, make_store(tmp_path, "s-a")[0], "s-a"))
+
+    def another(sweep_id: str, **runs) -> ev.Evidence:
+        """The same sweep's evidence under another sweep id, its runs' columns changed as given."""
+        sweep = {**base.sweeps[0], "tags": {**base.sweeps[0]["tags"], "sweep_id": sweep_id}}
+        return base._replace(sweeps=[sweep], runs=base.runs.assign(**runs))
+
+    # a precision read from the params: a bf16 run of the same store would say so
+    assert ev.precision_of({"train.bf16": "True"}) == "bf16"
     with pytest.raises(ev.EvidenceError, match="different precisions"):
-        ev.merge_evidence([base, bf16])
+        ev.merge_evidence([base, another("s-b", precision="bf16", seed=1)])
     with pytest.raises(ev.EvidenceError, match="same cell with different configs"):
-        ev.merge_evidence([base, other_lr])
+        ev.merge_evidence([base, another("s-c", cell_config="0ther", seed=1)])
     with pytest.raises(ev.EvidenceError, match=r"both hold cell and seed \[\('M1', 0\), \('P2', 0\)\]"):
-        ev.merge_evidence([base, same])
+        ev.merge_evidence([base, another("s-d")])
+    other_margin = another("s-e", seed=1)
+    other_margin.sweeps[0]["params"] = {**base.sweeps[0]["params"], "experiment.stages.stage1.steps": "40"}
+    with pytest.raises(ev.EvidenceError, match="differ in experiment.stages.stage1.steps"):
+        ev.merge_evidence([base, other_margin])
     # seed 1 of the same cells, from a partial sweep: merged, both listed
-    runs = same.runs.assign(seed=1)
-    merged = ev.merge_evidence([base, same._replace(runs=runs)])
+    merged = ev.merge_evidence([base, another("s-d", seed=1)])
     assert sorted(merged.runs.seed) == [0, 0, 1, 1] and merged.sweep_ids == ["s-a", "s-d"]
     assert ev.sweep_run_of(merged).data.tags["sweep_id"] == "s-a + s-d"
+    assert ev.sweep_run_of(merged).data.metrics["wall_time_s"] == 25.0  # both sweeps' wall time
 
 
 def test_unreadable_or_newer_files_are_refused(tmp_path):
