@@ -28,7 +28,6 @@ from experiments.reporting.toolkit import (
     scale_label,
     section,
 )
-from experiments.run.trainees import projected_name
 from experiments.tracking.store import MlflowClient
 from experiments.tracking.sweeps import load_trials
 
@@ -55,10 +54,9 @@ def cell_of(column: str, s: float) -> str:
     return f"{PREFIX[column]}{round(1 / s)}"
 
 
-# Cell -> (column, s, legacy model name) of the runs it is made of; stage-1 baselines read from their
+# Cell -> (column, s) of the runs it is made of; stage-1 baselines read from their
 # stage-2 continuations with matched baselines (``toolkit.baseline_sources``).
-CELL_SOURCES = {cell_of(g, s): [(g, s, projected_name(s))] for g in GENERATORS for s in WIDTHS}
-CELL_SOURCES.update({cell_of(c, s): [(c, s, "model")] for c in ("M", "Mc") for s in WIDTHS})
+CELL_SOURCES = {cell_of(c, s): [(c, s)] for c in (*GENERATORS, "M", "Mc") for s in WIDTHS}
 MATCHED = {cell_of(c, s): f"{cell_of(c, s)}m" for c in ("M", "Mc") for s in WIDTHS}
 
 

@@ -26,7 +26,6 @@ from experiments.reporting.toolkit import (
 )
 from experiments.run.evaluate import validation_loss
 from experiments.run.saved import data_of, load_model, nll_fn, pick_device
-from experiments.run.trainees import projected_name
 from experiments.tracking.store import MlflowClient
 from experiments.tracking.sweeps import download_run, load_trials
 
@@ -106,14 +105,13 @@ def table3_cells(trials: pd.DataFrame, train: pd.DataFrame) -> Table3:
     merged = trials.merge(train, on="run_id", how="left")
     rows, train_cells, val_cells = [], {}, {}
     for (target, source, rank), group in merged.groupby(["target", "source", "rank"], sort=False):
-        legacy = projected_name(group.scale.iloc[0])
         done = group[group.status == "FINISHED"]
         key = (target, source, int(rank))
         if len(done):
             runs = done.to_dict("records")
-            losses = [toolkit.loss_of(run, "all", target, legacy) for run in runs]
+            losses = [toolkit.loss_of(run, "all", target) for run in runs]
             # Per-image losses on the same images make the SE of a difference between cells paired (claims.py).
-            val_images = [toolkit.per_image_of(run, "all", target, legacy) for run in runs]
+            val_images = [toolkit.per_image_of(run, "all", target) for run in runs]
             if all(loss is not None for loss in losses):
                 val_cells[key] = combine_runs([m for m, _ in losses], [se for _, se in losses],
                                               val_images if all(v is not None for v in val_images) else None)

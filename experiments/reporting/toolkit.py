@@ -265,39 +265,36 @@ def _present(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def loss_of(row: Mapping, subset: str, width: float, legacy: str) -> tuple[float, float] | None:
-    """(nats/token, its standard error) of the model of ``width`` in a trial row: the metric schema's key
-    (``val/<subset>/s1_4/nats_per_token``), or the name ``legacy`` ('model', 'source', 'P1_4') that runs
-    logged before it, so that older stores still report."""
+def loss_of(row: Mapping, subset: str, width: float) -> tuple[float, float] | None:
+    """(nats/token, its standard error) of the model of ``width`` in a trial row (the metric schema's
+    ``val/<subset>/s1_4/nats_per_token``; runs from before it are renamed where stores are read,
+    ``tracking.sweeps.schema_metrics``)."""
     mean, se = row.get(val_key(subset, width)), row.get(val_key(subset, width, "nats_se"))
-    if not _present(mean):
-        mean, se = row.get(f"val/{subset}/{legacy}/nats"), row.get(f"val/{subset}/{legacy}/nats_se")
     return (float(mean), float(se)) if _present(mean) else None
 
 
-def per_image_of(row: Mapping, subset: str, width: float, legacy: str) -> list[float] | None:
-    """The per-image losses of that model (``eval/per_image_nats.json``), by schema key or legacy name."""
-    losses = row.get("per_image") or {}
-    return losses.get(f"{subset}/{width_key(width)}", losses.get(f"{subset}/{legacy}"))
+def per_image_of(row: Mapping, subset: str, width: float) -> list[float] | None:
+    """The per-image losses of that model (``eval/per_image_nats.json``'s ``<subset>/<width key>``)."""
+    return (row.get("per_image") or {}).get(f"{subset}/{width_key(width)}")
 
 
-def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float, str]]],
+def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float]]],
                  subset: str = "all") -> dict[tuple[str, float], Cell]:
-    """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s, legacy
-    model name) entries a trial contributes to, s being the model's width. Per-image losses
+    """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s) entries
+    a trial contributes to, s being the model's width. Per-image losses
     (``tracking.sweeps.attach_per_image``) make the cells' standard errors of differences paired."""
     pools: dict[tuple[str, float], tuple[list[float], list[float], list]] = {}
     for row in trials.to_dict("records"):
         if row["status"] != "FINISHED":
             continue
-        for column, s, model in cell_sources.get(row["cell"], []):
-            loss = loss_of(row, subset, s, model)
+        for column, s in cell_sources.get(row["cell"], []):
+            loss = loss_of(row, subset, s)
             if loss is None:
                 continue
             means, ses, images = pools.setdefault((column, s), ([], [], []))
             means.append(loss[0])
             ses.append(loss[1])
-            images.append(per_image_of(row, subset, s, model))
+            images.append(per_image_of(row, subset, s))
     return {
         key: combine_runs(means, ses, images if all(i is not None for i in images) else None)
         for key, (means, ses, images) in pools.items()
@@ -565,9 +562,9 @@ def plot_ours_beside_paper(cells: Mapping[tuple[str, float], Cell], paper: Mappi
 
 
 def learning_curves(trials: pd.DataFrame, source: str | Evidence,
-                    curves: Sequence[tuple[str, str, list[str], float, str]],
+                    curves: Sequence[tuple[str, str, list[str], float]],
                     stage_steps: Mapping[str, int], subset: str = "all") -> pd.DataFrame:
-    """The validation loss of each (panel, label, cells, width, legacy name) curve against the optimizer
+    """The validation loss of each (panel, label, cells, width) curve against the optimizer
     steps the model's weights have seen: a stage-2 run's steps start after stage 1's (its weights continue
     a stage-1 model; with stage 1 at 0 steps they start at 0). Seeds are averaged per step. ``source``: the
     store's tracking URI or the sweep's evidence (``metric_source``).
@@ -576,14 +573,13 @@ def learning_curves(trials: pd.DataFrame, source: str | Evidence,
 
     finished = trials[trials.status == "FINISHED"]
     frames = []
-    for panel, label, cells, width, legacy in curves:
+    for panel, label, cells, width in curves:
         runs = finished[finished.cell.isin(cells)]
         if runs.empty:
             continue
-        keys = [val_key(subset, width), f"val/{subset}/{legacy}/nats"]
+        keys = [val_key(subset, width)]
         history = (histories_of(source, runs.run_id.tolist(), keys) if isinstance(source, Evidence)
                    else metric_histories(source, runs.run_id.tolist(), keys))
-        history = history[history.key == (keys[0] if (history.key == keys[0]).any() else keys[1])]
         offsets = {row.run_id: (stage_steps.get("stage1", 0) if row.stage == "stage2" else 0)
                    for row in runs.itertuples()}
         history = history.assign(steps=history.step + history.run_id.map(offsets))

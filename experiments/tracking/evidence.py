@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from experiments.tracking.sweeps import run_width, schema_metrics, schema_per_image
+
 SCHEMA_VERSION = 1
 SCHEMA_KEY = b"projectable.evidence.schema"
 OWN = "own"  # the condition of a per-image key without a ``-t_<condition>`` suffix: the run's own t
@@ -288,7 +290,7 @@ def parse_image_key(key: str) -> tuple[str, str, str]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Writing, from the store
+# Writing, from the store (through the same renaming of pre-schema metric names as ``tracking.sweeps``)
 
 
 def precision_of(params: Mapping[str, str]) -> str:
@@ -342,15 +344,17 @@ def run_records(client, run, scratch: str | Path) -> pd.DataFrame:
         "cpu_flags": tags.get("cpu_flags", ""), "status": run.info.status,
         "start_ms": run.info.start_time, "end_ms": run.info.end_time,
     }
-    metrics = [{"record": "metric", "run_id": run_id, "key": key, "value": float(value)}
-               for key, value in sorted(run.data.metrics.items())]
+    # pre-schema metric names are written under the schema's (tracking.sweeps.schema_metrics): schema key -> logged key
+    logged = schema_metrics({key: key for key in run.data.metrics}, run_width(run))
+    metrics = [{"record": "metric", "run_id": run_id, "key": key, "value": float(run.data.metrics[old])}
+               for key, old in sorted(logged.items())]
     curves = [{"record": "curve", "run_id": run_id, "key": key, "step": m.step, "value": m.value}
-              for key in sorted(run.data.metrics) if key.startswith("val/")
-              for m in client.get_metric_history(run_id, key)]
+              for key, old in sorted(logged.items()) if key.startswith("val/")
+              for m in client.get_metric_history(run_id, old)]
     images = []
     try:
         path = client.download_artifacts(run_id, "eval/per_image_nats.json", str(scratch))
-        per_image = json.loads(Path(path).read_text())
+        per_image = schema_per_image(json.loads(Path(path).read_text()), run_width(run))
     except Exception:  # noqa: BLE001 - a run from before per-image losses were logged
         per_image = {}
     for key, losses in sorted(per_image.items()):

@@ -171,3 +171,21 @@ def test_the_reports_readme_documents_every_column():
     missing = [name for name, (kind, _) in ev.COLUMNS.items() if f"| `{name}` | {kind} |" not in text]
     assert not missing, f"reports/README.md lacks the evidence columns {missing}"
     assert f"`projectable.evidence.schema`, now {ev.SCHEMA_VERSION}" in text
+
+
+def test_pre_schema_metric_names_are_renamed_where_stores_are_read():
+    from experiments.tracking.sweeps import legacy_keys, schema_metrics, schema_per_image
+
+    logged = {"val/all/model/nats": 2.0, "val/all/model/nats_se": 0.1, "val/all/source/bpd": 3.0,
+              "val/held_out/P1_4/nats": 1.5, "train/s1/nats_per_token": 1.0}
+    assert schema_metrics(logged, 0.5) == {
+        "val/all/s1_2/nats_per_token": 2.0, "val/all/s1_2/nats_per_token_se": 0.1, "val/all/s1/bits_per_dim": 3.0,
+        "val/held_out/s1_4/nats_per_token": 1.5, "train/s1/nats_per_token": 1.0}
+    # a run that logged both keeps its schema value
+    assert schema_metrics({"val/all/model/nats": 9.0, "val/all/s1/nats_per_token": 2.0}, 1.0) == {
+        "val/all/s1/nats_per_token": 2.0}
+    assert schema_per_image({"all/P1_8": [1.0], "all-t_mean/model": [2.0]}, 0.25) == {
+        "all/s1_8": [1.0], "all-t_mean/s1_4": [2.0]}
+    assert legacy_keys("val/all/s1/nats_per_token", 1.0) == ["val/all/model/nats", "val/all/source/nats"]
+    assert legacy_keys("val/all/s1_4/nats_per_token_se", 1.0) == ["val/all/P1_4/nats_se"]
+    assert legacy_keys("train/s1/nats_per_token", 1.0) == []
