@@ -32,8 +32,12 @@ def missing(params, names: list[str]) -> int:
 
 
 def backfill(params, sweep_ids: list[str]) -> int:
+    import os
+
     from experiments.reporting.evidence import EXTRAS
     from experiments.tracking.evidence import backfill as write
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded run is noise
 
     if not sweep_ids:
         print(USAGE, file=sys.stderr)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from experiments.tracking.sweeps import run_width, schema_metrics, schema_per_im
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = b"projectable.evidence.schema"
+MAX_BYTES = 2_000_000  # an evidence file is committed beside the reports: a larger one is reported
 OWN = "own"  # the condition of a per-image key without a ``-t_<condition>`` suffix: the run's own t
 CONDITION_MARK = "-t_"
 
@@ -126,6 +128,9 @@ def write_rows(path: str | Path, rows: pd.DataFrame, replace_runs: Iterable[str]
         pq.write_table(arrow, tmp.name, compression="zstd")
     os.chmod(tmp.name, 0o644)  # a file to commit, not the private temporary one
     os.replace(tmp.name, path)
+    if path.stat().st_size > MAX_BYTES:
+        print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, more than the {MAX_BYTES / 1e6:.0f} MB an evidence file "
+              "is meant to take beside the reports", file=sys.stderr)
     return path
 
 
