@@ -271,7 +271,8 @@ def reproduce_table4(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def reports(session: nox.Session) -> None:
-    """Every report whose runs exist, re-made from MLflow without training (`-- scale=<scale>`, default cpu;
+    """Every report whose runs exist, re-made without training from MLflow or, where the store lacks them, from
+    the sweeps' evidence files in reports/<scale>/evidence (`-- scale=<scale>`, default cpu;
     `only=table1,figure4` picks some); then the list of those skipped, each with the command that makes its
     runs. Fails only when a notebook breaks for another reason."""
     overrides, scale = with_scale(session.posargs)

@@ -32,25 +32,27 @@ import time
 
 from IPython.display import Image, Markdown, display
 
+from experiments.reporting import evidence as report_evidence
 from experiments.reporting import figure4, toolkit
 
 params = toolkit.notebook_params()
 
 # %% [markdown]
-# ## The saved models of the newest finished Table 1 sweep
+# ## Losses over the t1 grid (per image)
+#
+# From the store: the saved models of the newest finished Table 1 sweep, evaluated here. From the sweep's
+# evidence file: the same evaluation, made by the sweep's driver as each run finished.
 
 # %%
 sweep_run, trials = toolkit.sweep_and_trials(params, "figure4")
-loaded = figure4.load_table1_models(trials, params.tracking_uri, params.cache)
-[(m.name, m.seed, m.run_id) for m in loaded.models]
-
-# %% [markdown]
-# ## Losses over the t1 grid (per image)
-
-# %%
-tick = time.time()
-frame = figure4.evaluate_zero_shot(loaded.models, loaded.data, figure4.T1_GRID, device=loaded.device)
-evaluation = toolkit.evaluation_provenance(tick, images=int(frame.image.max()) + 1)
+evidence = toolkit.evidence_of(sweep_run)
+if evidence is None:
+    loaded = figure4.load_table1_models(trials, params.tracking_uri, params.cache)
+    tick = time.time()
+    frame = figure4.evaluate_zero_shot(loaded.models, loaded.data, figure4.T1_GRID, device=loaded.device)
+    evaluation = toolkit.evaluation_provenance(tick, images=int(frame.image.max()) + 1)
+else:
+    frame, evaluation = report_evidence.figure4_frame(evidence)
 summary = figure4.zero_shot_summary(frame)
 summary.pivot(index="t1", columns="model", values="nats")
 

@@ -14,13 +14,15 @@
 # %% [markdown]
 # # Table 1: M_s, M~_s, P_s and P~ on SynthMNIST
 #
-# Reads the newest complete Table 1 sweep of one scale from MLflow, combines its runs into the cells of
+# Reads the newest complete Table 1 sweep of one scale from MLflow (or, without it, from the sweep's evidence
+# files in `reports/<scale>/evidence`, `_SOURCE` below), combines its runs into the cells of
 # Table 1, checks the paper's qualitative claims by the rules fixed in `experiments/reporting/claims.py`, and
 # writes `reports/<scale>/table1.md`, `.csv` and `.png` (`experiments/reporting/table1.py`).
 # Executed headless by `nox -s reproduce_table1` and `nox -s reports`; parameters come from the environment,
 # shared by every notebook (`experiments.reporting.toolkit.notebook_params`): `PROJECTABLE_REPORT_SCALE`
 # (default `cpu`), `_TRACKING_URI` (default: the repository's `mlflow.db`), `_EXPERIMENT` (default
-# `projectable`), `_REPORTS` (default `reports/`), `_CACHE` (default `.cache/reports`).
+# `projectable`), `_REPORTS` (default `reports/`), `_CACHE` (default `.cache/reports`), `_SOURCE` (`auto`: the
+# store when it has the sweep, else its evidence files; `store`; `evidence`), `_SWEEPS` (evidence: which sweeps).
 
 # %%
 from experiments import telemetry
@@ -60,7 +62,7 @@ toolkit.verdicts_frame(verdicts)
 
 # %%
 prov = toolkit.provenance(sweep_run, trials)
-curves = toolkit.learning_curves(trials, params.tracking_uri, table1.curve_specs(table.baselines), prov.stage_steps)
+curves = toolkit.learning_curves(trials, toolkit.metric_source(params, sweep_run), table1.curve_specs(table.baselines), prov.stage_steps)
 files = table1.write_report(params.out_dir, table, verdicts, prov, margin, trials, curves)
 display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
 toolkit.log_to_sweep(params, sweep_run, files, extra=[params.out_dir / "table1_curves.png"])

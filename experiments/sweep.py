@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -54,6 +55,8 @@ from experiments.orchestration.plan import (
     plan_stage,
 )
 from experiments.orchestration.ray_tune import StageInterrupted, check_cluster, run_stage, start_ray
+from experiments.reporting.evidence import EXTRAS
+from experiments.tracking.evidence import EvidenceWriter, evidence_path
 from experiments.tracking.store import MlflowClient, TrackingConfig, check_reachable
 from experiments.tracking.sweeps import find_sweep, finished_runs_of_cell, stage_run_uris, start_sweep_run
 
@@ -144,6 +147,9 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
         client.set_tag(parent, "reused", json.dumps(to_plain(cfg.experiment.reused)))
     previous = client.get_run(parent).data.metrics.get("wall_time_s", 0.0)
     result = SweepResult(sweep_id, parent)
+    evidence = evidence_writer(cfg, sweep, tracking_cfg, sweep_id)
+    if evidence is not None:
+        evidence.start()
     started_ray = start_ray(cluster)
     tick = time.time()
     status = "FAILED"
@@ -156,7 +162,8 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
             specs = plan_stage(cfg, stage_name, stage, sweep_id, parent, init_uris)
             print(f"[{sweep_id}] {stage_name}: {len(specs)} trials, {stage.steps} steps each")
             if specs:
-                run_stage(specs, sweep, f"{sweep_id}-{stage_name}")
+                run_stage(specs, sweep, f"{sweep_id}-{stage_name}",
+                          on_trial_done=evidence.trial_done if evidence is not None else None)
             result.trials[stage_name] = [s["name"] for s in specs]
             for cell in stage.cells:
                 init_uris[cell] = stage_run_uris(tracking_cfg, sweep_id, cell)
@@ -173,7 +180,21 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
             import ray
 
             ray.shutdown()
+    if evidence is not None:  # after the sweep's run is FINISHED: its record says so
+        print(f"[{sweep_id}] evidence: {evidence.finish()}")
     return result
+
+
+def evidence_writer(cfg: DictConfig, sweep: SweepConfig, tracking_cfg: TrackingConfig,
+                    sweep_id: str) -> EvidenceWriter | None:
+    """The writer of the sweep's evidence file (``sweep.evidence``: the reports folder; None writes none),
+    with what the experiment's reports compute from the final weights (``reporting.evidence.EXTRAS``)."""
+    if sweep.evidence is None:
+        return None
+    scale = str(cfg.budget.name)
+    return EvidenceWriter(tracking_cfg.uri, tracking_cfg.experiment, sweep_id,
+                          evidence_path(sweep.evidence, scale, sweep_id), Path(cfg.paths.cache) / "reports",
+                          EXTRAS.get(str(cfg.experiment.name), ()))
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

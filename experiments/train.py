@@ -46,7 +46,7 @@ from experiments.run.evaluate import (
 )
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
-from experiments.run.precision import autocast, cpu_description
+from experiments.run.precision import autocast
 from experiments.run.trainees import ProjectedTrainee, build_trainee
 from experiments.tracking import store as tracking
 
@@ -302,7 +302,7 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
         start, run_id = 0, tracking.recorded_run_id(run_dir)
     tags = {**tracking.source_tags("experiments/train.py"), "kind": run.kind, "width": str(run.width),
             "seed": str(run.seed), "precision": run.train.precision, "precision_reason": precision_reason,
-            "cpu": cpu_description(), **{f"model/{key}": role for key, role in trainee.roles().items()},
+            **{f"model/{key}": role for key, role in trainee.roles().items()}, **tracking.cpu_tags(),
             **run.tracking.tags}
     if run.kind == "projected":
         tags["scales"] = ",".join(str(s) for s in run.projector.scales)

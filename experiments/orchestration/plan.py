@@ -40,6 +40,7 @@ class SweepConfig:
     reuse_actors: bool = False  # reuse trial processes (saves imports for many short trials)
     verbose: int = 1
     fail_once: Mapping[str, int] = field(default_factory=dict)  # trial -> step: fail there once (tests retries)
+    evidence: str | None = None  # reports folder: <it>/<scale>/evidence/<sweep id>.parquet as trials finish; None: none
 
 
 @dataclass(frozen=True)

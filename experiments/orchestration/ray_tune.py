@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +143,26 @@ def hyperparameters(spec: TrialSpec) -> dict[str, Any]:
             "steps": int(cfg["train"]["steps"])}
 
 
-def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str):
-    """Run (or resume) one stage as a Tune experiment; raise if a trial failed for good."""
+def trial_callback(on_trial_done: Callable[[str], None]):
+    """A Tune callback (on the driver) that calls ``on_trial_done(trial name)`` as each trial finishes; an
+    error there is printed, not raised, so that the sweep goes on (its end catches up, ``EvidenceWriter.finish``)."""
+    from ray import tune
+
+    class TrialDone(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            try:
+                on_trial_done(trial.config["trial"]["name"])
+            except Exception as err:  # noqa: BLE001 - the trial's results are safe in the store
+                print(f"{trial.config['trial']['name']}: its evidence was not written now ({err!r}); the sweep's "
+                      "end writes it", file=sys.stderr)
+
+    return TrialDone()
+
+
+def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str,
+              on_trial_done: Callable[[str], None] | None = None):
+    """Run (or resume) one stage as a Tune experiment, calling ``on_trial_done(trial name)`` on the driver as
+    each trial finishes; raise if a trial failed for good."""
     from ray import tune
 
     # The param space holds each trial's name and hyperparameters (Tune's tables group by them); the full
@@ -174,6 +192,7 @@ def run_stage(specs: list[TrialSpec], sweep: SweepConfig, experiment_name: str):
                 # the last snapshot; with 1, every checkpoint forced one and short trials warned about it.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 verbose=sweep.verbose,
+                callbacks=[trial_callback(on_trial_done)] if on_trial_done is not None else None,
             ),
         )
     results = tuner.fit()

@@ -1,6 +1,12 @@
-"""``python -m experiments.reporting missing table1 figure4 ...``: one line ``<name>\\t<why>`` per report whose
-sweep is not in the store the notebooks' parameters name (``PROJECTABLE_REPORT_*``), with the command that
-makes its runs. ``nox -s reports`` skips those and lists them."""
+"""The reports' command line, with the notebooks' parameters (``PROJECTABLE_REPORT_*``):
+
+* ``python -m experiments.reporting missing table1 figure4 ...``: one line ``<name>\\t<why>`` per report whose
+  runs are neither in the store nor in an evidence file, with the command that makes them. ``nox -s reports``
+  skips those and lists them.
+* ``python -m experiments.reporting backfill <sweep id> ...``: write the evidence file
+  (``reports/<scale>/evidence/<sweep id>.parquet``) of each finished sweep of the store, with what its reports
+  compute from the final weights (``experiments.reporting.evidence.EXTRAS``).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +14,49 @@ import sys
 
 from experiments import telemetry
 
+USAGE = "usage: python -m experiments.reporting {missing <report> ... | backfill <sweep id> ...}"
+
+
+def missing(params, names: list[str]) -> int:
+    from experiments.reporting import toolkit
+
+    for name in names or toolkit.ARTEFACTS:
+        if name not in toolkit.ARTEFACTS:
+            print(f"{name}: no such report; choose from {', '.join(toolkit.ARTEFACTS)}", file=sys.stderr)
+            return 2
+        try:
+            toolkit.check_runs(params, name)
+        except toolkit.MissingRuns as why:
+            print(f"{name}\t{why}")
+    return 0
+
+
+def backfill(params, sweep_ids: list[str]) -> int:
+    import os
+
+    from experiments.reporting.evidence import EXTRAS
+    from experiments.tracking.evidence import backfill as write
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded run is noise
+
+    if not sweep_ids:
+        print(USAGE, file=sys.stderr)
+        return 2
+    for sweep_id in sweep_ids:
+        path = write(params.tracking_uri, params.experiment, sweep_id, params.out_dir.parent, params.cache, EXTRAS)
+        print(f"{sweep_id}: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
 
 def main(argv: list[str]) -> int:
     telemetry.apply()
     from experiments.reporting import toolkit
 
-    if not argv or argv[0] != "missing":
-        print("usage: python -m experiments.reporting missing <report> ...", file=sys.stderr)
+    commands = {"missing": missing, "backfill": backfill}
+    if not argv or argv[0] not in commands:
+        print(USAGE, file=sys.stderr)
         return 2
-    params = toolkit.notebook_params(environ=None, quiet=True)
-    for name in argv[1:] or toolkit.ARTEFACTS:
-        if name not in toolkit.ARTEFACTS:
-            print(f"{name}: no such report; choose from {', '.join(toolkit.ARTEFACTS)}", file=sys.stderr)
-            return 2
-        try:
-            toolkit.newest_sweep(params, name)
-        except toolkit.MissingRuns as missing:
-            print(f"{name}\t{missing}")
-    return 0
+    return commands[argv[0]](toolkit.notebook_params(environ=None, quiet=True), argv[1:])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows
 from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_cell, md_table, section
 
-WIDTH, LEGACY = 0.125, "P1_8"
+WIDTH = 0.125
 # change -> (its P_1/8 cell, its M~_1/8 cell; None: the reference's), and what it changes
 CHANGES = {
     "heads": ("P8_heads", "Mc8m_heads", "2 heads of 8 instead of 4 heads of 4 (model.min_head_size=8), M~_1/8 too"),
@@ -24,9 +24,7 @@ CHANGES = {
 
 def ablation_cells(trials: pd.DataFrame, reference: pd.DataFrame) -> dict[str, Cell]:
     """Each ablation cell (this sweep) and the reference P8 and Mc8m (Table 1's sweep), seeds combined."""
-    legacy = {cell: "model" if cell.startswith("Mc") else LEGACY for cell in
-              ["P8", "Mc8m", *(c for pair in CHANGES.values() for c in pair[:2] if c)]}
-    sources = {cell: [(cell, WIDTH, name)] for cell, name in legacy.items()}
+    sources = {cell: [(cell, WIDTH)] for cell in ["P8", "Mc8m", *(c for pair in CHANGES.values() for c in pair[:2] if c)]}
     cells = toolkit.gather_cells(pd.concat([trials, reference], ignore_index=True), sources)
     return {cell: value for (cell, _), value in cells.items()}
 

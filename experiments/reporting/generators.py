@@ -28,9 +28,8 @@ from experiments.reporting.toolkit import (
     scale_label,
     section,
 )
-from experiments.run.trainees import projected_name
 from experiments.tracking.store import MlflowClient
-from experiments.tracking.sweeps import find_sweep, load_trials
+from experiments.tracking.sweeps import load_trials
 
 GENERATORS = ("projection", "blocks", "low_rank", "linear")
 OTHERS = GENERATORS[1:]  # the generators compared with the projection
@@ -55,10 +54,9 @@ def cell_of(column: str, s: float) -> str:
     return f"{PREFIX[column]}{round(1 / s)}"
 
 
-# Cell -> (column, s, legacy model name) of the runs it is made of; stage-1 baselines read from their
+# Cell -> (column, s) of the runs it is made of; stage-1 baselines read from their
 # stage-2 continuations with matched baselines (``toolkit.baseline_sources``).
-CELL_SOURCES = {cell_of(g, s): [(g, s, projected_name(s))] for g in GENERATORS for s in WIDTHS}
-CELL_SOURCES.update({cell_of(c, s): [(c, s, "model")] for c in ("M", "Mc") for s in WIDTHS})
+CELL_SOURCES = {cell_of(c, s): [(c, s)] for c in (*GENERATORS, "M", "Mc") for s in WIDTHS}
 MATCHED = {cell_of(c, s): f"{cell_of(c, s)}m" for c in ("M", "Mc") for s in WIDTHS}
 
 
@@ -73,10 +71,7 @@ def load_runs(tracking_uri: str, experiment: str, scale: str) -> GeneratorRuns:
     """The newest finished generators sweep of ``scale``, its trials plus the Table 1 runs it reused under
     this sweep's cell names (and, with ``experiment.baselines=stage1``, Table 1's stage-1 baselines), each
     with its ``generator`` and ``match/*`` tags as columns (``generator``, ``match_<field>``)."""
-    sweep_run = find_sweep(tracking_uri, experiment, scale, "generators")
-    if sweep_run is None:
-        raise toolkit.MissingRuns(f"generators: no finished generators sweep at scale {scale} in {tracking_uri}; "
-                                  f"run `{toolkit.make_command('generators', scale)}` first")
+    sweep_run = toolkit.store_sweep(tracking_uri, experiment, scale, "generators")
     tags = sweep_run.data.tags
     trials = load_trials(tracking_uri, experiment, tags["sweep_id"]).assign(reused_from="")
     source_sweep = tags.get("source_sweep", "")

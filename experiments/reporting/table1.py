@@ -26,18 +26,18 @@ PAPER_TABLE1: dict[tuple[str, float], float] = {
     ("Pall", 1.0): 0.46, ("Pall", 0.5): 0.39, ("Pall", 0.25): 0.45, ("Pall", 0.125): 0.57,
 }
 
-# Table 1 cell -> (column, s, model metric name) of the runs it is made of.
+# Table 1 cell -> (column, s) of the runs it is made of, s the width of the model read.
 CELL_SOURCES = {
-    "M1": [("M", 1.0, "model")], "M2": [("M", 0.5, "model")], "M4": [("M", 0.25, "model")],
-    "M8": [("M", 0.125, "model")],
-    "Mc1": [("Mc", 1.0, "model")], "Mc2": [("Mc", 0.5, "model")], "Mc4": [("Mc", 0.25, "model")],
-    "Mc8": [("Mc", 0.125, "model")],
+    "M1": [("M", 1.0)], "M2": [("M", 0.5)], "M4": [("M", 0.25)],
+    "M8": [("M", 0.125)],
+    "Mc1": [("Mc", 1.0)], "Mc2": [("Mc", 0.5)], "Mc4": [("Mc", 0.25)],
+    "Mc8": [("Mc", 0.125)],
     # the s = 1 cell of P_s is the co-trained source, averaged over the P_s runs of every width and seed (Table 1 caption)
-    "P2": [("P", 0.5, "P1_2"), ("P", 1.0, "source")],
-    "P4": [("P", 0.25, "P1_4"), ("P", 1.0, "source")],
-    "P8": [("P", 0.125, "P1_8"), ("P", 1.0, "source")],
-    "Pall": [("Pall", 0.5, "P1_2"), ("Pall", 0.25, "P1_4"), ("Pall", 0.125, "P1_8"), ("Pall", 1.0, "source")],
-    "control": [("control", 1.0, "model")],
+    "P2": [("P", 0.5), ("P", 1.0)],
+    "P4": [("P", 0.25), ("P", 1.0)],
+    "P8": [("P", 0.125), ("P", 1.0)],
+    "Pall": [("Pall", 0.5), ("Pall", 0.25), ("Pall", 0.125), ("Pall", 1.0)],
+    "control": [("control", 1.0)],
 }
 
 
@@ -160,18 +160,18 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
     return "\n".join(lines)
 
 
-def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float, str]]:
+def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float]]:
     """Table 1's learning curves: per s, P_s beside M~_s and M_s of that width (stage 1 and, with matched
     baselines, its continuation), and at s = 1 the co-trained sources beside M_1 and the control."""
-    specs = [("s = 1", "source of P_s", ["P2", "P4", "P8"], 1.0, "source"),
-             ("s = 1", "source of P~", ["Pall"], 1.0, "source"),
-             ("s = 1", "M_1, then the control", ["M1", "control"], 1.0, "model")]
+    specs = [("s = 1", "source of P_s", ["P2", "P4", "P8"], 1.0),
+             ("s = 1", "source of P~", ["Pall"], 1.0),
+             ("s = 1", "M_1, then the control", ["M1", "control"], 1.0)]
     for s, k in ((0.5, 2), (0.25, 4), (0.125, 8)):
         label = toolkit.scale_label(s)
-        specs.append((f"s = {label}", f"P_{label}", [f"P{k}"], s, f"P1_{k}"))
+        specs.append((f"s = {label}", f"P_{label}", [f"P{k}"], s))
         for column, name in (("Mc", "M~"), ("M", "M")):
             cells = [f"{column}{k}"] + ([f"{column}{k}m"] if baselines == "matched" else [])
-            specs.append((f"s = {label}", f"{name}_{label}", cells, s, "model"))
+            specs.append((f"s = {label}", f"{name}_{label}", cells, s))
     return specs
 
 

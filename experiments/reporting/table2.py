@@ -19,13 +19,13 @@ PAPER_TABLE2: dict[tuple[str, float], float] = {
     ("Mc", 1.0): 2.176, ("Mc", 0.5): 2.211, ("Mc", 0.25): 2.264, ("Mc", 0.125): 2.332,
     ("P", 0.5): 2.210, ("P", 0.25): 2.246, ("P", 0.125): 2.297,
 }
-# Table 2 cell -> (column, s, model metric) of the runs it is made of; the s = 1 cell of P_s is the
+# Table 2 cell -> (column, s) of the runs it is made of, s the width of the model read; the s = 1 cell of P_s is the
 # co-trained source averaged over all P_s runs (every width and seed).
 CELL_SOURCES = {
-    "Mc1": [("Mc", 1.0, "model")], "Mc2": [("Mc", 0.5, "model")], "Mc4": [("Mc", 0.25, "model")],
-    "Mc8": [("Mc", 0.125, "model")], "M1": [("M", 1.0, "model")],
-    "P2": [("P", 0.5, "P1_2"), ("P", 1.0, "source")], "P4": [("P", 0.25, "P1_4"), ("P", 1.0, "source")],
-    "P8": [("P", 0.125, "P1_8"), ("P", 1.0, "source")], "control": [("control", 1.0, "model")],
+    "Mc1": [("Mc", 1.0)], "Mc2": [("Mc", 0.5)], "Mc4": [("Mc", 0.25)],
+    "Mc8": [("Mc", 0.125)], "M1": [("M", 1.0)],
+    "P2": [("P", 0.5), ("P", 1.0)], "P4": [("P", 0.25), ("P", 1.0)],
+    "P8": [("P", 0.125), ("P", 1.0)], "control": [("control", 1.0)],
 }
 
 IMAGENET_REQUIREMENTS = """\
@@ -155,17 +155,16 @@ def plot(table: Table2Cells, path, title: str):
                                           paper_title="paper (ImageNet)")
 
 
-def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float, str]]:
+def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float]]:
     """Table 2's learning curves: per s, P_s beside M~_s; at s = 1 the co-trained source beside M_1 and the
     control, and M~_1."""
-    specs = [("s = 1", "source of P_s", ["P2", "P4", "P8"], 1.0, "source"),
-             ("s = 1", "M_1, then the control", ["M1", "control"], 1.0, "model"),
-             ("s = 1", "M~_1", ["Mc1"] + (["Mc1m"] if baselines == "matched" else []), 1.0, "model")]
+    specs = [("s = 1", "source of P_s", ["P2", "P4", "P8"], 1.0),
+             ("s = 1", "M_1, then the control", ["M1", "control"], 1.0),
+             ("s = 1", "M~_1", ["Mc1"] + (["Mc1m"] if baselines == "matched" else []), 1.0)]
     for s, k in ((0.5, 2), (0.25, 4), (0.125, 8)):
         label = toolkit.scale_label(s)
-        specs.append((f"s = {label}", f"P_{label}", [f"P{k}"], s, f"P1_{k}"))
-        specs.append((f"s = {label}", f"M~_{label}", [f"Mc{k}"] + ([f"Mc{k}m"] if baselines == "matched" else []),
-                      s, "model"))
+        specs.append((f"s = {label}", f"P_{label}", [f"P{k}"], s))
+        specs.append((f"s = {label}", f"M~_{label}", [f"Mc{k}"] + ([f"Mc{k}m"] if baselines == "matched" else []), s))
     return specs
 
 

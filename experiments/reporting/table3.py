@@ -26,9 +26,8 @@ from experiments.reporting.toolkit import (
 )
 from experiments.run.evaluate import validation_loss
 from experiments.run.saved import data_of, load_model, nll_fn, pick_device
-from experiments.run.trainees import projected_name
 from experiments.tracking.store import MlflowClient
-from experiments.tracking.sweeps import download_run, find_sweep, load_trials
+from experiments.tracking.sweeps import download_run, load_trials
 
 # Table 3 of the paper (training losses, nats/token): (target width, source width, rank) -> loss.
 PAPER_TABLE3 = {
@@ -48,10 +47,7 @@ def label(target: float, source: float, rank: int) -> str:
 def load_runs(tracking_uri: str, experiment: str, scale: str):
     """(sweep run, trials) of the newest finished Table 3 sweep of ``scale``; trials include the Table 1 runs
     it reused (``reused_from`` names them) and each run's target, source width, scale and rank."""
-    sweep_run = find_sweep(tracking_uri, experiment, scale, "table3")
-    if sweep_run is None:
-        raise toolkit.MissingRuns(f"table3: no finished table3 sweep at scale {scale} in {tracking_uri}; run "
-                                  f"`{toolkit.make_command('table3', scale)}` first")
+    sweep_run = toolkit.store_sweep(tracking_uri, experiment, scale, "table3")
     trials = load_trials(tracking_uri, experiment, sweep_run.data.tags["sweep_id"])
     trials["reused_from"] = ""
     reused = json.loads(sweep_run.data.tags.get("reused", "{}"))
@@ -109,14 +105,13 @@ def table3_cells(trials: pd.DataFrame, train: pd.DataFrame) -> Table3:
     merged = trials.merge(train, on="run_id", how="left")
     rows, train_cells, val_cells = [], {}, {}
     for (target, source, rank), group in merged.groupby(["target", "source", "rank"], sort=False):
-        legacy = projected_name(group.scale.iloc[0])
         done = group[group.status == "FINISHED"]
         key = (target, source, int(rank))
         if len(done):
             runs = done.to_dict("records")
-            losses = [toolkit.loss_of(run, "all", target, legacy) for run in runs]
+            losses = [toolkit.loss_of(run, "all", target) for run in runs]
             # Per-image losses on the same images make the SE of a difference between cells paired (claims.py).
-            val_images = [toolkit.per_image_of(run, "all", target, legacy) for run in runs]
+            val_images = [toolkit.per_image_of(run, "all", target) for run in runs]
             if all(loss is not None for loss in losses):
                 val_cells[key] = combine_runs([m for m, _ in losses], [se for _, se in losses],
                                               val_images if all(v is not None for v in val_images) else None)

@@ -64,7 +64,7 @@ def _finished_cells(trials: pd.DataFrame):
             yield row, split, parsed[1]
 
 
-PROJECTED_WIDTH, LEGACY_NAME = 0.5, "P1_2"  # Table 4 reads P_1/2
+PROJECTED_WIDTH = 0.5  # Table 4 reads P_1/2
 
 
 def table4_cells(trials: pd.DataFrame) -> Table4Cells:
@@ -73,7 +73,7 @@ def table4_cells(trials: pd.DataFrame) -> Table4Cells:
     pools: dict[tuple[str, str, str], tuple[list[float], list[float]]] = {}
     for row, split, regime in _finished_cells(trials):
         for group in ("C1", "C2"):
-            loss = toolkit.loss_of(row, f"{split}_{group}", PROJECTED_WIDTH, LEGACY_NAME)
+            loss = toolkit.loss_of(row, f"{split}_{group}", PROJECTED_WIDTH)
             if loss is None:
                 continue
             means, ses = pools.setdefault((split, regime, group), ([], []))
@@ -109,7 +109,7 @@ def per_image_losses(tracking_uri: str, trials: pd.DataFrame) -> dict:
         if row.get("per_image") is None:
             continue
         for group in ("C1", "C2"):
-            losses = np.asarray(toolkit.per_image_of(row, f"{split}_{group}", PROJECTED_WIDTH, LEGACY_NAME))
+            losses = np.asarray(toolkit.per_image_of(row, f"{split}_{group}", PROJECTED_WIDTH))
             pools.setdefault((split, regime, group), []).append(losses)
     return {key: np.mean(values, axis=0) for key, values in pools.items()}
 

@@ -3,7 +3,8 @@ claim verdicts, cell formatting, runs per cell, the ours-beside-the-paper plot a
 
 Each artefact module (``table1`` ... ``table4``, ``figure3``, ``figure4``, ``generators`` ...) keeps only its
 own table logic and the paper's numbers; the generic claim rules are in ``claims``. Reports read the MLflow store
-(``experiments.tracking``), never the trainer.
+(``experiments.tracking``), or without it the sweeps' evidence files (``experiments.tracking.evidence``), never
+the trainer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from projectable import scale_name
 from experiments.config import code_root, project_root
 from experiments.reporting.claims import DF_TEXT, Cell, Verdict, combine_runs, summarise
 from experiments.run.evaluate import val_key, width_key
+from experiments.tracking.evidence import (
+    Evidence,
+    histories_of,
+    load_evidence,
+    merge_evidence,
+    sweep_run_of,
+    trials_of,
+)
 from experiments.tracking.store import git_commit, machine
 from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trials
 
@@ -72,11 +81,22 @@ class NotebookParams(NamedTuple):
     out_dir: Path  # reports/<scale>
     cache: Path  # downloaded models and data caches of reports that evaluate models
     root: Path  # the repository
+    source: str = "auto"  # where runs are read: store | evidence | auto (the store when it has them)
+    sweeps: tuple[str, ...] = ()  # evidence: the sweep ids to merge (default: every finished one of the experiment)
+
+    @property
+    def evidence_dir(self) -> Path:
+        """reports/<scale>/evidence: the sweeps' evidence files (``experiments.tracking.evidence``)."""
+        return self.out_dir / "evidence"
+
+
+SOURCES = ("auto", "store", "evidence")
 
 
 def notebook_params(environ: Mapping[str, str] | None = None, quiet: bool = False) -> NotebookParams:
-    """``PROJECTABLE_REPORT_{SCALE,TRACKING_URI,EXPERIMENT,REPORTS,CACHE}``, each with the repository's
-    default (cpu, its ``mlflow.db``, ``projectable``, ``reports/``, ``.cache/reports``)."""
+    """``PROJECTABLE_REPORT_{SCALE,TRACKING_URI,EXPERIMENT,REPORTS,CACHE,SOURCE,SWEEPS}``, each with the
+    repository's default (cpu, its ``mlflow.db``, ``projectable``, ``reports/``, ``.cache/reports``, auto, every
+    evidence file of the experiment)."""
     env = os.environ if environ is None else environ
     root = project_root()
     get = lambda key, default: env.get(ENV_PREFIX + key) or default
@@ -88,9 +108,13 @@ def notebook_params(environ: Mapping[str, str] | None = None, quiet: bool = Fals
         out_dir=Path(get("REPORTS", root / "reports")) / scale,
         cache=Path(get("CACHE", root / ".cache" / "reports")),
         root=root,
+        source=get("SOURCE", "auto"),
+        sweeps=tuple(s for s in get("SWEEPS", "").split(",") if s),
     )
+    if params.source not in SOURCES:
+        raise ValueError(f"{ENV_PREFIX}SOURCE={params.source}: choose one of {', '.join(SOURCES)}")
     if not quiet:
-        print(f"scale={params.scale} store={params.tracking_uri} -> {params.out_dir}")
+        print(f"scale={params.scale} store={params.tracking_uri} source={params.source} -> {params.out_dir}")
     return params
 
 
@@ -101,25 +125,108 @@ NEEDED_CELLS: dict[str, tuple[str, ...]] = {"table1": TABLE1_CELLS, "figure3": T
                                             "figure4": TABLE1_CELLS}
 
 
-def newest_sweep(params: NotebookParams, artefact: str):
-    """The newest finished sweep ``artefact`` reads (with every cell it needs), or ``MissingRuns`` naming the
+def _store_exists(uri: str) -> bool:
+    """A sqlite store whose file is missing has no runs (and must not be created by looking)."""
+    return not uri.startswith("sqlite:") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def store_sweep(tracking_uri: str, experiment: str, scale: str, artefact: str):
+    """The one way every artefact finds its sweep in a store: the newest finished sweep of the experiment
+    ``artefact`` reads (``ARTEFACTS``) at ``scale`` with every cell it needs, or ``MissingRuns`` naming the
     command that makes it."""
     name = ARTEFACTS[artefact][0]
     cells = NEEDED_CELLS.get(artefact, ())
-    found = find_sweep(params.tracking_uri, params.experiment, params.scale, name, cells=cells)
+    found = None
+    if _store_exists(tracking_uri):
+        found = find_sweep(tracking_uri, experiment, scale, name, cells=cells)
     if found is None:
         which = f"complete {name} sweep (cells {', '.join(cells)})" if cells else f"{name} sweep"
-        raise MissingRuns(f"{artefact}: no finished {which} at scale {params.scale} in {params.tracking_uri}; "
-                          f"run `{make_command(artefact, params.scale)}` first")
+        raise MissingRuns(f"{artefact}: no finished {which} at scale {scale} in {tracking_uri}; "
+                          f"run `{make_command(artefact, scale)}` first")
     return found
 
 
+def newest_sweep(params: NotebookParams, artefact: str):
+    """``store_sweep`` in the store the notebooks' parameters name."""
+    return store_sweep(params.tracking_uri, params.experiment, params.scale, artefact)
+
+
+# The reports that render from evidence files alone; the others need what
+# ``experiments.reporting.evidence`` does not hold yet, so they read the store.
+FROM_EVIDENCE = ("table1", "figure4", "split_study")
+
+
+def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:
+    """The evidence ``artefact`` reads: the finished sweeps of its experiment in ``reports/<scale>/evidence``
+    (those of ``params.sweeps`` where given) merged (``tracking.evidence.merge_evidence``), or
+    ``MissingRuns``. Every file there of the experiment is part of it: committing an evidence file declares
+    its sweep part of the experiment's reports, deleting it withdraws it."""
+    name, cells = ARTEFACTS[artefact][0], NEEDED_CELLS.get(artefact, ())
+    where = f"{params.evidence_dir}"
+    if artefact not in FROM_EVIDENCE:
+        raise MissingRuns(f"{artefact}: renders from the store only (its evidence is not written yet); run "
+                          f"`{make_command(artefact, params.scale)}` first")
+    parts = []
+    for path in sorted(params.evidence_dir.glob("*.parquet")):
+        evidence = load_evidence(path)
+        sweep = evidence.sweeps[0]
+        if sweep["tags"].get("experiment") != name or not evidence.finished:
+            continue
+        if params.sweeps and sweep["tags"].get("sweep_id") not in params.sweeps:
+            continue
+        parts.append(evidence)
+    if not parts:
+        raise MissingRuns(f"{artefact}: no finished {name} sweep at scale {params.scale} in {params.tracking_uri} "
+                          f"nor an evidence file of one in {where}; run `{make_command(artefact, params.scale)}` first")
+    merged = merge_evidence(parts)
+    lacking = sorted(set(cells) - set(merged.runs.loc[merged.runs.status == "FINISHED", "cell"]))
+    if lacking:
+        raise MissingRuns(f"{artefact}: the evidence of {', '.join(merged.sweep_ids)} in {where} lacks finished runs "
+                          f"of cells {', '.join(lacking)}; run `{make_command(artefact, params.scale)}` first")
+    return merged
+
+
+def check_runs(params: NotebookParams, artefact: str) -> str:
+    """'store' or 'evidence': where ``artefact`` reads its runs (``params.source``; auto prefers the store
+    while it has them), or ``MissingRuns`` saying what is missing in both."""
+    if params.source in ("auto", "store"):
+        try:
+            newest_sweep(params, artefact)
+            return "store"
+        except MissingRuns as missing:
+            if params.source == "store":
+                raise
+            in_store = str(missing)
+    try:
+        newest_evidence(params, artefact)
+    except MissingRuns:
+        if params.source == "auto" and artefact not in FROM_EVIDENCE:
+            raise MissingRuns(in_store) from None
+        raise
+    return "evidence"
+
+
 def sweep_and_trials(params: NotebookParams, artefact: str, per_image: bool = False):
-    """(sweep run, trials) of the newest finished sweep ``artefact`` reads; with ``per_image`` each trial's
-    per-image validation losses too (paired standard errors)."""
+    """(sweep run, trials) of the newest finished sweep ``artefact`` reads, from the store or its evidence
+    files (``check_runs``); with ``per_image`` each trial's per-image validation losses too (paired standard
+    errors). From evidence the sweep run is a stand-in with the same ``info`` and ``data`` fields, and
+    ``evidence_of`` returns the evidence behind it."""
+    if check_runs(params, artefact) == "evidence":
+        evidence = newest_evidence(params, artefact)
+        return sweep_run_of(evidence), trials_of(evidence, per_image)
     sweep_run = newest_sweep(params, artefact)
     trials = load_trials(params.tracking_uri, params.experiment, sweep_run.data.tags["sweep_id"])
     return sweep_run, attach_per_image(trials, params.tracking_uri) if per_image else trials
+
+
+def evidence_of(sweep_run) -> Evidence | None:
+    """The evidence a sweep run stand-in was read from (``sweep_and_trials``); None for a run of the store."""
+    return getattr(sweep_run, "evidence", None)
+
+
+def metric_source(params: NotebookParams, sweep_run) -> str | Evidence:
+    """Where the runs' metric histories are (``learning_curves``): the store, or the sweep's evidence."""
+    return evidence_of(sweep_run) or params.tracking_uri
 
 
 class SavedModels(NamedTuple):
@@ -158,20 +265,17 @@ def _present(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def loss_of(row: Mapping, subset: str, width: float, legacy: str) -> tuple[float, float] | None:
-    """(nats/token, its standard error) of the model of ``width`` in a trial row: the metric schema's key
-    (``val/<subset>/s1_4/nats_per_token``), or the name ``legacy`` ('model', 'source', 'P1_4') that runs
-    logged before it, so that older stores still report."""
+def loss_of(row: Mapping, subset: str, width: float) -> tuple[float, float] | None:
+    """(nats/token, its standard error) of the model of ``width`` in a trial row (the metric schema's
+    ``val/<subset>/s1_4/nats_per_token``; runs from before it are renamed where stores are read,
+    ``tracking.sweeps.schema_metrics``)."""
     mean, se = row.get(val_key(subset, width)), row.get(val_key(subset, width, "nats_se"))
-    if not _present(mean):
-        mean, se = row.get(f"val/{subset}/{legacy}/nats"), row.get(f"val/{subset}/{legacy}/nats_se")
     return (float(mean), float(se)) if _present(mean) else None
 
 
-def per_image_of(row: Mapping, subset: str, width: float, legacy: str) -> list[float] | None:
-    """The per-image losses of that model (``eval/per_image_nats.json``), by schema key or legacy name."""
-    losses = row.get("per_image") or {}
-    return losses.get(f"{subset}/{width_key(width)}", losses.get(f"{subset}/{legacy}"))
+def per_image_of(row: Mapping, subset: str, width: float) -> list[float] | None:
+    """The per-image losses of that model (``eval/per_image_nats.json``'s ``<subset>/<width key>``)."""
+    return (row.get("per_image") or {}).get(f"{subset}/{width_key(width)}")
 
 
 def _run_id_of_uri(uri) -> str | None:
@@ -218,10 +322,10 @@ def lineage_ids(trials: pd.DataFrame) -> list[str]:
     return out
 
 
-def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float, str]]],
+def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float]]],
                  subset: str = "all") -> dict[tuple[str, float], Cell]:
-    """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s, legacy
-    model name) entries a trial contributes to, s being the model's width. Runs are averaged per lineage
+    """Combine finished trials into table cells: ``cell_sources[trial cell]`` lists the (column, s) entries a
+    trial contributes to, s being the model's width. Runs are averaged per lineage
     (``lineage_ids``; the independent unit, ``claims``), and cells that share lineages are paired by them.
     Per-image losses (``tracking.sweeps.attach_per_image``) make the cells' standard errors of differences
     paired over images."""
@@ -229,14 +333,14 @@ def gather_cells(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str
     for row, lineage in zip(trials.to_dict("records"), lineage_ids(trials)):
         if row["status"] != "FINISHED":
             continue
-        for column, s, model in cell_sources.get(row["cell"], []):
-            loss = loss_of(row, subset, s, model)
+        for column, s in cell_sources.get(row["cell"], []):
+            loss = loss_of(row, subset, s)
             if loss is None:
                 continue
             means, ses, images, lineages = pools.setdefault((column, s), ([], [], [], []))
             means.append(loss[0])
             ses.append(loss[1])
-            images.append(per_image_of(row, subset, s, model))
+            images.append(per_image_of(row, subset, s))
             lineages.append(lineage)
     return {
         key: combine_runs(means, ses, images if all(i is not None for i in images) else None, lineages)
@@ -537,23 +641,25 @@ def plot_ours_beside_paper(cells: Mapping[tuple[str, float], Cell], paper: Mappi
     return save_figure(fig, title, path)
 
 
-def learning_curves(trials: pd.DataFrame, tracking_uri: str, curves: Sequence[tuple[str, str, list[str], float, str]],
+def learning_curves(trials: pd.DataFrame, source: str | Evidence,
+                    curves: Sequence[tuple[str, str, list[str], float]],
                     stage_steps: Mapping[str, int], subset: str = "all") -> pd.DataFrame:
-    """The validation loss of each (panel, label, cells, width, legacy name) curve against the optimizer
+    """The validation loss of each (panel, label, cells, width) curve against the optimizer
     steps the model's weights have seen: a stage-2 run's steps start after stage 1's (its weights continue
-    a stage-1 model; with stage 1 at 0 steps they start at 0). Seeds are averaged per step.
+    a stage-1 model; with stage 1 at 0 steps they start at 0). Seeds are averaged per step. ``source``: the
+    store's tracking URI or the sweep's evidence (``metric_source``).
     Columns: panel, label, steps, nats, runs."""
     from experiments.tracking.sweeps import metric_histories
 
     finished = trials[trials.status == "FINISHED"]
     frames = []
-    for panel, label, cells, width, legacy in curves:
+    for panel, label, cells, width in curves:
         runs = finished[finished.cell.isin(cells)]
         if runs.empty:
             continue
-        keys = [val_key(subset, width), f"val/{subset}/{legacy}/nats"]
-        history = metric_histories(tracking_uri, runs.run_id.tolist(), keys)
-        history = history[history.key == (keys[0] if (history.key == keys[0]).any() else keys[1])]
+        keys = [val_key(subset, width)]
+        history = (histories_of(source, runs.run_id.tolist(), keys) if isinstance(source, Evidence)
+                   else metric_histories(source, runs.run_id.tolist(), keys))
         offsets = {row.run_id: (stage_steps.get("stage1", 0) if row.stage == "stage2" else 0)
                    for row in runs.itertuples()}
         history = history.assign(steps=history.step + history.run_id.map(offsets))
@@ -607,8 +713,12 @@ class ReportFiles(NamedTuple):
 
 
 def log_to_sweep(params: NotebookParams, sweep_run, files: ReportFiles, extra: Sequence[Path] = ()) -> None:
-    """Attach a report's files to the MLflow run of the sweep it reads (artifact folder ``reports/<scale>``)."""
+    """Attach a report's files to the MLflow run of the sweep it reads (artifact folder ``reports/<scale>``);
+    nothing for a report made from evidence files (no store to attach them to)."""
     from experiments.tracking.store import MlflowClient
+
+    if evidence_of(sweep_run) is not None:
+        return
 
     client = MlflowClient(params.tracking_uri)
     for path in [*files, *extra]:

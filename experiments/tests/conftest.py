@@ -31,6 +31,7 @@ class Store(NamedTuple):
             f"tracking.uri={self.uri}",
             f"tracking.artifacts={self.root / 'mlartifacts'}",
             f"sweep.storage={self.root / 'ray_results'}",
+            f"sweep.evidence={self.root / 'reports'}",
         ]
 
 

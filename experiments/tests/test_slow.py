@@ -140,7 +140,7 @@ def test_smoke_sweep_on_a_two_node_cluster_with_an_mlflow_server(tmp_path):
         overrides = [
             "experiment=table1", "scale=smoke", "cluster=remote", f"cluster.address={address}",
             f"tracking.uri={uri}", f"sweep.storage={tmp_path / 'ray_results'}", f"paths.runs={tmp_path / 'runs'}",
-            f"paths.cache={tmp_path / 'cache'}", "sweep.reuse_actors=false",
+            f"paths.cache={tmp_path / 'cache'}", "sweep.reuse_actors=false", f"sweep.evidence={tmp_path / 'reports'}",
         ]
         done = subprocess.run([sys.executable, str(project_root() / "experiments" / "sweep.py"), *overrides],
                               cwd=tmp_path, env=env, capture_output=True, text=True,

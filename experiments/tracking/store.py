@@ -163,3 +163,17 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{platform.node()} | {platform.platform()} | {os.cpu_count()} CPUs | {gpu} | "
             f"python {sys.version.split()[0]} | torch {torch.__version__}")
+
+
+def cpu_tags() -> dict[str, str]:
+    """The CPU a run trains on: ``cpu_model`` and ``cpu_flags`` (/proc/cpuinfo's model name and flags, where
+    there is one; e.g. avx512_bf16 and amx_bf16 decide how fast bf16 runs), tags of every run."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return {"cpu_model": fields.get("model name") or platform.processor() or platform.machine() or "unknown",
+            "cpu_flags": fields.get("flags", "")[:5000]}  # MLflow's tag values stop at 8000 characters

@@ -7,12 +7,14 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import ConfigError, code_root, config_differences, effective_config, parse_run
+from experiments.run.evaluate import STAT_KEYS, val_key, width_key
 from experiments.run.saved import SavedRun
 from experiments.tracking import store as tracking
 from experiments.tracking.store import MlflowClient
@@ -115,6 +117,70 @@ def finished_cells(client, exp_id: str, sweep_id: str) -> set[str]:
     return {run.data.tags["cell"] for run in trials if "cell" in run.data.tags}
 
 
+# ------------------------------------------------------------------------------------------------
+# Runs logged before the metric schema (``experiments.run.evaluate``): their model names are mapped to the
+# schema's width keys here, where stores are read, so that no report code knows the old names.
+# 'model' is the run's own model (its ``width`` tag), 'source' a projected run's co-trained source (s1),
+# 'P1_<k>' its P_1/k; the stats were 'nats', 'nats_se', 'bpd', 'bpd_se' (``STAT_KEYS``' keys).
+
+
+def legacy_width(name: str, width: float) -> float | None:
+    """The width a pre-schema model name stands for in a run of ``width``; None for a schema name."""
+    if name == "model":
+        return width
+    if name == "source":
+        return 1.0
+    if name.startswith("P1_") and name[3:].isdigit():
+        return 1 / int(name[3:])
+    return None
+
+
+def schema_metrics(metrics: Mapping[str, float], width: float) -> dict[str, float]:
+    """A run's metrics with every pre-schema ``val/<subset>/<model>/<stat>`` renamed to its schema key
+    (dropped where the run also logged the schema key)."""
+    out, renamed = {}, {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        old = len(parts) == 4 and parts[0] == "val" and parts[3] in STAT_KEYS
+        model_width = legacy_width(parts[2], width) if old else None
+        if model_width is None:
+            out[key] = value
+        else:
+            renamed[val_key(parts[1], model_width, parts[3])] = value
+    return {**renamed, **out}
+
+
+def schema_per_image(losses: Mapping[str, list] | None, width: float) -> dict[str, list] | None:
+    """Per-image losses keyed ``<subset>/<width key>``: pre-schema ``<subset>/<model>`` keys renamed."""
+    if losses is None:
+        return None
+    out, renamed = {}, {}
+    for key, values in losses.items():
+        subset, _, name = key.rpartition("/")
+        model_width = legacy_width(name, width)
+        if model_width is None:
+            out[key] = values
+        else:
+            renamed[f"{subset}/{width_key(model_width)}"] = values
+    return {**renamed, **out}
+
+
+def legacy_keys(key: str, width: float) -> list[str]:
+    """The pre-schema names a run of ``width`` logged a schema key ``val/<subset>/<width key>/<stat>`` under."""
+    parts = key.split("/")
+    stats = {name: stat for stat, name in STAT_KEYS.items()}
+    if len(parts) != 4 or parts[0] != "val" or parts[3] not in stats:
+        return []
+    names = ["model"] * (parts[2] == width_key(width)) + ["source"] * (parts[2] == "s1")
+    names += [f"P1_{parts[2][3:]}"] * parts[2].startswith("s1_")
+    return [f"val/{parts[1]}/{name}/{stats[parts[3]]}" for name in names]
+
+
+def run_width(run) -> float:
+    """A run's width (its ``width`` tag, else its param; 1 for a projected run's source)."""
+    return float(run.data.tags.get("width") or run.data.params.get("width") or 1.0)
+
+
 def load_trials(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame:
     """One row per trial run of the sweep: tags, status, final metrics."""
     client = MlflowClient(tracking_uri)
@@ -130,7 +196,8 @@ def load_trials(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFra
             # what the run started from (its lineage, ``reporting.toolkit.lineage_ids``)
             "init_cell": tags.get("init_cell"), "init_from": run.data.params.get("init_from"),
             "run_id": run.info.run_id, "steps": int(float(run.data.params.get("train.steps", "nan"))),
-            "start": run.info.start_time, "end": run.info.end_time, **run.data.metrics,
+            "start": run.info.start_time, "end": run.info.end_time,
+            **schema_metrics(run.data.metrics, run_width(run)),
         })
     return pd.DataFrame(rows).sort_values(["stage", "cell", "seed"]).reset_index(drop=True)
 
@@ -145,7 +212,8 @@ def attach_per_image(trials: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
         for row in trials.to_dict("records"):
             try:
                 path = client.download_artifacts(row["run_id"], "eval/per_image_nats.json", tmp)
-                loaded.append(json.loads(Path(path).read_text()))
+                width = run_width(client.get_run(row["run_id"]))
+                loaded.append(schema_per_image(json.loads(Path(path).read_text()), width))
             except Exception:  # noqa: BLE001 - an older run without the artifact: unpaired SEs for it
                 loaded.append(None)
     return trials.assign(per_image=loaded)
@@ -172,8 +240,16 @@ def runs_frame(trials: pd.DataFrame, cells: list[str]) -> pd.DataFrame:
 
 
 def metric_histories(tracking_uri: str, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
-    """Every logged value of ``keys`` for each run: columns run_id, key, step, value."""
+    """Every logged value of ``keys`` (schema keys) for each run: columns run_id, key, step, value; a run
+    from before the schema is read under its old names (``legacy_keys``)."""
     client = MlflowClient(tracking_uri)
-    rows = [{"run_id": run_id, "key": key, "step": m.step, "value": m.value}
-            for run_id in run_ids for key in keys for m in client.get_metric_history(run_id, key)]
+    rows = []
+    for run_id in run_ids:
+        width = None
+        for key in keys:
+            history = client.get_metric_history(run_id, key)
+            if not history:
+                width = run_width(client.get_run(run_id)) if width is None else width
+                history = next((h for old in legacy_keys(key, width) if (h := client.get_metric_history(run_id, old))), [])
+            rows += [{"run_id": run_id, "key": key, "step": m.step, "value": m.value} for m in history]
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])

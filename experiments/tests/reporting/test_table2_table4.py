@@ -1,5 +1,6 @@
 """Table 2 and Table 4 report logic on made-up trial rows: cells, paper numbers, verdicts. The rows carry
-the metric names runs logged before the metric schema ('model', 'source', 'P1_2'): older stores still report."""
+the metric names runs logged before the metric schema ('model', 'source', 'P1_2'), renamed as stores are read
+(``tracking.sweeps.schema_metrics``): older stores still report."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import pandas as pd
 
 from experiments.reporting import table2 as report_table2
 from experiments.reporting import table4 as report_table4
+from experiments.tracking.sweeps import schema_metrics
 
 
-def row(cell, stage, **metrics):
-    return {"cell": cell, "stage": stage, "seed": 0, "status": "FINISHED", **metrics}
+def row(cell, stage, width=1.0, **metrics):
+    """A trial row as ``load_trials`` returns it from a store of pre-schema runs."""
+    return {"cell": cell, "stage": stage, "seed": 0, "status": "FINISHED", **schema_metrics(metrics, width)}
 
 
 def test_table2_cells_and_claims():
-    rows = [row(f"Mc{k}", "stage1", **{"val/all/model/nats": 2.0 + 0.1 * i, "val/all/model/nats_se": 0.001})
+    rows = [row(f"Mc{k}", "stage1", 1 / k, **{"val/all/model/nats": 2.0 + 0.1 * i, "val/all/model/nats_se": 0.001})
             for i, k in enumerate((1, 2, 4, 8))]
     rows += [row(f"P{k}", "stage2", **{f"val/all/P1_{k}/nats": 1.9 + 0.05 * i, f"val/all/P1_{k}/nats_se": 0.001,
                                        "val/all/source/nats": 1.8, "val/all/source/nats_se": 0.001})

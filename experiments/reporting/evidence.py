@@ -1,0 +1,81 @@
+"""What the reports need in a sweep's evidence file beyond its runs' metrics (``experiments.tracking.evidence``):
+the results only the final weights can give, computed by the sweep's driver as each run finishes, and read
+back in place of evaluating the saved models.
+
+``EXTRAS[experiment]`` lists them per experiment. Covered: Figure 4's per-image losses over its t1 grid
+(Table 1's sweep). Not yet covered, so these reports still need the store: Figure 3's and the generators'
+sample tokens, Table 3's losses on a training draw, Table 2's and Table 4's data summary and Table 4's
+subsets, the ablations' reference sweep, the split study's selection set.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.reporting import figure4, toolkit
+from experiments.tracking.evidence import Evidence, ExtraEvidence
+
+FIGURE4_LOSSES = "figure4/t1"  # extra key: per-image losses over figure4.T1_GRID (model, t1, image, value)
+FIGURE4_EVALUATION = "figure4/evaluation"  # extra key: who evaluated them (detail: commit, machine, wall time)
+
+
+def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
+    """Figure 4's evaluation of one finished Table 1 run of a cell it plots (``figure4.TABLE1_CELLS``):
+    the per-image loss of its P_s or M~_s at every t1 of the grid, as extra evidence rows."""
+    from experiments.run.saved import data_of, load_model, nll_fn, pick_device
+    from experiments.tracking.sweeps import download_run
+
+    cell = run.data.tags.get("cell")
+    if cell not in figure4.TABLE1_CELLS:
+        return pd.DataFrame()
+    tick = time.time()
+    family, s = figure4.TABLE1_CELLS[cell]
+    device = pick_device(None)
+    saved = download_run(tracking_uri, run.info.run_id, Path(cache) / "models")
+    model = load_model(saved).to(device)
+    zero_shot = figure4.ZeroShotModel(family, s, int(run.data.tags.get("seed", 0)), run.info.run_id,
+                                      nll_fn(model, s if family == "P" else None))
+    frame = figure4.evaluate_zero_shot([zero_shot], data_of(saved.config, Path(cache) / "data"), figure4.T1_GRID,
+                                       device=device)
+    rows = pd.DataFrame({"record": "extra", "run_id": run.info.run_id, "key": FIGURE4_LOSSES, "model": frame.model,
+                         "t1": frame.t1, "image": frame.image, "value": frame.nats.astype(float)})
+    evaluation = toolkit.evaluation_provenance(tick)
+    provenance = pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": FIGURE4_EVALUATION,
+                                "detail": json.dumps(evaluation, sort_keys=True)}])
+    return pd.concat([rows, provenance], ignore_index=True)
+
+
+EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses]}
+
+
+def figure4_frame(evidence: Evidence) -> tuple[pd.DataFrame, dict]:
+    """``figure4.evaluate_zero_shot``'s frame (model, family, s, seed, run_id, t1, image, nats) and the
+    evaluation's provenance (``toolkit.evaluation_provenance``: commit, machine, wall time, images), from
+    the evidence the sweep's driver wrote."""
+    extras = evidence.extras
+    losses = extras[extras.key == FIGURE4_LOSSES]
+    if losses.empty:
+        raise toolkit.MissingRuns(f"figure4: the evidence of {', '.join(evidence.sweep_ids)} holds no Figure 4 "
+                                  "losses; write it again from the store with `python -m experiments.reporting "
+                                  "backfill <sweep id>`")
+    runs = evidence.runs.set_index("run_id")
+    cells = runs.cell.loc[losses.run_id]
+    frame = pd.DataFrame({
+        "model": losses.model.to_numpy(),
+        "family": [figure4.TABLE1_CELLS[c][0] for c in cells],
+        "s": [figure4.TABLE1_CELLS[c][1] for c in cells],
+        "seed": runs.seed.loc[losses.run_id].astype(int).to_numpy(),
+        "run_id": losses.run_id.to_numpy(),
+        "t1": losses.t1.astype(float).to_numpy(),
+        "image": losses.image.astype(int).to_numpy(),
+        "nats": losses.value.astype("float32").to_numpy(),  # evaluate_zero_shot's dtype: the same sums
+    }).sort_values(["t1", "model", "seed", "image"], kind="stable").reset_index(drop=True)
+    details = [json.loads(d) for d in extras.loc[extras.key == FIGURE4_EVALUATION, "detail"]]
+    joined = lambda field: " + ".join(dict.fromkeys(str(d[field]) for d in details)) or "?"
+    evaluation = {"commit": joined("commit"), "machine": joined("machine"),
+                  "wall_time_s": sum(d["wall_time_s"] for d in details), "images": int(frame.image.max()) + 1}
+    return frame, evaluation

@@ -1,0 +1,74 @@
+"""The committed smoke reports render again from the committed smoke evidence alone (no MLflow store): the
+same CSV, and markdown identical but for the line naming the commit that wrote it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.config import code_root
+from experiments.reporting import toolkit
+
+SMOKE = code_root() / "reports" / "smoke"
+WRITTEN_AT = "report written at"  # the provenance line that names the checkout writing the report
+
+
+def render(name: str, reports: Path, source: str = "evidence") -> subprocess.CompletedProcess:
+    """Run the notebook analysis/<name>.py as a script, with the notebooks' parameters."""
+    env = {**os.environ, "PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_REPORTS": str(reports),
+           "PROJECTABLE_REPORT_SOURCE": source, "PROJECTABLE_REPORT_CACHE": str(reports / "cache"),
+           "PROJECTABLE_REPORT_TRACKING_URI": f"sqlite:///{reports}/no-store/mlflow.db", "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, str(code_root() / "analysis" / f"{name}.py")], env=env,
+                          capture_output=True, text=True, cwd=reports)
+
+
+def without_written_at(text: str) -> list[str]:
+    return [line for line in text.splitlines() if WRITTEN_AT not in line]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    reports = tmp_path_factory.mktemp("reports")
+    shutil.copytree(SMOKE / "evidence", reports / "smoke" / "evidence")
+    for name in ("table1", "figure4"):
+        done = render(name, reports)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert not (reports / "no-store").exists()  # nothing looked for a store, nothing created one
+    return reports / "smoke"
+
+
+@pytest.mark.parametrize("name", ["table1", "table1_curves", "figure4"])
+def test_the_csv_is_the_committed_one(rendered, name):
+    assert (rendered / f"{name}.csv").read_text() == (SMOKE / f"{name}.csv").read_text()
+
+
+@pytest.mark.parametrize("name", ["table1", "figure4"])
+def test_the_markdown_is_the_committed_one_but_for_who_wrote_it(rendered, name):
+    mine, committed = (rendered / f"{name}.md").read_text(), (SMOKE / f"{name}.md").read_text()
+    assert sum(WRITTEN_AT in line for line in committed.splitlines()) == 1
+    assert without_written_at(mine) == without_written_at(committed)
+
+
+def test_reports_without_evidence_say_what_makes_their_runs(tmp_path):
+    shutil.copytree(SMOKE / "evidence", tmp_path / "smoke" / "evidence")
+    params = toolkit.notebook_params({"PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_REPORTS": str(tmp_path),
+                                      "PROJECTABLE_REPORT_TRACKING_URI": f"sqlite:///{tmp_path}/none/mlflow.db"},
+                                     quiet=True)
+    assert toolkit.check_runs(params, "table1") == "evidence"
+    with pytest.raises(toolkit.MissingRuns, match=r"figure3: no finished complete table1 sweep .* run `nox -s "
+                                                   r"reproduce_table1 -- scale=smoke` first"):
+        toolkit.check_runs(params, "figure3")  # needs the weights: the store only
+    with pytest.raises(toolkit.MissingRuns, match="nor an evidence file of one"):
+        toolkit.check_runs(params, "split_study")
+    only_store = params._replace(source="store")
+    with pytest.raises(toolkit.MissingRuns, match="no finished complete table1 sweep"):
+        toolkit.check_runs(only_store, "table1")
+    other = params._replace(sweeps=("table1-smoke-other",))
+    with pytest.raises(toolkit.MissingRuns, match="nor an evidence file"):
+        toolkit.check_runs(other, "table1")
+    assert not (tmp_path / "none").exists()
