@@ -51,8 +51,9 @@ if evidence is None:
     tick = time.time()
     frame = figure4.evaluate_zero_shot(loaded.models, loaded.data, figure4.T1_GRID, device=loaded.device)
     evaluation = toolkit.evaluation_provenance(tick, images=int(frame.image.max()) + 1)
+    baselines = loaded.baselines
 else:
-    frame, evaluation = report_evidence.figure4_frame(evidence)
+    frame, evaluation, baselines = report_evidence.figure4_frame(evidence, trials)
 summary = figure4.zero_shot_summary(frame)
 summary.pivot(index="t1", columns="model", values="nats")
 
@@ -69,6 +70,6 @@ toolkit.verdicts_frame(verdicts)
 
 # %%
 prov = toolkit.provenance(sweep_run, trials)
-files = figure4.write_report(params.out_dir, frame, summary, verdicts, ranges, prov, evaluation, loaded.baselines)
+files = figure4.write_report(params.out_dir, frame, summary, verdicts, ranges, prov, evaluation, baselines)
 display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
 toolkit.log_to_sweep(params, sweep_run, files)

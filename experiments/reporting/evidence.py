@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -30,10 +31,10 @@ def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     from experiments.tracking.sweeps import download_run
 
     cell = run.data.tags.get("cell")
-    if cell not in figure4.TABLE1_CELLS:
+    if cell not in figure4.CELL_MODELS:
         return pd.DataFrame()
     tick = time.time()
-    family, s = figure4.TABLE1_CELLS[cell]
+    family, s = figure4.CELL_MODELS[cell]
     device = pick_device(None)
     saved = download_run(tracking_uri, run.info.run_id, Path(cache) / "models")
     model = load_model(saved).to(device)
@@ -52,12 +53,22 @@ def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
 EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses]}
 
 
-def figure4_frame(evidence: Evidence) -> tuple[pd.DataFrame, dict]:
-    """``figure4.evaluate_zero_shot``'s frame (model, family, s, seed, run_id, t1, image, nats) and the
-    evaluation's provenance (``toolkit.evaluation_provenance``: commit, machine, wall time, images), from
-    the evidence the sweep's driver wrote."""
+class Figure4Evidence(NamedTuple):
+    frame: pd.DataFrame  # figure4.evaluate_zero_shot's: model, family, s, seed, run_id, t1, image, nats
+    evaluation: dict  # toolkit.evaluation_provenance: commit, machine, wall time, images
+    baselines: str  # 'matched' when M~_s is read from its step-matched continuation (toolkit.matched_cells)
+
+
+def figure4_frame(evidence: Evidence, trials: pd.DataFrame) -> Figure4Evidence:
+    """Figure 4's per-image losses over the t1 grid and their evaluation's provenance, from the evidence the
+    sweep's driver wrote, for the cells the figure reads: M~_s from its step-matched continuation whenever
+    ``trials`` hold finished runs of it (``toolkit.matched_cells``), as from the store."""
+    from experiments.reporting.table1 import MATCHED
+
+    read = toolkit.matched_cells(trials, list(figure4.TABLE1_CELLS), MATCHED)
     extras = evidence.extras
-    losses = extras[extras.key == FIGURE4_LOSSES]
+    runs_read = set(evidence.runs.run_id[evidence.runs.cell.isin(list(read.cells))])
+    losses = extras[(extras.key == FIGURE4_LOSSES) & extras.run_id.isin(runs_read)]
     if losses.empty:
         raise toolkit.MissingRuns(f"figure4: the evidence of {', '.join(evidence.sweep_ids)} holds no Figure 4 "
                                   "losses; write it again from the store with `python -m experiments.reporting "
@@ -66,16 +77,17 @@ def figure4_frame(evidence: Evidence) -> tuple[pd.DataFrame, dict]:
     cells = runs.cell.loc[losses.run_id]
     frame = pd.DataFrame({
         "model": losses.model.to_numpy(),
-        "family": [figure4.TABLE1_CELLS[c][0] for c in cells],
-        "s": [figure4.TABLE1_CELLS[c][1] for c in cells],
+        "family": [figure4.CELL_MODELS[c][0] for c in cells],
+        "s": [figure4.CELL_MODELS[c][1] for c in cells],
         "seed": runs.seed.loc[losses.run_id].astype(int).to_numpy(),
         "run_id": losses.run_id.to_numpy(),
         "t1": losses.t1.astype(float).to_numpy(),
         "image": losses.image.astype(int).to_numpy(),
         "nats": losses.value.astype("float32").to_numpy(),  # evaluate_zero_shot's dtype: the same sums
     }).sort_values(["t1", "model", "seed", "image"], kind="stable").reset_index(drop=True)
-    details = [json.loads(d) for d in extras.loc[extras.key == FIGURE4_EVALUATION, "detail"]]
+    details = [json.loads(d) for d in extras.loc[(extras.key == FIGURE4_EVALUATION) & extras.run_id.isin(runs_read),
+                                                 "detail"]]
     joined = lambda field: " + ".join(dict.fromkeys(str(d[field]) for d in details)) or "?"
     evaluation = {"commit": joined("commit"), "machine": joined("machine"),
                   "wall_time_s": sum(d["wall_time_s"] for d in details), "images": int(frame.image.max()) + 1}
-    return frame, evaluation
+    return Figure4Evidence(frame, evaluation, read.baselines)

@@ -160,6 +160,9 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str) -> Path:
 # their step-matched continuations, ``table1.MATCHED``, where the sweep has them).
 TABLE1_CELLS = {"P2": ("P", 0.5), "P4": ("P", 0.25), "P8": ("P", 0.125),
                 "Mc2": ("M~", 0.5), "Mc4": ("M~", 0.25), "Mc8": ("M~", 0.125)}
+# ... and the step-matched continuations of the M~_s cells, which stand in for them where a sweep has them
+MATCHED_CELLS = {"Mc2m": ("M~", 0.5), "Mc4m": ("M~", 0.25), "Mc8m": ("M~", 0.125)}
+CELL_MODELS = {**TABLE1_CELLS, **MATCHED_CELLS}  # every trial cell Figure 4 may read -> (family, s)
 
 
 class LoadedModels(NamedTuple):
@@ -181,7 +184,7 @@ def load_table1_models(trials: pd.DataFrame, tracking_uri: str, cache_dir: str |
     saved = toolkit.load_saved_models(trials, list(read.cells), tracking_uri, cache_dir, device=device)
     models = []
     for row, model in zip(saved.runs.itertuples(), saved.models):
-        family, s = TABLE1_CELLS[read.cells[row.cell]]
+        family, s = CELL_MODELS[row.cell]
         models.append(ZeroShotModel(family, s, int(row.seed), row.run_id, nll_fn(model, s if family == "P" else None)))
     return LoadedModels(models, saved.data, saved.device, read.baselines)
 

@@ -32,8 +32,8 @@ def study_frame(trials: pd.DataFrame, subset: str = "selection") -> pd.DataFrame
         if not match:
             continue
         s, f = 1 / int(match["k"]), int(match["f"]) / 100
-        selection = toolkit.loss_of(row, subset, s, f"P1_{match['k']}")
-        validation = toolkit.loss_of(row, "all", s, f"P1_{match['k']}")
+        selection = toolkit.loss_of(row, subset, s)
+        validation = toolkit.loss_of(row, "all", s)
         rows.append({"f": f, "s": s, "P_s": f"P_{toolkit.scale_label(s)}", "run_id": row["run_id"],
                      "selection_nats": selection[0] if selection else math.nan,
                      "selection_se": selection[1] if selection else math.nan,
