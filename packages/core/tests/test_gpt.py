@@ -269,3 +269,31 @@ def test_a_source_reading_t_at_every_position_is_refused_by_the_projector():
 
     with pytest.raises(ValueError, match="task_input='every'"):
         ProjectableGPT(_conditional("every", n_embd=32), ProjectorConfig(task_dim=3, scales=(0.5,)))
+
+
+def test_cpu_bf16_autocast_runs_attention_in_fp32_and_the_rest_in_bf16(monkeypatch):
+    """gpt.CPU_ATTENTION_IN_FP32: the attention kernel sees fp32 heads under CPU bf16 autocast, the dense layers
+    stay bf16, and the logits stay close to the fp32 model's; switched off, attention runs in bf16."""
+    import torch.nn.functional as F
+    from projectable import gpt
+
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    tokens = torch.randint(0, 16, (3, 8))
+    reference = model(tokens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(tokens)
+    assert seen[-2:] == [torch.float32, torch.float32] and logits.dtype == torch.bfloat16
+    assert (logits.float() - reference).abs().max() < 0.05
+    monkeypatch.setattr(gpt, "CPU_ATTENTION_IN_FP32", False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(tokens)
+    assert seen[-2:] == [torch.bfloat16, torch.bfloat16]

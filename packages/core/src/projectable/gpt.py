@@ -288,6 +288,20 @@ class KVCache:
         return k, v
 
 
+# Under bf16 autocast on a CPU, attention runs in fp32: torch's CPU flash-attention kernel is slower in bf16
+# than in fp32 at head sizes 4-32 (backward ~1.7x at the cpu scale's T = 256; benchmarks/README.md, "Precision"),
+# while the dense layers gain from bf16. GPUs keep bf16 attention. False: attention in the autocast dtype.
+CPU_ATTENTION_IN_FP32 = True
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, dropout: float) -> torch.Tensor:
+    """Scaled dot-product attention over (B, H, T, D) heads (Sec. 2's Transformer blocks)."""
+    if CPU_ATTENTION_IN_FP32 and q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu"):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal,
+                                              dropout_p=dropout).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
+
+
 def transformer_forward(
     parts: GPTParts,
     linear: Linear,
@@ -311,7 +325,7 @@ def transformer_forward(
         causal = cache is None or cache.length == 0
         if not causal and T > 1:
             raise ValueError("a KV cache with a non-empty past accepts one new position at a time")
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and T > 1, dropout_p=drop)
+        y = attention(q, k, v, causal and T > 1, drop)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         x = x + F.dropout(linear("attn_out", layer, y), drop, parts.training)
         h = F.layer_norm(x, (C,), ln2_w[layer], ln2_b[layer])
