@@ -325,6 +325,19 @@ def no_worse(claim: str, comparison: str, candidate: Cell | None, reference: Cel
     return Verdict(claim, comparison, diff, b.bound, rule, diff + b.bound < margin, b.unpaired, b.df, b.critical)
 
 
+def equivalent(claim: str, comparison: str, candidate: Cell | None, reference: Cell | None,
+               margin: float) -> Verdict:
+    """``candidate`` and ``reference`` are equivalent: |candidate - reference| + t(0.975, df) x SE < margin
+    (``no_worse`` in both directions: the two one-sided 97.5% bounds on the difference lie inside the margin)."""
+    rule = f"|difference| + t(0.975, df) x SE < {margin:g}"
+    if candidate is None or reference is None:
+        return Verdict(claim, comparison, math.nan, math.nan, rule, None)
+    terms = [(1.0, candidate), (-1.0, reference)]
+    diff, b = candidate.mean - reference.mean, _bound(terms)
+    return Verdict(claim, comparison, diff, b.bound, rule, abs(diff) + b.bound < margin, b.unpaired, b.df,
+                   b.critical)
+
+
 def gap_grows(claim: str, comparison: str, gap_small: tuple[Cell, Cell] | None,
               gap_large: tuple[Cell, Cell] | None) -> Verdict:
     """(M~ - P) at the smaller s exceeds (M~ - P) at the larger s by more than t(0.975, df) x SE."""
