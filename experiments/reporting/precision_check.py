@@ -40,8 +40,9 @@ def cell_of(evidence: Evidence, cell: str, width: float) -> claims.Cell | None:
 
 
 def verdicts(evidence: Evidence, pairs: Mapping[str, Mapping], margin: float) -> list[claims.Verdict]:
-    """One equivalence verdict per compared model (``experiment.pairs``: name -> fp32 cell, bf16 cell, width)."""
-    return [claims.equivalent("bf16 training is equivalent to fp32", f"{name}: bf16 vs fp32",
+    """One equivalence verdict per compared model (``experiment.pairs``: name -> label, fp32 cell, bf16 cell,
+    width)."""
+    return [claims.equivalent("bf16 training is equivalent to fp32", f"{pair.get('label', name)}: bf16 vs fp32",
                               cell_of(evidence, pair["bf16"], float(pair["width"])),
                               cell_of(evidence, pair["fp32"], float(pair["width"])), margin)
             for name, pair in pairs.items()]
@@ -63,7 +64,7 @@ def frame(results: list[claims.Verdict], pairs: Mapping[str, Mapping], evidence:
     for name, verdict in zip(pairs, results):
         fp32 = cell_of(evidence, pairs[name]["fp32"], float(pairs[name]["width"]))
         bf16 = cell_of(evidence, pairs[name]["bf16"], float(pairs[name]["width"]))
-        rows.append({"model": name, "fp32": fp32.mean if fp32 else float("nan"),
+        rows.append({"model": pairs[name].get("label", name), "fp32": fp32.mean if fp32 else float("nan"),
                      "bf16": bf16.mean if bf16 else float("nan"), "seeds": min(fp32.seeds, bf16.seeds) if fp32 and bf16
                      else 0, "difference": verdict.difference, "t_se": verdict.t_se, "df": verdict.df,
                      "bound": abs(verdict.difference) + verdict.t_se, "margin": margin,

@@ -13,7 +13,7 @@ from experiments.reporting import claims, precision_check
 from experiments.run.evaluate import val_key, width_key
 from experiments.tracking.evidence import RUN_COLUMNS, Evidence
 
-PAIRS = {"P_1/4": {"fp32": "P4", "bf16": "P4_bf16", "width": 0.25}}
+PAIRS = {"P4": {"label": "P_1/4", "fp32": "P4", "bf16": "P4_bf16", "width": 0.25}}
 IMAGES = 64
 
 
