@@ -34,7 +34,7 @@ from experiments.config import (
     register_resolvers,
 )
 from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from experiments.run.datasets import TrainStream, build_data, validation_subsets
+from experiments.run.datasets import TrainStream, build_data, image_tokenizer, validation_subsets
 from experiments.run.evaluate import TRAIN_TOTAL_KEY, as_metrics, evaluate
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
@@ -139,11 +139,11 @@ def log_samples(trainee, data, subsets, run: RunConfig) -> None:
     mlflow.log_artifacts(str(folder), "samples")
 
 
-def log_final(trainee, losses, metrics: dict[str, float], subsets, run: RunConfig) -> None:
+def log_final(trainee, losses, metrics: dict[str, float], subsets, run: RunConfig, data=None) -> None:
     """Final weights (loadable by GPT.load / ProjectableGPT.load), per-image losses, and every model as an
     MLflow model linked to its metrics (``experiments.tracking.models``)."""
     folder = Path(run.run_dir) / "final"
-    trainee.save(folder)
+    trainee.save(folder, None if data is None else image_tokenizer(data, folder))  # exports then render alone
     mlflow.log_artifacts(str(folder), "model")
     per_image = {key: loss.per_image.tolist() for key, loss in losses.items()}
     mlflow.log_dict(per_image, "eval/per_image_nats.json")
@@ -230,7 +230,7 @@ def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks
         metrics, losses = run_evaluation(trainee, subsets, run, data)
         mlflow.log_metrics(metrics, step=cfg.steps)
     log_samples(trainee, data, subsets, run)
-    log_final(trainee, losses, metrics, subsets, run)
+    log_final(trainee, losses, metrics, subsets, run, data)
     return metrics
 
 
