@@ -277,7 +277,7 @@ def test_params_are_the_effective_config_only(smoke, store, tmp_path):
 
 
 @pytest.mark.filterwarnings("error:Add type hints:UserWarning")  # our predict is typed: no warning on every run
-def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smoke, store, tmp_path):
+def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smoke, store, tmp_path, capfd):
     import mlflow
     import numpy as np
     import pandas as pd
@@ -287,7 +287,10 @@ def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smok
 
     cfg = smoke("kind=projected", "projector.scales=[0.25]", "eval.samples=0", "tracking.register=p-smoke",
                 f"run_dir={tmp_path / 'p'}")
+    capfd.readouterr()
     train(cfg)
+    err = capfd.readouterr().err
+    assert "Downloading artifacts" not in err, err[-2000:]  # logging models downloads them: no bar per artifact
     run = run_of(store, tmp_path / "p")
     client = MlflowClient(store.uri)
     models = {m.name: m for m in client.search_logged_models([run.info.experiment_id],
