@@ -175,3 +175,33 @@ def test_the_core_does_not_import_projectable_vqvae():
             "assert 'projectable_vqvae' not in sys.modules, 'imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_checkpoint_points_to_its_vqvae_and_generate_then_export_ship_it(tmp_path, vqvae_file, capsys):
+    """A run's final folder holds vqvae.safetensors beside projectable.safetensors, which points to it; the
+    small model `generate` writes elsewhere points to the same file, and `export-gpt2` ships it with no flag.
+    A VQ-VAE changed or moved since is refused, saying so."""
+    pytest.importorskip("transformers", reason="the GPT-2 export needs the hf extra")
+    import shutil
+
+    from projectable import ProjectableGPT, ProjectorConfig
+    from projectable.tokenizer import read_tokenizer, vqvae_tokenizer
+    from projectable.vqvae_render import VQVAE_FILE
+
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    shutil.copyfile(vqvae_file, final / VQVAE_FILE)
+    source = GPT(GPTConfig.tiny(vocab_size=32, block_size=GRID * GRID, n_embd=32, n_head=2))
+    model = ProjectableGPT(source, ProjectorConfig(task_dim=3, scales=(0.5,)))
+    model.save(final / "projectable.safetensors", tokenizer=vqvae_tokenizer(final / VQVAE_FILE))
+    out = tmp_path / "elsewhere" / "small.safetensors"
+    assert main(["generate", "--checkpoint", str(final / "projectable.safetensors"), "--task", "1,2,3",
+                 "--out", str(out)]) == 0
+    assert read_tokenizer(out).vqvae == (final / VQVAE_FILE).resolve()
+    assert main(["export-gpt2", str(out), str(tmp_path / "gpt2")]) == 0
+    assert (tmp_path / "gpt2" / VQVAE_FILE).read_bytes() == vqvae_file.read_bytes()
+    assert "vqvae.safetensors" in (tmp_path / "gpt2" / "README.md").read_text()
+    (final / VQVAE_FILE).write_bytes(b"changed")
+    assert "has changed since (sha256 mismatch)" in run_error(["export-gpt2", out, tmp_path / "again"], capsys)
+    (final / VQVAE_FILE).unlink()
+    assert "which is missing" in run_error(["export-gpt2", out, tmp_path / "again"], capsys)
