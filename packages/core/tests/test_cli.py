@@ -1,5 +1,6 @@
 """The command line, called in-process: generate, export-gpt2, sample, info, and its one-line errors."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -363,8 +364,13 @@ def test_output_suffixes_are_checked_and_files_follow_the_umask(checkpoint, tmp_
         assert cli(["generate", "--checkpoint", path, "--task", "0.5,-1,2", "--scale", "1/2", "--out",
                      tmp_path / "s.safetensors"]) == 0
         GPT(GPTConfig.tiny()).save(tmp_path / "g.safetensors")
+        exported = importlib.util.find_spec("transformers") is not None  # the export needs the hf extra
+        if exported:
+            assert cli(["export-gpt2", tmp_path / "g.safetensors", tmp_path / "e"]) == 0
     finally:
         os.umask(previous)
+    if exported:  # transformers' save_pretrained writes model.safetensors through safetensors too
+        assert (tmp_path / "e" / "model.safetensors").stat().st_mode & 0o777 == 0o644
     for name in ("s.safetensors", "g.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # safetensors alone writes 0600
 

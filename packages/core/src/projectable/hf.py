@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from projectable.gpt import FILE_NAMES, GPT, GPTConfig
+from projectable.io import respect_umask
 
 if TYPE_CHECKING:
     from transformers import GPT2LMHeadModel
@@ -371,6 +372,8 @@ def save_gpt2(
             shutil.copyfile(content, directory / name)
     card = card or ModelCard()
     (directory / "README.md").write_text(card.render(model.config, model.num_params(), sorted(extra_files)))
+    for file in directory.iterdir():
+        respect_umask(file)  # safetensors writes model.safetensors 0600 whatever the umask
     return directory
 
 
