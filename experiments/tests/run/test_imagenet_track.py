@@ -248,3 +248,9 @@ def test_train_on_the_standin_with_encoder_task_vectors(kind, smoke, tmp_path):
     names = [k for k in metrics if k.endswith("/nats_per_token")]
     assert names and all(0 < metrics[k] < torch.log(torch.tensor(16.0)).item() + 0.5 for k in names)
     assert (tmp_path / "run" / "final").is_dir() and (tmp_path / "run" / "samples").is_dir()
+    # the final models point to the VQ-VAE saved beside them, so their exports ship it with no flag
+    from projectable.tokenizer import read_tokenizer
+
+    final = tmp_path / "run" / "final"
+    for file in set(final.glob("*.safetensors")) - {final / "vqvae.safetensors"}:
+        assert read_tokenizer(file).vqvae == (final / "vqvae.safetensors").resolve(), file
