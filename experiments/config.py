@@ -29,6 +29,17 @@ KINDS = ("unconditional", "conditional", "projected")
 SWEEP_SECTIONS = ("sweep", "cluster", "experiment", "budget")
 
 
+def _composition_exception() -> type:
+    from hydra.errors import ConfigCompositionException
+
+    return ConfigCompositionException
+
+
+class UnknownKeyError(ConfigError, _composition_exception()):
+    """An override of a key the tree lacks, naming the valid ones: a ConfigError, and still the Hydra
+    composition error callers of ``compose`` catch."""
+
+
 def _label_group(scheme: str, group: int, images: str) -> list[int]:
     from projectable_data.imagenet_tokens import STANDIN_CLASSES, label_group
 
@@ -54,11 +65,57 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
 
     register_resolvers()
     GlobalHydra.instance().clear()  # compose may run after @hydra.main or another compose
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except ConfigCompositionException as err:
+        better = unknown_key_error(overrides, config_name)
+        if better is None:
+            raise
+        raise better from err
+
+
+def unknown_key_error(overrides, config_name: str = "config") -> UnknownKeyError | None:
+    """An error naming the valid keys for each ``section.key=value`` override whose key the tree lacks
+    (Hydra's own message suggests ``+section.key=value``, which would add the misspelt key), or None when
+    every key exists. Composes the tree with the overrides that name no nested key (groups such as
+    ``scale=smoke``), so a group's keys count. Entry points that catch Hydra's composition error can call it
+    with their overrides for the same message."""
+    import difflib
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    plain = [o for o in overrides if "=" in o and o[0] not in "+~"]
+    nested = [o for o in plain if "." in o.split("=", 1)[0]]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            tree = hydra_compose(config_name=config_name, overrides=[o for o in overrides if o not in nested])
+    except Exception:  # noqa: BLE001 - another problem than a key: Hydra's own message stands
+        return None
+    missing = object()
+    problems = []
+    for override in nested:
+        key = override.split("=", 1)[0]
+        if OmegaConf.select(tree, key, default=missing) is not missing:
+            continue
+        section, _, name = key.rpartition(".")
+        node = OmegaConf.select(tree, section, default=None)
+        if not OmegaConf.is_dict(node):
+            top = ", ".join(sorted(str(k) for k in tree.keys()))
+            problems.append(f"{key}: there is no section '{section}' (sections and keys: {top})")
+            continue
+        valid = sorted(str(k) for k in node.keys())
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f"did you mean {section}.{close[0]}? " if close else ""
+        problems.append(f"{key} is not a key of '{section}'; {hint}its keys are {', '.join(valid)}")
+    return UnknownKeyError("; ".join(problems)) if problems else None
 
 
 def to_container(cfg: DictConfig) -> dict:

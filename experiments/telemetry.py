@@ -13,6 +13,9 @@ ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "HF_HUB_OFFLINE": "1",
     "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    # MLflow draws a progress bar per artifact download (logging a model downloads its artifacts to check it):
+    # a dozen bars per run that say nothing about the run
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

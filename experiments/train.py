@@ -35,7 +35,13 @@ from experiments.config import (
     resolve_precision,
 )
 from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from experiments.run.datasets import TrainStream, build_data, training_task_mean, validation_subsets
+from experiments.run.datasets import (
+    TrainStream,
+    build_data,
+    image_tokenizer,
+    training_task_mean,
+    validation_subsets,
+)
 from experiments.run.evaluate import (
     STAT_KEYS,
     TRAIN_TOTAL_KEY,
@@ -165,11 +171,11 @@ def log_samples(trainee, data, subsets, run: RunConfig) -> None:
     mlflow.log_artifacts(str(folder), "samples")
 
 
-def log_final(trainee, losses, metrics: dict[str, float], subsets, run: RunConfig) -> None:
+def log_final(trainee, losses, metrics: dict[str, float], subsets, run: RunConfig, data=None) -> None:
     """Final weights (loadable by GPT.load / ProjectableGPT.load), per-image losses, and every model as an
     MLflow model linked to its metrics (``experiments.tracking.models``)."""
     folder = Path(run.run_dir) / "final"
-    trainee.save(folder)
+    trainee.save(folder, None if data is None else image_tokenizer(data, folder))  # exports then render alone
     mlflow.log_artifacts(str(folder), "model")
     per_image = {key: loss.per_image.tolist() for key, loss in losses.items()}
     mlflow.log_dict(per_image, "eval/per_image_nats.json")
@@ -262,7 +268,7 @@ def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks
         mlflow.log_metrics(conditioned_metrics, step=cfg.steps)
     metrics, losses = {**metrics, **conditioned_metrics}, {**losses, **conditioned}
     log_samples(trainee, data, subsets, run)
-    log_final(trainee, losses, metrics, subsets, run)
+    log_final(trainee, losses, metrics, subsets, run, data)
     return metrics
 
 

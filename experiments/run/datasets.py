@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import torch
+from projectable.tokenizer import ImageTokenizer, palette_tokenizer, vqvae_tokenizer
 from projectable_data import Batch, SynthMNISTConfig, SynthMNISTTokens
 from projectable_data.imagenet_tokens import ImageNetTokens, ImageNetTokensConfig
 
@@ -115,3 +116,17 @@ def _source_batch(data: SynthMNISTTokens | ImageNetTokens, name: str, subset) ->
         return data.selection(subset.size, overrides=overrides)
     except ValueError as err:
         raise ValueError(f"eval.subsets.{name}: {err}") from err
+
+
+VQVAE_FILE = "vqvae.safetensors"  # beside a run's final models on the ImageNet track
+
+
+def image_tokenizer(data: SynthMNISTTokens | ImageNetTokens, folder: Path) -> ImageTokenizer:
+    """What turns the data's tokens into pixels, for the run's model files to record (``projectable.tokenizer``):
+    SynthMNIST's palette, carried in the files; the ImageNet track's VQ-VAE, written to ``folder`` beside them
+    so that the run's models and what decodes them stay together (and reach MLflow's ``model`` artifacts)."""
+    if isinstance(data, ImageNetTokens):
+        folder.mkdir(parents=True, exist_ok=True)
+        data.tokenizer.save(folder / VQVAE_FILE)
+        return vqvae_tokenizer(folder / VQVAE_FILE)
+    return palette_tokenizer(data.palette.centres.numpy())

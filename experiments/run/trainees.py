@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, sample, scale_name
+from projectable.tokenizer import ImageTokenizer
 
 from experiments.run.evaluate import NLLFn, width_key
 
@@ -69,9 +70,10 @@ class GPTTrainee:
     def source(self) -> GPT:
         return self.model
 
-    def save(self, folder: Path) -> list[Path]:
+    def save(self, folder: Path, tokenizer: ImageTokenizer | None = None) -> list[Path]:
+        """The model file; ``tokenizer`` (the data's palette or VQ-VAE) is recorded in it so exports render."""
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save(folder / MODEL_FILE)
+        self.model.save(folder / MODEL_FILE, tokenizer=tokenizer)
         return [folder / MODEL_FILE]
 
 
@@ -140,12 +142,13 @@ class ProjectedTrainee:
     def source(self) -> GPT | None:
         return self.model.source
 
-    def save(self, folder: Path) -> list[Path]:
+    def save(self, folder: Path, tokenizer: ImageTokenizer | None = None) -> list[Path]:
+        """Source and projectors, and the source alone; each records ``tokenizer`` (see GPTTrainee.save)."""
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save(folder / PROJECTABLE_FILE)
+        self.model.save(folder / PROJECTABLE_FILE, tokenizer=tokenizer)
         if not self.reads_source:
             return [folder / PROJECTABLE_FILE]
-        self.model.source.save(folder / MODEL_FILE)
+        self.model.source.save(folder / MODEL_FILE, tokenizer=tokenizer)
         return [folder / PROJECTABLE_FILE, folder / MODEL_FILE]
 
 

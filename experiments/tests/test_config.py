@@ -229,10 +229,16 @@ def test_unknown_group_option_names_the_valid_choices():
     assert "scale/tiny" in message and all(s in message for s in ("cpu", "gpu", "paper", "smoke"))
 
 
-def test_unknown_key_override_is_refused():
-    with pytest.raises(ConfigCompositionException) as err:
+def test_unknown_key_override_is_refused_naming_the_valid_keys():
+    with pytest.raises(ConfigCompositionException) as err:  # still Hydra's error type, and a ConfigError
         compose(["model.n_layr=3"])
-    assert "n_layr" in str(err.value)
+    message = str(err.value)
+    assert isinstance(err.value, ConfigError) and "+model" not in message  # not Hydra's advice to add the key
+    assert "model.n_layr is not a key of 'model'; did you mean model.n_layer?" in message and "n_embd" in message
+    with pytest.raises(ConfigError, match="train.stepz is not a key of 'train'; did you mean train.steps"):
+        compose(["scale=smoke", "train.stepz=3"])  # a group's keys count
+    with pytest.raises(ConfigError, match="there is no section 'trian'"):
+        compose(["trian.steps=3"])
 
 
 def test_added_unknown_key_names_the_valid_keys():

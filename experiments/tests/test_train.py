@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -73,6 +74,11 @@ def test_each_kind_trains_evaluates_and_logs(name, smoke, store, tmp_path):
         assert loaded.config.scales == tuple(cfg.projector.scales)
     else:
         assert GPT.load(final / "model.safetensors").config.n_embd == int(32 * cfg.width)
+    # every final model file records the palette its tokens came from, so its export renders alone
+    from projectable.tokenizer import read_tokenizer
+
+    for file in final.glob("*.safetensors"):
+        assert read_tokenizer(file).centres.shape == (16, 3), file
 
 
 def test_main_prints_the_final_validation_losses(store, tmp_path, monkeypatch, capsys):
@@ -306,7 +312,7 @@ def test_params_are_the_effective_config_only(smoke, store, tmp_path):
 
 
 @pytest.mark.filterwarnings("error:Add type hints:UserWarning")  # our predict is typed: no warning on every run
-def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smoke, store, tmp_path):
+def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smoke, store, tmp_path, capfd):
     import mlflow
     import numpy as np
     import pandas as pd
@@ -316,7 +322,10 @@ def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smok
 
     cfg = smoke("kind=projected", "projector.scales=[0.25]", "eval.samples=0", "tracking.register=p-smoke",
                 f"run_dir={tmp_path / 'p'}")
+    capfd.readouterr()
     train(cfg)
+    err = capfd.readouterr().err
+    assert "Downloading artifacts" not in err, err[-2000:]  # logging models downloads them: no bar per artifact
     run = run_of(store, tmp_path / "p")
     client = MlflowClient(store.uri)
     models = {m.name: m for m in client.search_logged_models([run.info.experiment_id],
@@ -333,6 +342,41 @@ def test_final_models_load_with_mlflow_and_give_the_logged_per_image_losses(smok
         np.testing.assert_allclose(predicted, per_image[key], atol=1e-5, rtol=0)
         linked = {m.key for m in models[name].metrics}
         assert f"val/{key}/nats_per_token" in linked
+    # logits, samples and the generated small model P_1/4(t) from the logged model alone
+    loaded = mlflow.pyfunc.load_model(f"models:/{models['projected-s1_4'].model_id}")
+    two = pd.DataFrame({"tokens": frame["tokens"][:2], "task": frame["task"][:2]})
+    logits = loaded.predict(two, params={"output": "logits"})["logits"]
+    small = loaded.unwrap_python_model().generate(frame["task"][0])
+    with torch.no_grad():
+        expected = small(torch.tensor([frame["tokens"][0]]))[0]
+    np.testing.assert_allclose(np.asarray(logits[0]), expected.double().numpy(), atol=1e-5)
+    drawn = loaded.predict(two, params={"output": "samples", "n": 3, "seed": 1})["tokens"]
+    assert [np.asarray(row).shape for row in drawn] == [(3, len(frame["tokens"][0]))] * 2
+    with pytest.raises(Exception, match="not one of"):
+        loaded.predict(two, params={"output": "weights"})
+    # it loads where projectable is not installed: the package travels with the model as a code path
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{models['projected-s1_4'].model_id}",
+                                                      dst_path=str(tmp_path / "logged")))
+    requirements = (folder / "requirements.txt").read_text()
+    assert "projectable" not in requirements and "torch>=2.4" in requirements
+    script = (
+        "import sys\n"
+        "sys.path = [p for p in sys.path if not p.rstrip('/').endswith('/src')]  # the packages' editable installs\n"
+        "sys.meta_path = [f for f in sys.meta_path if 'editable' not in type(f).__module__.lower()]\n"
+        "try:\n    import projectable\nexcept ImportError:\n    pass\n"
+        "else:\n    raise SystemExit('projectable is importable: ' + projectable.__file__)\n"
+        "import mlflow, pandas as pd\n"
+        +
+        f"model = mlflow.pyfunc.load_model({str(folder)!r})\n"
+        f"frame = pd.DataFrame({{'tokens': [{frame['tokens'][0]!r}], 'task': [{frame['task'][0]!r}]}})\n"
+        "print(float(model.predict(frame)['nats_per_token'][0]))\n"
+        "import projectable; assert projectable.__file__.startswith(" + repr(str(folder)) + "), projectable.__file__\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout.split()[-1]) == pytest.approx(per_image["all/s1_4"][0], abs=1e-5)
     # the run's own artifact folder still resolves (init_from=runs:/<id>/model starts the next stage)
     assert (Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path / "d")))
             / "projectable.safetensors").is_file()

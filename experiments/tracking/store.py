@@ -117,10 +117,27 @@ def ui_url(config: TrackingConfig) -> str:
     return config.uri.rstrip("/") if config.uri.startswith("http") else "http://127.0.0.1:5000"
 
 
-def where(config: TrackingConfig, run_id: str) -> str:
-    """One line naming a run's MLflow id and its page in the UI."""
+def server_answers(url: str, timeout: float = 0.5) -> bool:
+    """Whether an MLflow server answers its health check at ``url`` (a short wait: printed lines ask it)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def where(config: TrackingConfig, run_id: str, answers=server_answers) -> str:
+    """One line naming a run's MLflow id and its page in the UI: the link only when a server answers there,
+    else the command that starts one (a link to nothing would send the user to a browser error)."""
     exp_id = experiment_id(config)
-    return f"MLflow run {run_id} in {config.uri}: {ui_url(config)}/#/experiments/{exp_id}/runs/{run_id}"
+    page = f"{ui_url(config)}/#/experiments/{exp_id}/runs/{run_id}"
+    if answers(ui_url(config)):
+        return f"MLflow run {run_id} in {config.uri}: {page}"
+    return (f"MLflow run {run_id} in {config.uri}; no MLflow UI answers at {ui_url(config)}: start one with "
+            f"`nox -s mlflow_ui` (or `python -m experiments.tracking.ui`), then open {page}")
 
 
 def end_run(failed: bool) -> None:

@@ -256,3 +256,9 @@ def test_train_on_the_standin_with_encoder_task_vectors(kind, smoke, store, tmp_
         assert 0 < metrics[key] < uniform, (key, metrics[key], uniform)
         assert metrics[key] < start, (key, metrics[key], start)
     assert (tmp_path / "run" / "final").is_dir() and (tmp_path / "run" / "samples").is_dir()
+    # the final models point to the VQ-VAE saved beside them, so their exports ship it with no flag
+    from projectable.tokenizer import read_tokenizer
+
+    final = tmp_path / "run" / "final"
+    for file in set(final.glob("*.safetensors")) - {final / "vqvae.safetensors"}:
+        assert read_tokenizer(file).vqvae == (final / "vqvae.safetensors").resolve(), file

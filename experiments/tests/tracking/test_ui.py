@@ -62,3 +62,16 @@ def test_chart_url_lists_one_widths_runs_of_a_sweep_flat_sorted_by_the_loss(tmp_
         order = f"{query['orderByKey']} {'ASC' if query['orderByAsc'] == 'true' else 'DESC'}"
         found = client.search_runs([exp_id], query["searchFilter"], order_by=[order])
         assert [r.info.run_name for r in found] == expected
+
+
+def test_a_run_prints_its_ui_link_only_when_a_server_answers(tmp_path, monkeypatch, free_port):
+    from experiments.tracking import store
+
+    monkeypatch.setattr(store, "experiment_id", lambda config: "7")
+    config = store.TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", artifacts=str(tmp_path / "a"))
+    up = store.where(config, "abc", answers=lambda url: True)
+    assert up.endswith("http://127.0.0.1:5000/#/experiments/7/runs/abc")
+    down = store.where(config, "abc", answers=lambda url: False)
+    assert "no MLflow UI answers at http://127.0.0.1:5000: start one with `nox -s mlflow_ui`" in down
+    assert store.server_answers(f"http://127.0.0.1:{free_port}") is False  # nothing listens there
+

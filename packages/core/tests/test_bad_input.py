@@ -294,7 +294,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(files, tmp_
     argv, out = commands(files, tmp_path)["generate"]
     out.write_bytes(b"keep me")
 
-    def failing_save(self, path):
+    def failing_save(self, path, tokenizer=None):
         with open(path, "wb") as f:
             f.write(b"half a file")
         raise OSError(28, "No space left on device")
@@ -306,7 +306,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(files, tmp_
 
 def test_success_is_never_reported_without_the_file(files, tmp_path, capsys, monkeypatch):
     argv, out = commands(files, tmp_path)["generate"]
-    monkeypatch.setattr(GPT, "save", lambda self, path: None)  # writes nothing
+    monkeypatch.setattr(GPT, "save", lambda self, path, tokenizer=None: None)  # writes nothing
     assert f"writing {out} failed" in run_error(argv, capsys)
     assert not out.exists()
 

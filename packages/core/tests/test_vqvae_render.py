@@ -68,7 +68,7 @@ def test_export_ships_the_decoder_and_sample_renders_through_it(tmp_path, vqvae_
                  "--decoder", str(export)]) == 0
     tokens = torch.from_numpy(np.load(tokens_file))  # (4, 16)
     grid = np.asarray(Image.open(png))
-    upscale = 64 // (2 * GRID)  # small images are enlarged to 64 px
+    upscale = 128 // (2 * GRID)  # small images are enlarged to about 128 px
     assert grid.shape == (2 * 2 * GRID * upscale, 2 * 2 * GRID * upscale, 3)  # 2 x 2 images of 8 x 8
     decoded = VQVAE.load(vqvae_file).decode(tokens.reshape(4, GRID, GRID))  # (4, 3, 8, 8) in [-1, 1]
     expected = ((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
@@ -98,7 +98,7 @@ def test_the_model_cards_vqvae_recipe_renders_samples(tmp_path, vqvae_file):
     script = script.replace('save("samples.png")', f'save({str(tmp_path / "samples.png")!r})')
     exec(compile(script, "recipe", "exec"), {})  # noqa: S102
     rendered = np.asarray(Image.open(tmp_path / "samples.png"))
-    assert rendered.shape == (2 * GRID, 4 * 2 * GRID, 3)  # 4 images of 8 x 8 side by side
+    assert rendered.shape == (128, 4 * 128, 3)  # 4 images of 8 x 8 side by side, each enlarged to 128 px
 
 
 def test_missing_or_damaged_decoders_are_refused_naming_the_file(tmp_path, vqvae_file, capsys):
@@ -158,7 +158,7 @@ def test_a_decoder_that_does_not_fit_the_model_is_refused_saying_what_differs(tm
     assert "--png decodes whole 4 x 4 token grids; drop --length 8" in err
     assert "not both" in run_error(["export-gpt2", model_file(tmp_path), tmp_path / "e", "--decoder", vqvae_file,
                                     "--palette", tmp_path / "p.json"], capsys)
-    assert "--png needs one of --palette" in run_error(["sample", model_file(tmp_path), "--out", tmp_path / "t.npy",
+    assert "records no palette or VQ-VAE" in run_error(["sample", model_file(tmp_path), "--out", tmp_path / "t.npy",
                                                         "--png", tmp_path / "g.png"], capsys)
 
 
@@ -175,3 +175,33 @@ def test_the_core_does_not_import_projectable_vqvae():
             "assert 'projectable_vqvae' not in sys.modules, 'imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_checkpoint_points_to_its_vqvae_and_generate_then_export_ship_it(tmp_path, vqvae_file, capsys):
+    """A run's final folder holds vqvae.safetensors beside projectable.safetensors, which points to it; the
+    small model `generate` writes elsewhere points to the same file, and `export-gpt2` ships it with no flag.
+    A VQ-VAE changed or moved since is refused, saying so."""
+    pytest.importorskip("transformers", reason="the GPT-2 export needs the hf extra")
+    import shutil
+
+    from projectable import ProjectableGPT, ProjectorConfig
+    from projectable.tokenizer import read_tokenizer, vqvae_tokenizer
+    from projectable.vqvae_render import VQVAE_FILE
+
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    shutil.copyfile(vqvae_file, final / VQVAE_FILE)
+    source = GPT(GPTConfig.tiny(vocab_size=32, block_size=GRID * GRID, n_embd=32, n_head=2))
+    model = ProjectableGPT(source, ProjectorConfig(task_dim=3, scales=(0.5,)))
+    model.save(final / "projectable.safetensors", tokenizer=vqvae_tokenizer(final / VQVAE_FILE))
+    out = tmp_path / "elsewhere" / "small.safetensors"
+    assert main(["generate", "--checkpoint", str(final / "projectable.safetensors"), "--task", "1,2,3",
+                 "--out", str(out)]) == 0
+    assert read_tokenizer(out).vqvae == (final / VQVAE_FILE).resolve()
+    assert main(["export-gpt2", str(out), str(tmp_path / "gpt2")]) == 0
+    assert (tmp_path / "gpt2" / VQVAE_FILE).read_bytes() == vqvae_file.read_bytes()
+    assert "vqvae.safetensors" in (tmp_path / "gpt2" / "README.md").read_text()
+    (final / VQVAE_FILE).write_bytes(b"changed")
+    assert "has changed since (sha256 mismatch)" in run_error(["export-gpt2", out, tmp_path / "again"], capsys)
+    (final / VQVAE_FILE).unlink()
+    assert "which is missing" in run_error(["export-gpt2", out, tmp_path / "again"], capsys)

@@ -81,6 +81,17 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded.decode(tokens), model.decode(tokens))
 
 
+def test_saved_files_follow_the_umask(tmp_path):
+    import os
+
+    previous = os.umask(0o027)
+    try:
+        VQVAE(VQVAEConfig.tiny()).save(tmp_path / "vq.safetensors")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "vq.safetensors").stat().st_mode & 0o777 == 0o640  # safetensors alone writes 0600
+
+
 def test_load_rejects_mismatched_state(tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from projectable.io import config_from_metadata, read_tensors, write_tensors
+from projectable.tokenizer import ImageTokenizer, tokenizer_metadata
 from projectable.validation import as_scale, check_scale, check_task, check_tokens
 
 # The four dense operators of a block, in forward order: fused query/key/value, attention output, MLP
@@ -429,8 +430,10 @@ class GPT(nn.Module):
                 out[f"blocks.{layer}.{name}.bias"] = b[layer]
         return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
-    def save(self, path: str | Path) -> None:
-        write_tensors(path, self.named_tensors(), FILE_FORMAT, config=self.config.to_json())
+    def save(self, path: str | Path, tokenizer: ImageTokenizer | None = None) -> None:
+        """``tokenizer``: the palette or VQ-VAE the tokens came from, recorded so exports render alone."""
+        write_tensors(path, self.named_tensors(), FILE_FORMAT, config=self.config.to_json(),
+                      **tokenizer_metadata(tokenizer, path))
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> GPT:

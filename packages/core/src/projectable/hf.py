@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from projectable.gpt import FILE_NAMES, GPT, GPTConfig
+from projectable.io import respect_umask
 
 if TYPE_CHECKING:
     from transformers import GPT2LMHeadModel
@@ -247,7 +248,11 @@ class ModelCard:
         ]
         if extra_files:
             shipped = ", ".join(f"`{name}`" for name in extra_files)
-            lines += ["", f"Files shipped with the model for this: {shipped}."]
+            lines += ["", f"Files shipped with the model: {shipped}."]
+        if "palette.json" not in extra_files and "vqvae.safetensors" not in extra_files:
+            lines += ["", "Neither the palette nor the VQ-VAE the tokens came from ships with this export; export "
+                      "again with them (`projectable export-gpt2` finds them in a trained model's file, or "
+                      "pass `--palette` / `--decoder`) to get a recipe that renders the tokens."]
         if "palette.json" in extra_files:
             lines += ["", "With transformers, numpy and Pillow only:", "", "```python", *RENDER_RECIPE.splitlines(), "```"]
         if "vqvae.safetensors" in extra_files:
@@ -256,6 +261,13 @@ class ModelCard:
                       "repository's `packages/vqvae`), transformers and Pillow:", "", "```python",
                       *VQVAE_RENDER_RECIPE.splitlines(), "```"]
         lines += [
+            "",
+            "## No tokenizer",
+            "",
+            "No `transformers` tokenizer ships, on purpose: the tokens are image tokens (palette colours or VQ-VAE "
+            "codes), not text, so there is no text to encode. Pass token ids to the model directly and render "
+            "them as above; `AutoTokenizer.from_pretrained` on this folder would build an empty GPT-2 text "
+            "tokenizer that matches nothing here.",
             "",
             "## Exactness",
             "",
@@ -282,7 +294,8 @@ centres = np.asarray(json.load(open(f"{folder}/palette.json")))    # (K, 3) RGB 
 side = int(len(tokens[0]) ** 0.5)
 pixels = ((centres[tokens] + 1) * 127.5).round().astype(np.uint8)  # (4, T, 3)
 row = np.concatenate(pixels.reshape(-1, side, side, 3), axis=1)    # the 4 images side by side
-Image.fromarray(row).resize((row.shape[1] * 4, side * 4), Image.NEAREST).save("samples.png")
+zoom = max(1, 128 // side)                                         # each image about 128 px high
+Image.fromarray(row).resize((row.shape[1] * zoom, side * zoom), Image.NEAREST).save("samples.png")
 """
 
 
@@ -301,7 +314,9 @@ tokens = model.generate(num_return_sequences=4)[:, 1:]           # (4, h * w): d
 vqvae = VQVAE.load(f"{folder}/vqvae.safetensors")
 images = vqvae.decode(tokens.reshape(4, h, w))                    # (4, 3, H, W) in [-1, 1], raster order
 pixels = ((images + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()  # (4, H, W, 3)
-Image.fromarray(np.concatenate(list(pixels), axis=1)).save("samples.png")   # the 4 images side by side
+row = np.concatenate(list(pixels), axis=1)                         # the 4 images side by side
+zoom = max(1, 128 // row.shape[0])                                 # each image about 128 px high
+Image.fromarray(row).resize((row.shape[1] * zoom, row.shape[0] * zoom), Image.NEAREST).save("samples.png")
 """
 
 
@@ -314,17 +329,43 @@ def save_gpt2(
     directory: str | Path,
     card: ModelCard | None = None,
     extra_files: Mapping[str, bytes | Path] | None = None,
+    palette=None,
+    decoder=None,
 ) -> Path:
     """Export ``model`` (see ``to_gpt2``) into a folder: ``save_pretrained``'s config.json,
-    generation_config.json and model.safetensors, a model card README.md (provenance from ``card``), and
-    ``extra_files``: file name -> bytes or a file to copy, e.g. the palette or VQ-VAE decoder that renders
-    the tokens (the data packages write those)."""
+    generation_config.json and model.safetensors, a model card README.md (provenance from ``card``) and what
+    turns its tokens into pixels, with the card's recipe that renders them:
+
+    * ``palette``: (K, 3) RGB centres in [-1, 1] (``projectable_data.Palette.centres``) or a palette file
+      (``palette.json``, a data cache's ``.npz``), written as ``palette.json``; the recipe needs transformers,
+      numpy and Pillow only. At least one colour per token, else refused.
+    * ``decoder``: a VQ-VAE file, an export folder holding one, or a ``vqvae_render.TokenDecoder``, shipped as
+      ``vqvae.safetensors`` with ``vqvae.json``; its recipe also needs ``projectable_vqvae``.
+
+    ``extra_files``: any other files, name -> bytes or a file to copy."""
+    from projectable.render import PALETTE_FILE, load_palette, palette_json
+    from projectable.tokenizer import check_palette
+    from projectable.vqvae_render import VQVAE_FILE, VQVAE_INFO, TokenDecoder, export_files, load_decoder
+
+    if palette is not None and decoder is not None:
+        raise ValueError("pass palette (palette tokens) or decoder (VQ-VAE tokens), not both")
     extra_files = dict(extra_files or {})
+    reserved = {PALETTE_FILE: "palette=", VQVAE_FILE: "decoder=", VQVAE_INFO: "decoder="}
     for name in extra_files:
         if Path(name).name != name or name in ("", ".", "..") or name in _EXPORT_FILES:
             raise ValueError(
                 f"extra_files name {name!r} must be a plain file name other than {', '.join(_EXPORT_FILES)}"
             )
+        if name in reserved:
+            raise ValueError(f"extra_files name {name!r} is written by save_gpt2 itself: pass {reserved[name]}... "
+                             "instead, which also writes the model card's render recipe")
+    if palette is not None:
+        centres = load_palette(palette) if isinstance(palette, (str, Path)) else palette
+        centres = check_palette(centres, model.config.vocab_size)
+        extra_files[PALETTE_FILE] = palette_json(centres)
+    if decoder is not None:
+        decoder = decoder if isinstance(decoder, TokenDecoder) else load_decoder(decoder)
+        extra_files.update(export_files(decoder, model.config))  # refuses a decoder that does not fit the model
     directory = Path(directory)
     to_gpt2(model).save_pretrained(str(directory))
     for name, content in extra_files.items():
@@ -334,6 +375,8 @@ def save_gpt2(
             shutil.copyfile(content, directory / name)
     card = card or ModelCard()
     (directory / "README.md").write_text(card.render(model.config, model.num_params(), sorted(extra_files)))
+    for file in directory.iterdir():
+        respect_umask(file)  # safetensors writes model.safetensors 0600 whatever the umask
     return directory
 
 

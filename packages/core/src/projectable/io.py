@@ -31,11 +31,20 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
         write(tmp)
         if not tmp.is_file():
             raise ValueError(f"writing {path} failed: nothing was written")
+        respect_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def respect_umask(path: str | Path) -> None:
+    """Give a written file the mode a plain ``open`` would (0666 less the umask): safetensors creates its
+    files 0600 whatever the umask, which hides a run's models from the group that shares the store."""
+    mask = os.umask(0)  # the only portable way to read the umask; restored at once
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def read_tensors(path: str | Path, fmt: str, hint: str,

@@ -37,6 +37,7 @@ from projectable.gpt import (
 )
 from projectable.io import config_from_metadata, read_tensors, write_tensors
 from projectable.projector import ProjectorConfig, scale_key, scale_name
+from projectable.tokenizer import ImageTokenizer, tokenizer_metadata
 from projectable.validation import as_scale, check_scale, check_task, check_tokens
 
 FILE_FORMAT = "projectable.projectable_gpt"  # the metadata format tag of ProjectableGPT.save files
@@ -301,11 +302,12 @@ class ProjectableGPT(nn.Module):
 
     # ---------------------------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Everything (source, if read, and projectors) in one safetensors file with both configs as metadata."""
+    def save(self, path: str | Path, tokenizer: ImageTokenizer | None = None) -> None:
+        """Everything (source, if read, and projectors) in one safetensors file with both configs as metadata;
+        ``tokenizer``: the palette or VQ-VAE the tokens came from (``projectable generate`` passes it on)."""
         write_tensors(path, self.state_dict(), FILE_FORMAT,
                       source_config=self.source_config.to_json(),
-                      projector_config=json.dumps(asdict(self.config)))
+                      projector_config=json.dumps(asdict(self.config)), **tokenizer_metadata(tokenizer, path))
 
     @classmethod
     def load(cls, path: str | Path, map_location: str = "cpu") -> ProjectableGPT:

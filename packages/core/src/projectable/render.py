@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from projectable.tokenizer import check_palette
+
 PALETTE_FILE = "palette.json"  # beside a GPT-2 export
 
 
@@ -28,14 +30,17 @@ def load_palette(path: str | Path) -> np.ndarray:
                 centres = np.asarray(arrays["centres"] if "centres" in arrays else arrays[arrays.files[0]], np.float32)
     except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
         raise ValueError(f"palette file {path} is not readable ({type(err).__name__}: {err})") from err
-    if centres.ndim != 2 or centres.shape[1] != 3 or not np.isfinite(centres).all():
-        raise ValueError(f"palette file {path} must hold K finite [r, g, b] rows, got shape {centres.shape}")
-    return centres
+    return check_palette(centres, what=f"palette file {path}")
 
 
 def palette_json(centres) -> bytes:
-    """``palette.json``'s bytes for (K, 3) centres."""
-    return json.dumps(np.asarray(centres, dtype=np.float32).round(6).tolist()).encode()
+    """``palette.json``'s bytes for (K, 3) centres in [-1, 1]."""
+    return json.dumps(check_palette(centres).round(6).tolist()).encode()
+
+
+def readable_upscale(side: int, target: int = 128) -> int:
+    """The nearest-neighbour zoom that shows a ``side``-pixel image about ``target`` pixels high (at least 1)."""
+    return max(1, target // max(1, side))
 
 
 def tokens_to_images(tokens, centres: np.ndarray) -> np.ndarray:
@@ -50,13 +55,15 @@ def tokens_to_images(tokens, centres: np.ndarray) -> np.ndarray:
     return pixels.reshape(len(tokens), side, side, 3)
 
 
-def save_grid_png(images: np.ndarray, path: str | Path, upscale: int = 4) -> Path:
-    """(N, H, W, 3) uint8 images as one PNG grid (ceil(sqrt N) columns, nearest-neighbour upscale)."""
+def save_grid_png(images: np.ndarray, path: str | Path, upscale: int | None = None) -> Path:
+    """(N, H, W, 3) uint8 images as one PNG grid (ceil(sqrt N) columns, nearest-neighbour upscale; by default
+    each image about 128 px high)."""
     try:
         from PIL import Image
     except ImportError as err:
         raise ImportError("writing a PNG needs Pillow: pip install pillow") from err
     n, h, w, _ = images.shape
+    upscale = readable_upscale(h) if upscale is None else upscale
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     grid = np.zeros((rows * h, cols * w, 3), np.uint8)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -354,6 +355,9 @@ class VQVAE(nn.Module):
         }
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         save_file(state, str(path), metadata=metadata)
+        mask = os.umask(0)  # safetensors creates files 0600 whatever the umask: give the mode open() would
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> VQVAE:
