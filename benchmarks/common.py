@@ -77,9 +77,10 @@ MATMUL_SIZE = 2048
 TASK_DIM = 18  # SynthMNIST's task vector, the t of every benchmarked projector
 
 
-def matmul_flops(device: torch.device, size: int = MATMUL_SIZE) -> float:
-    """Measured FLOP/s of a square fp32 matmul (bf16 on a GPU, as the gpu scale trains), the compute ceiling."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def matmul_flops(device: torch.device, size: int = MATMUL_SIZE, dtype: torch.dtype | None = None) -> float:
+    """Measured FLOP/s of a square matmul, the compute ceiling: fp32 on the CPU and bf16 on a GPU (as the scales
+    train) unless ``dtype`` says otherwise."""
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     out = torch.empty_like(a)
