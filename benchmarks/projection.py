@@ -27,6 +27,7 @@ from common import (
     TASK_DIM,
     add_common_args,
     load_average,
+    matmul_flops,
     ms,
     reduced_shape,
     scales_arg,
@@ -39,6 +40,8 @@ from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, scale_n
 from projectable.gpt import DENSE_KINDS
 from projectable.projector import DiagonalGenerator, choose_route, project_bias, project_weight
 from projectable.validation import group_size
+
+from experiments.run.precision import autocast
 
 
 def dense_p(p: torch.Tensor, k: int) -> torch.Tensor:
@@ -102,10 +105,18 @@ def time_routes(model, tokens, tasks, scale, device, reps) -> dict[tuple[str, st
     return times
 
 
-def floors(dense_count: int, small_count: float, bandwidth: float) -> tuple[float, float]:
-    """Seconds for the bytes that must move (fp32): forward reads W_1 and writes W_s of every task; forward+backward
-    also reads dW_s and W_1 again and writes dW_1 (the diagonals' gradients are small and left out)."""
-    return 4 * (dense_count + small_count) / bandwidth, 4 * (3 * dense_count + 2 * small_count) / bandwidth
+def floors(dense_count: int, small_count: float, tasks: int, args, precision: str) -> tuple[float, float]:
+    """Seconds below which the projection cannot run: max(bytes that must move at the copy bandwidth, FLOPs at
+    the matmul ceiling), forward and forward+backward. Bytes: forward reads W_1 (fp32) and writes W_s of every
+    task (in the precision's dtype); forward+backward also reads dW_s and W_1 again and writes dW_1 (the
+    diagonals' gradients are small and left out). FLOPs: each W_1 element is scaled by p and q and summed into
+    its W_s element for every task, 2 per element and task forward, 6 with backward (dW_1 and the diagonals'
+    gradients)."""
+    element = 2 if precision == "bf16" else 4
+    ceiling = args.matmul_flops_bf16 if precision == "bf16" else args.matmul_flops
+    bytes_fwd = (4 * dense_count + element * small_count) / args.bandwidth
+    bytes_fwd_bwd = (12 * dense_count + 2 * element * small_count) / args.bandwidth
+    return max(bytes_fwd, 2 * tasks * dense_count / ceiling), max(bytes_fwd_bwd, 6 * tasks * dense_count / ceiling)
 
 
 def bench_projection(args, device) -> None:
@@ -114,14 +125,17 @@ def bench_projection(args, device) -> None:
     dense_count = sum(w.numel() + b.numel() for w, b in (source.dense.weights(kind) for kind in DENSE_KINDS))
     print(f"### Part 1: projecting every dense weight of the paper source ({config.n_layer} layers, "
           f"d={config.n_embd}, {dense_count / 1e6:.1f}M dense parameters)\n")
-    print(f"Floor: the bytes that must move at the copy bandwidth measured above ({args.bandwidth / 1e9:.1f} GB/s), "
-          "with n source and m = n/k^2 small dense parameters per task and B tasks: forward 4 (n + B m) bytes "
-          "(read W_1, write every W_s), forward+backward 4 (3 n + 2 B m) (also read dW_s and W_1 again, write "
-          f"dW_1). The dense P @ W @ Q reference runs for one task only (its P and Q matrices of 32 tasks do not "
-          f"fit). Times in ms, median of {args.reps}.\n")
+    print(f"Floor: max(the bytes that must move at the copy bandwidth measured above ({args.bandwidth / 1e9:.1f} "
+          "GB/s), the FLOPs at the matmul ceiling of the precision (fp32 "
+          f"{args.matmul_flops / 1e9:.0f}, bf16 {args.matmul_flops_bf16 / 1e9:.0f} GFLOP/s)), with n source and "
+          "m = n/k^2 small dense parameters per task, B tasks and e bytes per element of W_s (4 fp32, 2 bf16): "
+          "bytes forward 4 n + e B m (read W_1, write every W_s), forward+backward 12 n + 2 e B m (also read dW_s "
+          "and W_1 again, write dW_1); FLOPs forward 2 B n, forward+backward 6 B n. bf16 runs under "
+          "torch.autocast as training does. The dense P @ W @ Q reference runs for one task only (its P and Q "
+          f"matrices of 32 tasks do not fit). Times in ms, median of {args.reps}.\n")
     rows = []
-    for tasks in args.tasks:
-        for scale in args.scales:
+    for precision, tasks, scale in ((p, n, s) for p in args.precisions for n in args.tasks for s in args.scales):
+        with autocast(precision, device.type):
             k = group_size(scale)
             generator = DiagonalGenerator(config, ProjectorConfig(task_dim=TASK_DIM, scales=(scale,)), scale)
             generator = generator.to(device)
@@ -133,16 +147,16 @@ def bench_projection(args, device) -> None:
             grads = [torch.randn_like(x) for x in a]
             del a, b
             times = time_projection(source, generator, task, k, grads, device, args.reps, dense=tasks == 1)
-            floor_fwd, floor_fwd_bwd = floors(dense_count, dense_count / k**2 * tasks, args.bandwidth)
+            floor_fwd, floor_fwd_bwd = floors(dense_count, dense_count / k**2 * tasks, tasks, args, precision)
             dense_cells = ([ms(times["dense", "fwd"]), ms(times["dense", "fwd+bwd"])] if tasks == 1 else ["-", "-"])
             rows.append([
-                tasks, scale_name(scale), ms(times["structured", "fwd"]), ms(floor_fwd),
+                precision, tasks, scale_name(scale), ms(times["structured", "fwd"]), ms(floor_fwd),
                 f"{times['structured', 'fwd'] / floor_fwd:.1f}x", ms(times["structured", "fwd+bwd"]),
                 ms(floor_fwd_bwd), f"{times['structured', 'fwd+bwd'] / floor_fwd_bwd:.1f}x", *dense_cells,
                 f"{error:.1e}",
             ])
             del grads, generator
-    print(table(["tasks", "s", "fwd", "floor fwd", "fwd / floor", "fwd+bwd", "floor fwd+bwd", "fwd+bwd / floor",
+    print(table(["precision", "tasks", "s", "fwd", "floor fwd", "fwd / floor", "fwd+bwd", "floor fwd+bwd", "fwd+bwd / floor",
                  "dense P/Q fwd", "dense P/Q fwd+bwd", "max rel. diff (task 1)"], rows))
     print()
 
@@ -170,30 +184,31 @@ def bench_routes(args, device) -> None:
               f"scale linearly in depth). Times in ms, median of {args.reps}; \"auto / best\" is auto's route's "
               "time over the faster one's (goal: within 1.15).\n")
     rows = []
-    for name, config, B, T in route_shapes(args, device):
+    for precision, (name, config, B, T) in ((p, shape) for p in args.precisions for shape in route_shapes(args, device)):
         source = GPT(config).to(device)
         tokens = torch.randint(0, config.vocab_size, (B, T), device=device)
         tasks = torch.randn(B, TASK_DIM, device=device)
         for scale in args.scales:
             k = group_size(scale)
             model = ProjectableGPT(source, ProjectorConfig(task_dim=TASK_DIM, scales=(scale,))).to(device)
-            with torch.no_grad():
+            with torch.no_grad(), autocast(precision, device.type):
                 reference = model.projected_logits(tokens, tasks, scale, route="materialize")
                 expanded = model.projected_logits(tokens, tasks, scale, route="expand")
-                error = float((expanded - reference).abs().max())
-            times = time_routes(model, tokens, tasks, scale, device, args.reps)
+                error = float((expanded.float() - reference.float()).abs().max())
+            with autocast(precision, device.type):
+                times = time_routes(model, tokens, tasks, scale, device, args.reps)
             cells = []
             for mode, training in (("fwd", False), ("fwd+bwd", True)):
                 auto = choose_route("auto", config, k, B, B, T, device=device.type, training=training)
                 best = min(times["materialize", mode], times["expand", mode])
                 cells += [auto, f"{times[auto, mode] / best:.2f}"]
             rows.append([
-                name, config.n_layer, config.n_embd, B, T, scale_name(scale), ms(times["materialize", "fwd"]),
+                precision, name, config.n_layer, config.n_embd, B, T, scale_name(scale), ms(times["materialize", "fwd"]),
                 ms(times["expand", "fwd"]), ms(times["materialize", "fwd+bwd"]), ms(times["expand", "fwd+bwd"]),
                 *cells, f"{error:.1e}",
             ])
             del model
-    print(table(["shape", "layers", "width", "tasks", "T", "s", "materialize fwd", "expand fwd",
+    print(table(["precision", "shape", "layers", "width", "tasks", "T", "s", "materialize fwd", "expand fwd",
                  "materialize fwd+bwd", "expand fwd+bwd", "auto (fwd)", "auto / best (fwd)", "auto (fwd+bwd)",
                  "auto / best (fwd+bwd)", "max abs. logit diff"], rows))
     print()
@@ -203,6 +218,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--scales", default="1/2,1/4,1/8")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (torch.autocast, as training)")
     parser.add_argument("--tasks", default="1,32", help="numbers of task vectors projected at once in part 1")
     parser.add_argument("--route-tasks", type=int, default=32, help="distinct tasks (= sequences) in part 2 (CPU; 32 on cuda)")
     parser.add_argument("--route-layers", type=int, default=None, help="part 2's depth on cpu: default 4 (2 quick); 24 on cuda")
@@ -211,7 +227,9 @@ def main() -> None:
     args.scales = scales_arg(args.scales)
     args.tasks = [int(n) for n in args.tasks.split(",")]
     args.route_layers, args.route_seq = reduced_shape(args, args.route_layers, args.route_seq)
+    args.precisions = args.precisions.split(",")
     device = setup(args, "Projection of the paper-scale source (benchmarks/projection.py)")
+    args.matmul_flops_bf16 = matmul_flops(device, dtype=torch.bfloat16)
     bench_projection(args, device)
     bench_routes(args, device)
     print(f"Load average at the end: {load_average()}.")

@@ -16,7 +16,7 @@ if awk -v l="$load" -v m="$MAX_LOAD" 'BEGIN { exit !(l > m) }'; then
 fi
 mkdir -p benchmarks/results
 out="benchmarks/results/cpu-$(date +%Y-%m-%d-%H%M).md"
-for script in projection train_step sampling generators; do
+for script in projection train_step precision sampling generators; do
     "$PYTHON" "benchmarks/$script.py" --device cpu --threads 2 "$@" | tee -a "$out"
     echo | tee -a "$out"
 done
