@@ -14,6 +14,7 @@ out/in (= O/k, I/k), a/c position inside a group of k, r rank, t task dimension.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -363,13 +364,31 @@ ROUTE_CALIBRATION = {
     ("cuda", False): RouteCalibration(4e14, 8e12, 3 / HBM, 2 / HBM, 1 / HBM),
     ("cuda", True): RouteCalibration(4e14, 8e12 / 3, 9 / HBM, 6 / HBM, 3 / HBM, gemm_passes=3),
 }
+# CPU under bf16 autocast (an AMD EPYC with avx512_bf16, 2026-12-06): GEMMs run at the bf16 ceiling, the
+# elementwise passes over expanded activations move half the bytes, and the materialising kernel's temporaries
+# are bf16 but its reductions slower; the fp32 rates scaled by the ratios of benchmarks/projection.py part 2
+# (bf16 against fp32, benchmarks/README.md "Precision"). The GPU rates above are bf16 already.
+CPU_BF16_SCALING = {"matmul_flops": 2.3, "activation_bytes": 1.8, "per_weight_k": 0.5, "per_weight_k2": 0.5}
+ROUTE_CALIBRATION_BF16 = {
+    ("cpu", training): dataclasses.replace(
+        rates, **{field: getattr(rates, field) * factor for field, factor in CPU_BF16_SCALING.items()})
+    for (device, training), rates in ROUTE_CALIBRATION.items() if device == "cpu"
+}
+
+
+def autocast_precision(device: str) -> str:
+    """"bf16" inside ``torch.autocast(device, dtype=torch.bfloat16)``, else "fp32" (the rates ``route_cost`` uses)."""
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        return "bf16" if torch.get_autocast_dtype(device) == torch.bfloat16 else "fp32"
+    return "fp32"
 
 
 def route_cost(source: GPTConfig, k: int, tasks: int, batch: int, seq: int, device: str = "cpu",
-               training: bool = False) -> RouteCost:
+               training: bool = False, precision: str = "fp32") -> RouteCost:
     """Multiply-adds and bytes of both exact routes for one projected forward of ``tasks`` distinct tasks over
     ``batch`` sequences of ``seq`` tokens, and the seconds the cost model estimates on ``device`` ("cpu" or
-    "cuda"; others use the cpu rates) for a forward or, with ``training``, a training step."""
+    "cuda"; others use the cpu rates) for a forward or, with ``training``, a training step, in ``precision``
+    ("fp32", or "bf16" under autocast)."""
     shapes = source.dense_shapes().values()
     dense = sum(o * i for o, i in shapes) * source.n_layer  # source dense weights
     small = dense / (k * k)
@@ -378,7 +397,8 @@ def route_cost(source: GPTConfig, k: int, tasks: int, batch: int, seq: int, devi
     materialize = tasks * (dense + dense / k) + tokens * small
     expand = tokens * dense
     largest = max(o * i for o, i in shapes) * source.n_layer
-    rates = ROUTE_CALIBRATION.get((device, training), ROUTE_CALIBRATION["cpu", training])
+    table = ROUTE_CALIBRATION_BF16 if precision == "bf16" and device != "cuda" else ROUTE_CALIBRATION
+    rates = table.get((device, training), table["cpu", training])
     activations = 4.0 * tokens * source.n_layer * sum(3 * i + 4 * o for o, i in shapes)
     gemm = 2.0 * tokens * rates.gemm_passes / rates.matmul_flops
     per_weight = rates.per_weight + rates.per_weight_k / k + rates.per_weight_k2 / k**2
@@ -388,12 +408,14 @@ def route_cost(source: GPTConfig, k: int, tasks: int, batch: int, seq: int, devi
 
 
 def choose_route(route: str, source: GPTConfig, k: int, tasks: int, batch: int, seq: int,
-                 memory_limit_bytes: float = 2e9, device: str = "cpu", training: bool = False) -> str:
-    """``auto``: the route the cost model (``route_cost``) says is faster on ``device``, unless per-example
-    weights would exceed the memory limit."""
+                 memory_limit_bytes: float = 2e9, device: str = "cpu", training: bool = False,
+                 precision: str | None = None) -> str:
+    """``auto``: the route the cost model (``route_cost``) says is faster on ``device`` in ``precision`` (None:
+    the autocast state of ``device``), unless per-example weights would exceed the memory limit."""
     if route != "auto":
         return route
-    cost = route_cost(source, k, tasks, batch, seq, device, training)
+    precision = precision or autocast_precision(device)
+    cost = route_cost(source, k, tasks, batch, seq, device, training, precision)
     if cost.materialize_bytes > memory_limit_bytes:
         return "expand"
     return "materialize" if cost.materialize_seconds <= cost.expand_seconds else "expand"
@@ -415,7 +437,9 @@ __all__ = [
     "ExpandedLinears",
     "ProjectorConfig",
     "ROUTE_CALIBRATION",
+    "ROUTE_CALIBRATION_BF16",
     "RouteCalibration",
+    "autocast_precision",
     "choose_route",
     "identity_diagonals",
     "project_bias",
