@@ -38,6 +38,7 @@ from experiments.run.datasets import TrainStream, build_data, validation_subsets
 from experiments.run.evaluate import STAT_KEYS, TRAIN_TOTAL_KEY, as_metrics, evaluate, train_key
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
+from experiments.run.task_vector import apply_task_vector
 from experiments.run.trainees import ProjectedTrainee, build_trainee
 from experiments.tracking import store as tracking
 
@@ -202,6 +203,9 @@ def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks
     cfg = run.train
     stream = TrainStream(data, cfg.batch_size, cfg.train_labels)
     subsets = validation_subsets(data, run.eval.subsets)
+    # train.task_vector=mean: one constant t in every batch and subset from here on (run/task_vector.py)
+    overrides = {name: subset.overrides for name, subset in run.eval.subsets.items()}
+    stream, subsets, _ = apply_task_vector(cfg.task_vector, stream, subsets, overrides)
     loss_fn = torch.compile(trainee.loss) if cfg.compile else trainee.loss
     metrics: dict[str, float] = {}
     losses = None

@@ -68,6 +68,23 @@ class TrainStream:
             f"{_LABEL_FILTER_DRAWS} batches; use more labels or a smaller batch"
         )
 
+    def tasks(self, step: int) -> torch.Tensor:
+        """(B, D) task vectors of batch ``step``, the same as ``batch(step).task``; without a label filter
+        SynthMNIST's are read from its items, without rendering the images."""
+        if self.labels is None and isinstance(self.data, SynthMNISTTokens):
+            return torch.from_numpy(self.data.train_items(step, self.batch_size).task)
+        return self.batch(step).task
+
+
+def training_task_mean(stream: TrainStream, images: int) -> torch.Tensor:
+    """(D,) float32 mean task vector of the training distribution, for the "mean" task condition
+    (``evaluate.TASK_CONDITIONS``): the mean over the first ceil(images / B) batches of the run's own training
+    stream (its pool, fraction, labels and task overrides), so it is a fixed function of the data config and
+    the batch size, the same for every seed of a cell."""
+    steps = max(1, math.ceil(images / stream.batch_size))
+    total = sum(stream.tasks(step).double().sum(0) for step in range(steps))  # (D,)
+    return (total / (steps * stream.batch_size)).float()
+
 
 def validation_subsets(data: SynthMNISTTokens | ImageNetTokens, subsets: dict) -> dict[str, Batch]:
     """Named eval subsets: of the fixed validation set, or of SynthMNIST's selection set
