@@ -103,7 +103,8 @@ def test_own_is_the_default_and_leaves_run_keys_unchanged_mean_makes_another_run
     assert parse_run(base).train.task_vector == "own"
     own = compose(["scale=smoke", "kind=projected", "projector.scales=[0.5]", "train.task_vector=own"])
     mean = compose(["scale=smoke", "kind=projected", "projector.scales=[0.5]", "train.task_vector=mean"])
-    assert config_key(own) == config_key(base) != config_key(mean)
+    older = compose(["scale=smoke", "kind=projected", "projector.scales=[0.5]", "~train.task_vector"])  # before the key
+    assert config_key(own) == config_key(base) == config_key(older) != config_key(mean)
 
 
 @pytest.mark.parametrize("overrides, message", [
