@@ -68,3 +68,32 @@ def test_every_new_cell_takes_three_seeds_and_table1_s_stage2_steps_at_the_cpu_s
     for cell in NEW:
         assert stage.cells[cell].seeds == SEEDS
     assert {s for s in planned("specialisation", "cpu") if s[0] in NEW} == {(c, i) for c in NEW for i in range(SEEDS)}
+
+
+EVERY = {0.5: ("Mc2_every", "Mc2m_every", "Mc2m"), 0.25: ("Mc4_every", "Mc4m_every", "Mc4m"),
+         0.125: ("Mc8_every", "Mc8m_every", "Mc8m")}
+
+
+def test_every_position_baseline_is_trained_exactly_like_m_tilde_s_but_for_where_it_reads_t():
+    """Stage 1 from scratch, then the step-matched continuation of seed i from seed i, at the widths of M~_s;
+    each continuation differs from Table 1's matched M~_s of its width only in model.task_input (and the
+    stage-1 run it continues). Needs model.task_input (GPTConfig); the cells are marked in the YAML."""
+    cfg = compose(["experiment=specialisation", "scale=cpu"])
+    stages = active_stages(cfg.experiment)
+    assert list(stages) == ["stage1", "stage2"] and stages["stage1"].steps == cfg.budget.stage1_steps
+    ours, table1 = planned("specialisation", "cpu"), planned("table1", "cpu")
+    assert {row.every for row in specialisation.ROWS} == {continued for _, continued, _ in EVERY.values()}
+    for width, (first, continued, matched) in EVERY.items():
+        assert stages["stage1"].cells[first].seeds == stages["stage2"].cells[continued].seeds == SEEDS
+        assert stages["stage2"].cells[continued].role == "matched_baseline"
+        for seed in range(SEEDS):
+            start = parse_run(ours[(first, seed)]["config"])
+            assert (start.kind, start.width, start.init_from) == ("conditional", width, None)
+            assert start.model.task_input == "every" and start.train.steps == stages["stage1"].steps
+            run = parse_run(ours[(continued, seed)]["config"])
+            assert run.init_from == f"runs:/{first}-seed{seed}/model" and run.model.task_input == "every"
+            reference = table1.get((matched, seed))
+            if reference is not None:
+                assert parse_run(reference["config"]).train.steps == run.train.steps
+                differences = config_differences(ours[(continued, seed)]["config"], reference["config"])
+                assert [d.split(":")[0] for d in differences] == ["init_from", "model.task_input"]
