@@ -59,15 +59,17 @@ class RunTasks(NamedTuple):
 
 
 def apply_task_vector(mode: str, stream: TrainStream, subsets: Mapping[str, Batch],
-                      overrides: Mapping[str, Mapping[int, float]] | None = None) -> RunTasks:
+                      overrides: Mapping[str, Mapping[int, float]] | None = None,
+                      images: int = MEAN_TASK_IMAGES) -> RunTasks:
     """The run's training stream and validation subsets under ``train.task_vector`` = ``mode``: unchanged
     with ``own``; with ``mean`` every batch and every subset carries the training stream's mean t (each
-    subset's own ``overrides`` applied on top, so a subset that fixes a coordinate still fixes it)."""
+    subset's own ``overrides`` applied on top, so a subset that fixes a coordinate still fixes it); the mean
+    is over the stream's first ceil(``images`` / B) batches."""
     if mode == "own":
         return RunTasks(stream, dict(subsets), None)
     if mode != "mean":
         raise ValueError(f"train.task_vector={mode!r} must be 'own' or 'mean'")
-    task = training_task_mean(stream, MEAN_TASK_IMAGES)  # (D,), from the unchanged stream
+    task = training_task_mean(stream, images)  # (D,), from the unchanged stream
     overrides = overrides or {}
     constant = {name: with_task(batch, task, overrides.get(name)) for name, batch in subsets.items()}
     return RunTasks(ConstantTaskStream(stream, task), constant, task)
