@@ -1,6 +1,7 @@
 """Sessions: `nox -s dev` (the environment), `nox` (tests), `nox -s tests slow core_alone`, `nox -s lint`,
 `nox -s reproduce_table1 -- scale=smoke`, `nox -s reproduce_table2|3|4`, `nox -s reproduce_figure3|4`,
 `nox -s reproduce_split_study`, `nox -s reproduce_ablations`, `nox -s reproduce_generators`,
+`nox -s reproduce_specialisation`,
 `nox -s reproduce_table1_long`, `nox -s reproduce_encoders`, `nox -s reports`, `nox -s mlflow_ui`.
 
 One environment, `.venv` in the repository, serves every session, the README's hand commands and the
@@ -198,6 +199,16 @@ def reproduce_ablations(session: nox.Session) -> None:
     overrides, scale = with_scale(session.posargs)
     run(session, "python", "experiments/sweep.py", "experiment=ablations", *overrides)
     run_notebook(session, "ablations", scale, overrides)
+
+
+@nox.session(venv_backend="none")
+def reproduce_specialisation(session: nox.Session) -> None:
+    """How much of P_s is specialisation (conf/experiment/specialisation.yaml; needs a finished Table 1 sweep of
+    the scale, whose stage-1 M_1 its P_s(const) cells start from and whose P_s, M_s, M~_s it compares with):
+    the sweep, then reports/<scale>/specialisation.{md,csv,png}."""
+    overrides, scale = with_scale(session.posargs)
+    run(session, "python", "experiments/sweep.py", "experiment=specialisation", *overrides)
+    run_notebook(session, "specialisation", scale, overrides)
 
 
 @nox.session(venv_backend="none")

@@ -192,6 +192,9 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
         raise ConfigError(f"seed={cfg.seed} must be >= 0")
     if cfg.threads < 1:
         raise ConfigError(f"threads={cfg.threads} must be >= 1 (torch threads of this run)")
+    if cfg.kind == "unconditional" and cfg.train.get("task_vector", "own") != "own":
+        raise ConfigError(f"train.task_vector={cfg.train.task_vector!r} fixes the t a model reads, but kind=unconditional "
+                          "reads none; set kind=projected or conditional, or leave train.task_vector=own")
     model = build_section(GPTConfig, cfg.model, "model")
     projector = build_section(ProjectorConfig, cfg.projector, "projector")
     init_from = None if cfg.init_from is None else str(cfg.init_from)

@@ -53,6 +53,7 @@ from experiments.run.evaluate import (
 from experiments.run.grids import image_grid, save_png
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
 from experiments.run.precision import autocast
+from experiments.run.task_vector import apply_task_vector
 from experiments.run.trainees import ProjectedTrainee, build_trainee
 from experiments.tracking import store as tracking
 
@@ -233,6 +234,9 @@ def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks
     cfg = run.train
     stream = TrainStream(data, cfg.batch_size, cfg.train_labels)
     subsets = validation_subsets(data, run.eval.subsets)
+    # train.task_vector=mean: one constant t in every batch and subset from here on (run/task_vector.py)
+    overrides = {name: subset.overrides for name, subset in run.eval.subsets.items()}
+    stream, subsets, _ = apply_task_vector(cfg.task_vector, stream, subsets, overrides, run.eval.task_mean_images)
     loss_fn = torch.compile(trainee.loss) if cfg.compile else trainee.loss
     metrics: dict[str, float] = {}
     losses = None

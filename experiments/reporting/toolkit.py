@@ -56,6 +56,7 @@ ARTEFACTS: dict[str, tuple[str, str]] = {
     "split_study": ("split_study", "reproduce_split_study"),
     "ablations": ("ablations", "reproduce_ablations"),
     "generators": ("generators", "reproduce_generators"),
+    "specialisation": ("specialisation", "reproduce_specialisation"),
 }
 
 

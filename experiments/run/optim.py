@@ -30,6 +30,9 @@ class TrainConfig:
     checkpoint_every: int = 200  # resumable checkpoint every this many steps (and at the end)
     train_fraction: float = 1.0  # train on this leading fraction of a finite pool (data.train_pool_size)
     train_labels: tuple[int, ...] | None = None  # digits to train on (Table 4 splits); None: all
+    # "own": every sequence with its image's t; "mean": every sequence, in training and evaluation, with one
+    # constant t, the training stream's mean (experiments.run.task_vector; the specialisation experiment)
+    task_vector: str = "own"
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -55,6 +58,9 @@ class TrainConfig:
             raise ValueError(f"train.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("train.checkpoint_every and train.log_every must be >= 1")
+        if self.task_vector not in ("own", "mean"):
+            raise ValueError(f"train.task_vector={self.task_vector!r} must be 'own' (each image's t) or 'mean' (one "
+                             "constant t, the training stream's mean)")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -24,12 +24,6 @@ MODEL_FILE = "model.safetensors"  # the GPT (M_s, M~_s, or the source of a proje
 PROJECTABLE_FILE = "projectable.safetensors"  # source and projectors together
 
 
-def projected_name(scale: float) -> str:
-    """The metric name P_s of a projected run had before the metric schema keyed models by width
-    (0.25 -> 'P1_4'); reports read it from older stores."""
-    return f"P1_{round(1 / scale)}"
-
-
 class StepLoss(NamedTuple):
     total: torch.Tensor  # scalar that is back-propagated (Eq. 2's sum for a projected run)
     parts: dict[float, torch.Tensor]  # per-token loss of each model, keyed by its width (0.25: logged as s1_4)

@@ -1,0 +1,55 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # How much of P_s is specialisation?
+#
+# Reads the newest finished specialisation sweep of one scale (P_s trained and evaluated with the training
+# stream's mean t, and the every-position conditional baseline) and the Table 1 sweep it started from (P_s(t),
+# the step-matched M_s and M~_s), splits P_s(t) - M_s into inheriting the source and specialisation
+# (`experiments/reporting/specialisation.py`), and writes `reports/<scale>/specialisation.{md,csv,png}`.
+# Executed headless by `nox -s reproduce_specialisation` and `nox -s reports`; parameters:
+# `PROJECTABLE_REPORT_SCALE`, `_TRACKING_URI`, `_EXPERIMENT`, `_REPORTS`, `_CACHE`.
+
+# %%
+from experiments import telemetry
+
+telemetry.apply()  # before MLflow is imported
+
+from IPython.display import Image, Markdown, display
+
+from experiments.reporting import specialisation, toolkit
+from experiments.tracking.sweeps import attach_per_image, load_trials
+
+params = toolkit.notebook_params()
+
+# %% [markdown]
+# ## The specialisation runs and Table 1's reference cells
+
+# %%
+sweep_run, trials = toolkit.sweep_and_trials(params, "specialisation", per_image=True)
+source_sweep = sweep_run.data.tags["source_sweep"]
+reference = load_trials(params.tracking_uri, params.experiment, source_sweep)
+reference = attach_per_image(reference[reference.cell.isin(specialisation.REFERENCE_CELLS)], params.tracking_uri)
+cells = specialisation.specialisation_cells(trials, reference)
+verdicts = specialisation.specialisation_verdicts(cells)
+specialisation.results_frame(cells, verdicts)
+
+# %% [markdown]
+# ## Report files
+
+# %%
+prov = toolkit.provenance(sweep_run, trials)
+files = specialisation.write_report(params.out_dir, cells, verdicts, prov, source_sweep)
+display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
+toolkit.log_to_sweep(params, sweep_run, files)
