@@ -52,11 +52,11 @@ def test_a_stage_that_tune_stopped_early_raises_instead_of_returning(monkeypatch
         ray_tune.run_stage([{"name": "a"}], sweep, "table1-smoke-x-stage1")
 
 
-def interrupted_stage(specs, sweep, name):
+def interrupted_stage(specs, sweep, name, **hooks):
     raise StageInterrupted(f"{name}: 0 of {len(specs)} trials finished before the sweep was interrupted")
 
 
-def sigterm_during_stage(specs, sweep, name):
+def sigterm_during_stage(specs, sweep, name, **hooks):
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(30)  # the SIGINT it becomes interrupts this
     raise AssertionError("SIGTERM did not interrupt the stage")

@@ -93,8 +93,10 @@ def test_main_prints_the_final_validation_losses(store, tmp_path, monkeypatch, c
     printed = {match[1]: (float(match[2]), float(match[3])) for match in
                re.finditer(r"^(val/\S+): ([\d.]+) \+- ([\d.]+)$", capsys.readouterr().out, re.MULTILINE)}
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(printed) == {f"val/{subset}/{model}/nats_per_token" for subset in ("all", "odd")
-                            for model in ("s1", "s1_2")}
+    # every final loss: each subset's, and P_1/2's under permuted and mean task vectors (the source reads no t)
+    assert set(printed) == {f"val/{subset}{condition}/{model}/nats_per_token" for subset in ("all", "odd")
+                            for condition, models in (("", ("s1", "s1_2")), ("-t_permuted", ("s1_2",)),
+                                                      ("-t_mean", ("s1_2",))) for model in models}
     for key, (loss, se) in printed.items():
         assert loss == pytest.approx(metrics[key], abs=5e-5)
         assert se == pytest.approx(metrics[f"{key}_se"], abs=5e-5)

@@ -248,7 +248,12 @@ def trials_of(evidence: Evidence, per_image: bool = False) -> pd.DataFrame:
     metrics = evidence.metrics.pivot_table(index="run_id", columns="key", values="value", aggfunc="last")
     frame = pd.DataFrame({
         "trial": runs.trial, "stage": runs.stage, "cell": runs.cell, "seed": runs.seed.astype(int),
-        "kind": runs.kind, "status": runs.status, "run_id": runs.run_id, "steps": runs.steps.astype(int),
+        "kind": runs.kind, "status": runs.status,
+        # what the run started from (its lineage, ``reporting.toolkit.lineage_ids``), as the store holds it
+        "init_cell": [cell or None for cell in runs.source_cell],
+        "init_from": [None if not source else source if "/" in source else f"runs:/{source}/model"
+                      for source in runs.source_run],
+        "run_id": runs.run_id, "steps": runs.steps.astype(int),
         "start": runs.start_ms, "end": runs.end_ms,
     })
     frame = frame.join(metrics, on="run_id")

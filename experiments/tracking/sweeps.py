@@ -194,7 +194,7 @@ def load_trials(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFra
             "trial": run.info.run_name, "stage": tags.get("stage"), "cell": tags.get("cell"),
             "seed": int(tags.get("seed", 0)), "kind": tags.get("kind"), "status": run.info.status,
             # what the run started from (its lineage, ``reporting.toolkit.lineage_ids``)
-            "init_cell": tags.get("init_cell"), "init_from": run.data.params.get("init_from"),
+            "init_cell": tags.get("init_cell"), "init_from": tags.get("init_from") or run.data.params.get("init_from"),
             "run_id": run.info.run_id, "steps": int(float(run.data.params.get("train.steps", "nan"))),
             "start": run.info.start_time, "end": run.info.end_time,
             **schema_metrics(run.data.metrics, run_width(run)),

@@ -17,6 +17,7 @@ so a trained model's export renders with no extra flag.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -25,6 +26,15 @@ from pathlib import Path
 import numpy as np
 
 METADATA_KEY = "image_tokenizer"
+
+
+def sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes (a VQ-VAE file's identity in the records below)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -79,8 +89,6 @@ def palette_tokenizer(centres) -> ImageTokenizer:
 
 def vqvae_tokenizer(path: str | Path) -> ImageTokenizer:
     """The record of a VQ-VAE file (``projectable_vqvae.VQVAE.save``), which must exist."""
-    from projectable.vqvae_render import sha256
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no VQ-VAE file at {path}; pass the file projectable_vqvae.VQVAE.save wrote")
@@ -107,8 +115,6 @@ def read_tokenizer(model_path: str | Path) -> ImageTokenizer | None:
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{model_path}: its {METADATA_KEY!r} metadata is not readable ({err}); the file is damaged, "
                          "pass --palette or --decoder instead") from None
-    from projectable.vqvae_render import sha256
-
     if not file.is_file():
         raise ValueError(f"{model_path} records its VQ-VAE at {file}, which is missing; keep the VQ-VAE beside the "
                          "model as it was written, or pass --decoder")

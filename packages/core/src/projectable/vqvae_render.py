@@ -13,7 +13,6 @@ installs and runs without it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from einops import rearrange
 
 from projectable.gpt import GPTConfig
+from projectable.tokenizer import sha256
 
 VQVAE_FILE = "vqvae.safetensors"  # beside a GPT-2 export
 VQVAE_INFO = "vqvae.json"
@@ -48,14 +48,6 @@ def _vqvae_package():
             "repository: pip install packages/vqvae)"
         ) from error
     return projectable_vqvae
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_info(info: Path, file: Path) -> tuple[int, int]:
