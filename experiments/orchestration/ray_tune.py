@@ -82,17 +82,20 @@ def start_ray(cluster: ClusterConfig) -> bool:
 
 def _restore_tune_checkpoint(run_dir: Path) -> None:
     """On a retry, put Tune's last checkpoint into the run directory if it is newer than what is there
-    (a retry may land on a node that never saw this run)."""
-    import torch
+    (a retry may land on a node that never saw this run). Called under the run directory's lock."""
     from ray import tune
 
-    from experiments.run.checkpoint import STATE_FILE, checkpoint_dir, latest_checkpoint
+    from experiments.run.checkpoint import DamagedCheckpoint, checkpoint_dir, latest_checkpoint, read_state
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return
     with checkpoint.as_directory() as folder:
-        step = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)["step"]
+        try:
+            step = int(read_state(folder, named=False)["step"])  # Tune's copy has a name of its own
+        except DamagedCheckpoint as err:
+            print(f"not restoring Tune's checkpoint: {err}")
+            return
         local = latest_checkpoint(run_dir)
         if local is None or int(local.name.split("_")[1]) < step:
             target = checkpoint_dir(run_dir, step)
@@ -120,12 +123,14 @@ def run_trial(config: dict, specs: Mapping[str, TrialSpec], fail_once: Mapping[s
         def on_checkpoint(self, step, folder, metrics):
             tune.report({"step": step, **metrics}, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
+        def on_claimed(self, run_dir):
+            _restore_tune_checkpoint(run_dir)
+
         def on_step_end(self, step):
             if fail_once.get(name) == step and not marker.exists():
                 marker.touch()
                 raise InjectedFailure(f"{name}: failure injected after step {step} (sweep.fail_once)")
 
-    _restore_tune_checkpoint(Path(cfg.run_dir))
     metrics = train(cfg, hooks=ReportToTune())
     tune.report({"step": int(cfg.train.steps), **metrics, "done": 1})
 
