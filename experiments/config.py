@@ -36,12 +36,22 @@ class ConfigError(ValueError):
 
 @contextlib.contextmanager
 def refusing_bad_input():
-    """An entry point's body: a ``ConfigError`` ends the command with its message alone (which names the
-    problem and the fix) on stderr and exit status 2, instead of a traceback."""
+    """An entry point's body: a ``ConfigError`` (and Hydra's, OmegaConf's and an unwritable output's errors,
+    ``experiments.run.commands.refusal``) ends the command with its message alone (which names the problem
+    and the fix) on stderr and exit status 2, instead of a traceback."""
+    from experiments.run.commands import refusal, show_traceback
+
     try:
         yield
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = refusal(err)
+        if message is None:
+            raise
+        if show_traceback():
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

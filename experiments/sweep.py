@@ -39,7 +39,6 @@ from experiments.config import (
     build_section,
     check_root_keys,
     refusing_bad_input,
-    register_resolvers,
     to_plain,
 )
 from experiments.orchestration.plan import (
@@ -213,8 +212,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
     # Import by package name so that Ray pickles run_trial by reference, not as __main__.
+    from experiments.run.commands import run_hydra_command
     from experiments.sweep import main as _main
 
-    _main()
+    run_hydra_command(_main)

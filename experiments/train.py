@@ -12,7 +12,6 @@ from experiments import telemetry
 
 telemetry.apply()  # an entry point: before MLflow is imported
 
-import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -32,9 +31,9 @@ from experiments.config import (
     effective_config,
     parse_run,
     refusing_bad_input,
-    register_resolvers,
 )
 from experiments.run.checkpoint import latest_checkpoint, load_latest_checkpoint, save_checkpoint
+from experiments.run.commands import as_bad_input
 from experiments.run.datasets import TrainStream, build_data, validation_subsets
 from experiments.run.evaluate import TRAIN_TOTAL_KEY, as_metrics, evaluate
 from experiments.run.grids import image_grid, save_png
@@ -149,19 +148,6 @@ def finished_result(run_dir: Path, run: RunConfig) -> dict[str, float] | None:
         MlflowClient(run.tracking.uri).set_terminated(run_id, "FINISHED")
     print(f"{run_dir} already finished; nothing to do. {tracking.where(run.tracking, run_id)}")
     return metrics
-
-
-@contextlib.contextmanager
-def as_bad_input(what: str):
-    """Errors the library raises on purpose while a run is set up (a ``ValueError``/``TypeError`` naming the
-    argument: a damaged init_from file, validation subsets that keep no image, a train_fraction too small)
-    are bad input to the command: a ``ConfigError``, delivered as ``error:`` and exit 2."""
-    try:
-        yield
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{what}: {err}") from err
 
 
 def train_step(trainee, loss_fn, optimizer: torch.optim.Optimizer, batch, step: int, cfg: TrainConfig,
@@ -395,5 +381,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
-    main()
+    from experiments.run.commands import run_hydra_command
+
+    run_hydra_command(main)

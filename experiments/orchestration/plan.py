@@ -72,6 +72,11 @@ class ClusterConfig:
     num_gpus: int | None = 0
     ship_code: bool = False  # upload experiments/ and the library packages to the workers
 
+    def __post_init__(self):
+        if self.address == "???":  # cluster=remote leaves it to the command line
+            raise ValueError("cluster.address is not set: cluster=remote joins a running Ray cluster; pass "
+                             "cluster.address=<head ip>:6379 (or 'auto' on one of its nodes)")
+
 
 @dataclass(frozen=True)
 class Cell:

@@ -11,16 +11,19 @@ from experiments import telemetry
 
 def main(argv: list[str]) -> int:
     telemetry.apply()
+    from experiments.config import ConfigError
     from experiments.reporting import toolkit
+    from experiments.tracking.store import check_reachable
 
     if not argv or argv[0] != "missing":
-        print("usage: python -m experiments.reporting missing <report> ...", file=sys.stderr)
-        return 2
+        raise ConfigError(f"unknown command {' '.join(argv) or '(none)'}; usage: python -m experiments.reporting "
+                          "missing <report> ...")
+    unknown = [name for name in argv[1:] if name not in toolkit.ARTEFACTS]
+    if unknown:
+        raise ConfigError(f"no report named {', '.join(unknown)}; choose from {', '.join(toolkit.ARTEFACTS)}")
     params = toolkit.notebook_params(environ=None, quiet=True)
+    check_reachable(params.tracking_uri)  # a garbage, locked or unreachable store, named
     for name in argv[1:] or toolkit.ARTEFACTS:
-        if name not in toolkit.ARTEFACTS:
-            print(f"{name}: no such report; choose from {', '.join(toolkit.ARTEFACTS)}", file=sys.stderr)
-            return 2
         try:
             toolkit.newest_sweep(params, name)
         except toolkit.MissingRuns as missing:
@@ -29,4 +32,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from experiments.config import refusing_bad_input
+
+    with refusing_bad_input():
+        sys.exit(main(sys.argv[1:]))

@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, ImportError, OSError) as error:  # OSError: a disk that fills up or fails mid-write
+    except (ValueError, TypeError, ImportError, OSError) as error:  # OSError: a disk that fills up or fails mid-write
         message = " ".join(str(error).split())  # one line
         print(f"projectable: error: {message}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from projectable.gpt import GPT, GPTConfig, KVCache
+from projectable.gpt import GPT, GPTConfig, KVCache, refuse_task
 from projectable.validation import as_int, as_real, check_task
 
 
@@ -73,6 +73,8 @@ def sample(
     if config.conditional:
         task = check_task(task, config.task_dim, batch=n, like=model.parts.wte)
         task = task.expand(n, -1) if task.dim() == 1 else task
+    else:
+        refuse_task(task)
     was_training = model.training
     model.eval()
     device = model.parts.wte.device
