@@ -98,8 +98,18 @@ def valid_keys(parent: str) -> list[str]:
 def check_overrides(overrides: list[str]) -> None:
     """Compose the command line's overrides as ``@hydra.main`` will, so that Hydra's errors are refused here
     (``error:`` and exit 2) instead of Hydra's own report (exit 1)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
     from experiments.config import compose
 
+    parser = OverridesParser.create()
+    for override in overrides:  # Hydra's parse errors do not always say which override they are about
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as err:
+            raise ConfigError(f"cannot parse the override {override!r}: {one_line(err)} (quote values that hold "
+                              "'=', spaces or brackets: key='a=b')") from err
     compose(overrides)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.config import CONF_DIR, ConfigError, compose
+from experiments.config import CONF_DIR, ConfigError
 from experiments.run.locks import RUN_LOCK, Busy, exclusive, holder, run_dir_lock
 from experiments.tracking.store import recorded_run_id
 from experiments.train import train
