@@ -80,7 +80,7 @@ def read_state(folder: str | Path, named: bool = True) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated zip, foreign pickle, I/O error: all mean "unreadable"
-        raise DamagedCheckpoint(f"{path} is unreadable ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        raise DamagedCheckpoint(f"{path} is unreadable ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from err
     if not isinstance(state, dict) or set(STATE_KEYS) - set(state):
         raise DamagedCheckpoint(f"{path} does not hold a training state (keys {sorted(state)[:8]})"
                                 if isinstance(state, dict) else f"{path} does not hold a training state")

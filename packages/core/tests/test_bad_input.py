@@ -108,6 +108,19 @@ def test_non_finite_tasks_are_refused_naming_task_dim(projectable, conditional, 
             call()
 
 
+def test_an_unconditional_model_refuses_a_task_vector_instead_of_ignoring_it(projectable):
+    unconditional = GPT(GPTConfig.tiny()).eval()
+    generated = projectable.generate(torch.tensor(TASK), projectable.config.scales[0])  # P_s(t): unconditional
+    for model in (unconditional, generated):
+        for call in (lambda m: m(tokens(), torch.tensor(TASK)), lambda m: m.loss(tokens(), torch.tensor(TASK)),
+                     lambda m: sample(m, 2, task=torch.tensor(TASK)),
+                     lambda m: sample(m, 2, task=torch.tensor(TASK), use_cache=False)):
+            with pytest.raises(ValueError, match=r"unconditional \(task_dim=0\) and takes no task vector.*task=None"):
+                call(model)
+        assert model(tokens()).shape == (2, 12, 16)  # without one it runs
+        assert sample(model, 2, length=3).shape == (2, 3)
+
+
 def test_a_task_that_overflows_the_model_dtype_is_refused(tiny_source, make_projectable):
     model = make_projectable(tiny_source).half()
     with pytest.raises(ValueError, match="overflow the model's dtype torch.float16"):
