@@ -323,7 +323,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 # logs and checkpoints (a resumed run equals an uninterrupted one), and the MNIST folder (its files are
 # checked against their MD5 sums wherever they are).
 NOT_RESULTS = ("run_dir", "paths.", "tracking.", "sweep.", "cluster.", "data.mnist_root", "train.log_every",
-               "train.checkpoint_every")
+               "train.checkpoint_every", "train.memory_check")
 
 
 @functools.lru_cache(maxsize=1)

@@ -38,6 +38,7 @@ from experiments.run.datasets import TrainStream, build_data, validation_subsets
 from experiments.run.evaluate import TRAIN_TOTAL_KEY, as_metrics, evaluate
 from experiments.run.grids import image_grid, save_png
 from experiments.run.locks import run_dir_lock
+from experiments.run.memory import check_fits
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
 from experiments.run.trainees import ProjectedTrainee, build_trainee
 from experiments.tracking import store as tracking
@@ -331,6 +332,8 @@ def train_claimed(cfg: DictConfig, run: RunConfig, hooks: TrainHooks,
         subsets = validation_subsets(data, run.eval.subsets)
     with as_bad_input("train.train_labels"):
         stream = TrainStream(data, run.train.batch_size, run.train.train_labels)
+    with as_bad_input("model"):
+        check_fits(run, data.task_dim)  # before any weight is allocated or downloaded
     init = None
     if latest_checkpoint(run_dir) is None and run.init_from is not None:  # a resumed run has its weights
         with as_bad_input(f"init_from={run.init_from}"):

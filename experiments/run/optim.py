@@ -25,6 +25,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # resumable checkpoint every this many steps (and at the end)
     train_fraction: float = 1.0  # train on this leading fraction of a finite pool (data.train_pool_size)
     train_labels: tuple[int, ...] | None = None  # digits to train on (Table 4 splits); None: all
+    memory_check: bool = True  # refuse a run whose estimated memory exceeds the device's free memory
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
