@@ -135,8 +135,9 @@ def finished_result(run_dir: Path, run: RunConfig) -> dict[str, float] | None:
     this store, else None. Rerunning a finished run returns them and leaves its MLflow run as it is: no
     second model log, no metrics logged again."""
     path = run_dir / METRICS_FILE
-    run_id = tracking.recorded_run_id(run_dir)
-    if not path.is_file() or run_id is None or tracking.run_status(run.tracking.uri, run_id) is None:
+    run_id = tracking.recorded_run_id(run_dir) if path.is_file() else None
+    status = tracking.run_status(run.tracking.uri, run_id) if run_id is not None else None
+    if status is None:  # not finished, or its MLflow run is not in this store: (re)made by training
         return None
     try:
         metrics = json.loads(path.read_text())
@@ -145,7 +146,7 @@ def finished_result(run_dir: Path, run: RunConfig) -> dict[str, float] | None:
     if not isinstance(metrics, dict):
         raise ConfigError(f"{path} is damaged (not the JSON object of a finished run's metrics); delete it and "
                           "rerun the same command, which evaluates the final checkpoint again")
-    if tracking.run_status(run.tracking.uri, run_id) != "FINISHED":  # finished, stopped before its run ended
+    if status != "FINISHED":  # its training finished, its process stopped before the MLflow run ended
         MlflowClient(run.tracking.uri).set_terminated(run_id, "FINISHED")
     print(f"{run_dir} already finished; nothing to do. {tracking.where(run.tracking, run_id)}")
     return metrics

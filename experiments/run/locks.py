@@ -7,9 +7,10 @@ what to do, instead of training the same run twice (two MLflow runs claiming one
 sweep that another process is driving. The lock file itself is never deleted: removing it while another
 process waits on it would let two processes hold "the" lock at once.
 
-Locks are advisory and local to one machine's kernel (and to file systems whose ``flock`` reaches every
-client, which most network file systems' do not): on a cluster, one driver process drives a sweep, and
-each trial's run directory is locked on the node that trains it.
+Locks are advisory and hold between processes that share a kernel (or a file system whose locks reach
+every client): on a cluster, one driver process drives a sweep, and each trial's run directory is locked on
+the node that trains it. A Tune retry that starts while the failed attempt's process is still exiting is
+refused like any second process, and counts as one more failure of the trial (``sweep.max_failures``).
 """
 
 from __future__ import annotations
