@@ -136,7 +136,9 @@ def check_type(value: Any, hint: Any, key: str) -> None:
         if len(args) == 1:
             check_type(value, args[0], key)
         return
-    if origin is tuple and isinstance(value, (list, tuple)):
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} is not a list; set {key}=[{value}] (a list, even of one value)")
         element = typing.get_args(hint)[0] if typing.get_args(hint) else Any
         for item in value:
             check_type(item, element, key)
@@ -248,8 +250,8 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
         raise ConfigError(f"device={cfg.device!r} must be 'cpu' or 'cuda'")
     for key, hint in (("seed", int), ("threads", int), ("width", float)):
         check_type(cfg[key], hint, key)
-    if cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed} must be >= 0")
+    if not 0 <= cfg.seed < 2**32:  # numpy's generators take seeds below 2**32
+        raise ConfigError(f"seed={cfg.seed} must be >= 0 and < 2**32 = {2**32}")
     if cfg.threads < 1:
         raise ConfigError(f"threads={cfg.threads} must be >= 1 (torch threads of this run)")
     model = build_section(GPTConfig, cfg.model, "model")

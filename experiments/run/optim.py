@@ -47,6 +47,9 @@ class TrainConfig:
             )
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train.train_fraction must lie in (0, 1], got {self.train_fraction}")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"train.betas={list(self.betas)} must be two numbers in [0, 1) (Adam's beta1, beta2), "
+                             "e.g. train.betas=[0.9,0.99]")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("train.checkpoint_every and train.log_every must be >= 1")
 

@@ -65,6 +65,21 @@ def test_a_run_planned_twice_in_one_stage_is_refused():
         plan_stage(cfg, "stage1", stage, "x", None, {})
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.betas=[0.9]", r"train\.betas=\[0\.9\] must be two numbers in \[0, 1\)"),
+    ("train.betas=[0.9,2]", r"train\.betas=\[0\.9, 2\] must be two numbers"),
+    ("tracking.tags=5", r"tracking\.tags=5 must map tag names to plain values"),
+    ("tracking.experiment=''", r"tracking\.experiment is empty"),
+    ("projector.scales=0.5", r"projector\.scales=0\.5 is not a list; set projector\.scales=\[0\.5\]"),
+    ("seed=123456789012345678901", r"seed=123456789012345678901 must be >= 0 and < 2\*\*32"),
+])
+def test_values_that_used_to_get_generic_messages_name_key_and_fix(override, message):
+    from experiments.config import parse_run
+
+    with pytest.raises(ConfigError, match=message):
+        parse_run(compose(["scale=smoke", "kind=projected", override]))
+
+
 # -- resources and the cluster ----------------------------------------------------------------------
 
 
@@ -152,6 +167,22 @@ def test_hydra_errors_are_delivered_naming_the_valid_keys(capsys, monkeypatch):
     assert "scale/tiny" in err and "smoke" in err
     err = delivered(capsys, lambda: check_overrides(["kind=unconditional", "seed=1=2"]))
     assert "cannot parse the override 'seed=1=2'" in err
+
+
+def test_the_machines_state_is_a_refusal_and_a_bug_keeps_its_traceback(capsys):
+    import errno
+
+    from experiments.run.commands import refusal
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/x/state.pt")
+    assert refusal(full) == ("No space left on device: /runs/x/state.pt; free space there, or point paths.* at "
+                             "another disk, and rerun the same command")
+    assert "writable folder" in refusal(PermissionError(errno.EACCES, "Permission denied", "/ro"))
+    assert refusal(OSError(errno.EIO, "Input/output error")) is None
+    assert refusal(KeyError("x")) is None and refusal(ValueError("a bug")) is None
+    with pytest.raises(KeyError):
+        with refusing_bad_input():
+            raise KeyError("a bug")
 
 
 @pytest.mark.parametrize("command, message", [

@@ -35,6 +35,12 @@ class TrackingConfig:
                 f"tracking.uri={self.uri} is a relative sqlite path, which moves with the working directory; "
                 "use an absolute one, sqlite:////abs/path/mlflow.db"
             )
+        if not self.experiment.strip():
+            raise ValueError("tracking.experiment is empty; name the MLflow experiment, e.g. tracking.experiment=projectable")
+        if not isinstance(self.tags, Mapping) or not all(
+                isinstance(v, (str, int, float, bool)) for v in self.tags.values()):
+            raise ValueError(f"tracking.tags={self.tags!r} must map tag names to plain values, e.g. "
+                             "tracking.tags={owner: me}")
         if self.uri.startswith("file:") or "://" not in self.uri:
             raise ValueError(
                 f"tracking.uri={self.uri}: MLflow 3 refuses plain file stores; use sqlite:////abs/mlflow.db "
