@@ -123,7 +123,7 @@ def run_hydra_command(main: Callable[[], None]) -> None:
     arguments = sys.argv[1:]
     if not any(a.startswith("-") for a in arguments):
         with refusing_bad_input():
-            check_overrides([a for a in arguments if not a.lstrip("+~").startswith("hydra.")])
+            check_overrides([a for a in arguments if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
     with refusing_bad_input():
         main()
 
