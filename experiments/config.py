@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 # The generic pieces live in ``experiments.base`` (which ``run`` and ``tracking`` import); they are re-exported
 # here, where the entry points, tests and notebooks have always found them.
 from experiments.base.paths import code_root, project_root  # noqa: F401
-from experiments.base.sections import ConfigError, build_section, check_type, refusing_bad_input, to_plain  # noqa: F401
+from experiments.base.sections import ConfigError, build_section, check_type, to_plain  # noqa: F401
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 KINDS = ("unconditional", "conditional", "projected")
@@ -188,8 +188,8 @@ def parse_run(cfg: DictConfig | dict) -> RunConfig:
         raise ConfigError(f"device={cfg.device!r} must be 'cpu' or 'cuda'")
     for key, hint in (("seed", int), ("threads", int), ("width", float)):
         check_type(cfg[key], hint, key)
-    if cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed} must be >= 0")
+    if not 0 <= cfg.seed < 2**32:  # numpy's generators take seeds below 2**32
+        raise ConfigError(f"seed={cfg.seed} must be >= 0 and < 2**32 = {2**32}")
     if cfg.threads < 1:
         raise ConfigError(f"threads={cfg.threads} must be >= 1 (torch threads of this run)")
     if cfg.kind == "unconditional" and cfg.train.get("task_vector", "own") != "own":
@@ -271,7 +271,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 # logs and checkpoints (a resumed run equals an uninterrupted one), and the MNIST folder (its files are
 # checked against their MD5 sums wherever they are).
 NOT_RESULTS = ("run_dir", "paths.", "tracking.", "sweep.", "cluster.", "data.mnist_root", "train.log_every",
-               "train.checkpoint_every", "train.force_precision")
+               "train.checkpoint_every", "train.force_precision", "train.memory_check")
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,7 +22,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import CONF_DIR, build_section, refusing_bad_input, register_resolvers, to_plain
+from experiments.config import CONF_DIR, build_section, to_plain
+from experiments.run.commands import as_bad_input, refusing_bad_input
 from experiments.run.datasets import build_data, data_config_class
 
 
@@ -46,7 +47,8 @@ def prepare(cfg: DictConfig, threads: int | None = None) -> list[dict]:
     summaries = []
     for config in data_configs(cfg):
         tick = time.perf_counter()
-        data = build_data(config, cache)
+        with as_bad_input("data"):
+            data = build_data(config, cache)
         summary = dict(getattr(data, "summary", {}) or {})
         summary["seconds"] = round(time.perf_counter() - tick, 1)
         summaries.append(summary)
@@ -61,5 +63,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
-    main()
+    from experiments.run.commands import run_hydra_command
+
+    run_hydra_command(main)

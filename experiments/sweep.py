@@ -39,8 +39,6 @@ from experiments.config import (
     ConfigError,
     build_section,
     check_root_keys,
-    refusing_bad_input,
-    register_resolvers,
     resolve_precision,
     to_plain,
 )
@@ -48,14 +46,22 @@ from experiments.orchestration.plan import (
     ClusterConfig,
     SweepConfig,
     active_stages,
+    check_plan,
     decide_reuse,
     derive_sweep_id,
     parse_sources,
-    parse_stages,
     plan_stage,
 )
-from experiments.orchestration.ray_tune import StageInterrupted, check_cluster, run_stage, start_ray
+from experiments.orchestration.ray_tune import (
+    StageInterrupted,
+    check_cluster,
+    check_placeable,
+    run_stage,
+    start_ray,
+)
 from experiments.reporting.evidence import EXTRAS
+from experiments.run.commands import refusing_bad_input
+from experiments.run.locks import sweep_lock
 from experiments.tracking.evidence import EvidenceWriter, evidence_path
 from experiments.tracking.store import MlflowClient, TrackingConfig, check_reachable
 from experiments.tracking.sweeps import find_sweep, finished_runs_of_cell, stage_run_uris, start_sweep_run
@@ -134,12 +140,23 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     cluster = build_section(ClusterConfig, cfg.cluster, "cluster")
     tracking_cfg = build_section(TrackingConfig, cfg.tracking, "tracking")
     check_cluster(cluster, tracking_cfg.uri)
+    check_placeable(sweep, cluster)
     check_reachable(tracking_cfg.uri)
-    parse_stages(cfg.get("experiment"))  # no experiment selected: say so before anything starts
+    check_plan(cfg.get("experiment"))  # no experiment selected, an empty grid: say so before anything starts
     resolve_mnist_root(cfg)  # before the reuse check, which compares resolved configs
     init_uris: dict[str, list[str] | None] = dict(resolve_sources(cfg, tracking_cfg))
     stages = active_stages(cfg.experiment)
     sweep_id = sweep.id or derive_sweep_id(cfg)
+    # One driver per sweep: taken before the sweep's MLflow run is opened and before Ray starts, held until
+    # that run has ended, so that a second command never resumes, trains or ends another's sweep.
+    with sweep_lock(to_plain(cfg.paths)["runs"], sweep_id):
+        return drive_sweep(cfg, sweep, cluster, tracking_cfg, sweep_id, stages, init_uris)
+
+
+def drive_sweep(cfg: DictConfig, sweep: SweepConfig, cluster: ClusterConfig, tracking_cfg: TrackingConfig,
+                sweep_id: str, stages: dict, init_uris: dict[str, list[str] | None]) -> SweepResult:
+    """The stages of a sweep this process holds, under its MLflow run, which ends FINISHED, KILLED
+    (interrupted: rerunning resumes it) or FAILED (a trial that failed for good, or a cluster out of reach)."""
     client = MlflowClient(tracking_cfg.uri)
     parent = start_sweep_run(tracking_cfg, sweep_id, cfg)
     if "source_sweep" in cfg.experiment:
@@ -150,10 +167,15 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     evidence = evidence_writer(cfg, sweep, tracking_cfg, sweep_id)
     if evidence is not None:
         evidence.start()
-    started_ray = start_ray(cluster)
+    started_ray = False
     tick = time.time()
     status = "FAILED"
     try:
+        started_ray = start_ray(cluster)
+        if cluster.address:  # a joined cluster's resources are known once joined
+            import ray
+
+            check_placeable(sweep, cluster, ray.cluster_resources())
         for index, (stage_name, stage) in enumerate(stages.items()):
             if stage.steps == 0:  # e.g. pretrain_fraction=0: its cells' followers start from scratch
                 print(f"[{sweep_id}] {stage_name}: 0 steps, skipped")
@@ -214,8 +236,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
     # Import by package name so that Ray pickles run_trial by reference, not as __main__.
+    from experiments.run.commands import run_hydra_command
     from experiments.sweep import main as _main
 
-    _main()
+    run_hydra_command(_main)

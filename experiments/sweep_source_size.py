@@ -13,8 +13,7 @@ import sys
 if __name__ == "__main__":
     if not any(arg.lstrip("+").startswith("experiment=") for arg in sys.argv[1:]):
         sys.argv.append("experiment=table3")  # this script's experiment unless another is named
-    from experiments.config import register_resolvers
+    from experiments.run.commands import run_hydra_command
     from experiments.sweep import main
 
-    register_resolvers()
-    main()
+    run_hydra_command(main)

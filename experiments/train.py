@@ -30,11 +30,10 @@ from experiments.config import (
     config_differences,
     effective_config,
     parse_run,
-    refusing_bad_input,
-    register_resolvers,
     resolve_precision,
 )
-from experiments.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from experiments.run.checkpoint import latest_checkpoint, load_latest_checkpoint, save_checkpoint
+from experiments.run.commands import as_bad_input, refusing_bad_input
 from experiments.run.datasets import (
     TrainStream,
     build_data,
@@ -51,15 +50,21 @@ from experiments.run.evaluate import (
     train_key,
 )
 from experiments.run.grids import image_grid, save_png
+from experiments.run.locks import run_dir_lock
+from experiments.run.memory import check_fits
 from experiments.run.optim import TrainConfig, build_optimizer, lr_at, set_lr
 from experiments.run.precision import autocast
 from experiments.run.task_vector import apply_task_vector
 from experiments.run.trainees import ProjectedTrainee, build_trainee
 from experiments.tracking import store as tracking
+from experiments.tracking.store import MlflowClient
 
 
 class TrainHooks:
     """Called by ``train``; the sweep reports checkpoints to Ray Tune, tests interrupt runs."""
+
+    def on_claimed(self, run_dir: Path) -> None:
+        """The run directory is this process's (locked, its config checked); nothing is loaded yet."""
 
     def on_step_end(self, step: int) -> None:
         pass
@@ -85,13 +90,34 @@ def resolve_init(init_from: str, run_dir: Path, tracking_uri: str) -> Path:
     return Path(init_from)
 
 
+def recorded_config(run_dir: Path) -> dict | None:
+    """The effective config a run directory was made with (``config.json``), None if it has none; a damaged
+    or hand-edited file is refused naming it, what is wrong and how to recover."""
+    recorded = run_dir / CONFIG_FILE
+    if not recorded.is_file():
+        return None
+    try:
+        config = json.loads(recorded.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        config = err
+    if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
+        raise ConfigError(
+            f"{recorded} is damaged (not a JSON object of config keys and values: "
+            f"{config if isinstance(config, Exception) else type(config).__name__}); nothing was changed. "
+            f"It records the config {run_dir} was made with: restore it, or move {run_dir} away and rerun"
+        )
+    return config
+
+
 def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     """Record the effective config in a new run directory, or check that an existing one was made with the
-    same config; a directory made with another config is never resumed or overwritten."""
+    same config; a directory made with another config is never resumed or overwritten. Called under the run
+    directory's lock."""
     recorded = run_dir / CONFIG_FILE
     requested = effective_config(cfg)
-    if recorded.is_file():
-        differences = config_differences(requested, json.loads(recorded.read_text()))
+    config = recorded_config(run_dir)
+    if config is not None:
+        differences = config_differences(requested, config)
         if differences:
             raise ConfigError(
                 f"run directory {run_dir} was made with another config; it differs in "
@@ -106,7 +132,39 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
             f"cannot be checked against this one; pass run_dir=<new folder>, or move it away to rerun"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(json.dumps(requested, indent=1, sort_keys=True))
+    write_json(recorded, requested, indent=1, sort_keys=True)
+
+
+def write_json(path: Path, value, **dumps) -> None:
+    """Through a temporary file, so that a crash or a full disk never leaves half a file."""
+    from projectable.io import write_atomically
+
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(value, **dumps)))
+
+
+METRICS_FILE = "metrics.json"  # written once training, evaluation and the final logs are done
+
+
+def finished_result(run_dir: Path, run: RunConfig) -> dict[str, float] | None:
+    """The final metrics of a run directory whose run finished (``metrics.json``) and whose MLflow run is in
+    this store, else None. Rerunning a finished run returns them and leaves its MLflow run as it is: no
+    second model log, no metrics logged again."""
+    path = run_dir / METRICS_FILE
+    run_id = tracking.recorded_run_id(run_dir) if path.is_file() else None
+    status = tracking.run_status(run.tracking.uri, run_id) if run_id is not None else None
+    if status is None:  # not finished, or its MLflow run is not in this store: (re)made by training
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        metrics = None
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"{path} is damaged (not the JSON object of a finished run's metrics); delete it and "
+                          "rerun the same command, which evaluates the final checkpoint again")
+    if status != "FINISHED":  # its training finished, its process stopped before the MLflow run ended
+        MlflowClient(run.tracking.uri).set_terminated(run_id, "FINISHED")
+    print(f"{run_dir} already finished; nothing to do. {tracking.where(run.tracking, run_id)}")
+    return metrics
 
 
 def train_step(trainee, loss_fn, optimizer: torch.optim.Optimizer, batch, step: int, cfg: TrainConfig,
@@ -229,11 +287,10 @@ def log_start(cfg: DictConfig, run: RunConfig, trainee, extra_artifacts: Mapping
             mlflow.log_artifacts(str(path), name) if Path(path).is_dir() else mlflow.log_artifact(str(path), name)
 
 
-def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks: TrainHooks) -> dict[str, float]:
+def fit(trainee, optimizer, data, run: RunConfig, start: int, run_id: str, hooks: TrainHooks,
+        stream: TrainStream, subsets: dict) -> dict[str, float]:
     """The training loop: step, log, evaluate, checkpoint; then samples and final weights."""
     cfg = run.train
-    stream = TrainStream(data, cfg.batch_size, cfg.train_labels)
-    subsets = validation_subsets(data, run.eval.subsets)
     # train.task_vector=mean: one constant t in every batch and subset from here on (run/task_vector.py)
     overrides = {name: subset.overrides for name, subset in run.eval.subsets.items()}
     stream, subsets, _ = apply_task_vector(cfg.task_vector, stream, subsets, overrides, run.eval.task_mean_images)
@@ -289,25 +346,48 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
     if run.device == "cuda" and not torch.cuda.is_available():  # here, not at parse: a driver plans GPU runs
         raise ConfigError("device=cuda but this machine has no CUDA device torch can use; set device=cpu")
     tracking.check_reachable(run.tracking.uri)
-    claim_run_dir(cfg, run_dir)
+    with run_dir_lock(run_dir):  # one process per run directory, until its MLflow run has ended
+        claim_run_dir(cfg, run_dir)
+        finished = finished_result(run_dir, run)
+        if finished is not None:
+            return finished
+        return train_claimed(cfg, run, hooks, extra_artifacts, precision_reason)
+
+
+def train_claimed(cfg: DictConfig, run: RunConfig, hooks: TrainHooks,
+                  extra_artifacts: Mapping[str, Path] | None, precision_reason: str = "") -> dict[str, float]:
+    """``train`` in a run directory this process holds: set up (every bad input refused before a step),
+    resume or start the MLflow run, fit, end the run."""
+    run_dir = Path(run.run_dir)
     torch.set_num_threads(run.threads)
     torch.manual_seed(run.seed)
+    hooks.on_claimed(run_dir)
 
-    data = build_data(run.data, run.paths.cache, run.train.train_fraction)
+    with as_bad_input("data"):
+        data = build_data(run.data, run.paths.cache, run.train.train_fraction)
     if (data.vocab_size, data.seq_len) != (run.model.vocab_size, run.model.block_size):
         raise ConfigError(
             f"model.vocab_size={run.model.vocab_size}, model.block_size={run.model.block_size} but the data has "
             f"{data.vocab_size} colours and {data.seq_len} tokens per image; keep the model's interpolations "
             "${data.palette_size} and ${square:${data.resolution}}"
         )
-    checkpoint = latest_checkpoint(run_dir)
+    with as_bad_input("eval.subsets"):
+        subsets = validation_subsets(data, run.eval.subsets)
+    with as_bad_input("train.train_labels"):
+        stream = TrainStream(data, run.train.batch_size, run.train.train_labels)
+    with as_bad_input("model"):
+        check_fits(run, data.task_dim)  # before any weight is allocated or downloaded
     init = None
-    if checkpoint is None and run.init_from is not None:
-        init = resolve_init(run.init_from, run_dir, run.tracking.uri)
-    trainee = build_trainee(run.kind, run.width, run.model, run.projector, data.task_dim, run.device, init)
+    if latest_checkpoint(run_dir) is None and run.init_from is not None:  # a resumed run has its weights
+        with as_bad_input(f"init_from={run.init_from}"):
+            init = resolve_init(run.init_from, run_dir, run.tracking.uri)
+    with as_bad_input(f"init_from={run.init_from}" if init is not None else "model"):
+        trainee = build_trainee(run.kind, run.width, run.model, run.projector, data.task_dim, run.device, init)
     optimizer = build_optimizer(trainee.module, run.train)
-    if checkpoint is not None:
-        start, run_id = load_checkpoint(checkpoint, trainee.module, optimizer)
+    with as_bad_input("resume"):
+        resumed = load_latest_checkpoint(run_dir, trainee.module, optimizer)
+    if resumed is not None:
+        start, run_id = resumed
     else:
         start, run_id = 0, tracking.recorded_run_id(run_dir)
     tags = {**tracking.source_tags("experiments/train.py"), "kind": run.kind, "width": str(run.width),
@@ -327,8 +407,8 @@ def train(cfg: DictConfig, hooks: TrainHooks | None = None,
                 mlflow.set_tag("init_from", run.init_from)
             log_start(cfg, run, trainee, extra_artifacts or {})
             log_dataset(run, data)
-        metrics = fit(trainee, optimizer, data, run, start, run_id, hooks)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        metrics = fit(trainee, optimizer, data, run, start, run_id, hooks, stream, subsets)
+        write_json(run_dir / METRICS_FILE, metrics, indent=1)
         failed = False
         print(f"finished {run_dir}; {tracking.where(run.tracking, run_id)}")
         return metrics
@@ -355,5 +435,6 @@ def final_losses(metrics: Mapping[str, float]) -> str:
 
 
 if __name__ == "__main__":
-    register_resolvers()
-    main()
+    from experiments.run.commands import run_hydra_command
+
+    run_hydra_command(main)

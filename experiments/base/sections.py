@@ -3,10 +3,8 @@ unknown or missing keys and values of the wrong type with a ``ConfigError`` that
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import sys
 import types
 import typing
 from typing import Any
@@ -16,17 +14,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 class ConfigError(ValueError):
     """A config that names an unknown key or group, or holds a value the code cannot use."""
-
-
-@contextlib.contextmanager
-def refusing_bad_input():
-    """An entry point's body: a ``ConfigError`` ends the command with its message alone (which names the
-    problem and the fix) on stderr and exit status 2, instead of a traceback."""
-    try:
-        yield
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -57,7 +44,9 @@ def check_type(value: Any, hint: Any, key: str) -> None:
         if len(args) == 1:
             check_type(value, args[0], key)
         return
-    if origin is tuple and isinstance(value, (list, tuple)):
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} is not a list; set {key}=[{value}] (a list, even of one value)")
         element = typing.get_args(hint)[0] if typing.get_args(hint) else Any
         for item in value:
             check_type(item, element, key)

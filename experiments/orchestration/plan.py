@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -42,6 +43,28 @@ class SweepConfig:
     fail_once: Mapping[str, int] = field(default_factory=dict)  # trial -> step: fail there once (tests retries)
     evidence: str | None = None  # reports folder: <it>/<scale>/evidence/<sweep id>.parquet as trials finish; None: none
 
+    def __post_init__(self):
+        if self.id is not None:
+            check_plain_name(self.id, "sweep.id")
+        for kind, amount in dict(self.resources).items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount >= 0:
+                raise ValueError(f"resources.{kind}={amount!r} must be a number >= 0 (per trial)")
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures} must be >= 0 (retries of a failed trial)")
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_plain_name(name: str, key: str) -> None:
+    """Sweep ids and cell names become folder names (``<paths.runs>/<sweep id>/<cell>-seed<n>``), MLflow
+    filter values and Tune experiment names: letters, digits, '_', '.', '-' only, no '..', at most 100."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"{key}={name!r} is not a plain name: use letters, digits, '_', '.' and '-' (starting with a letter "
+            "or digit, no '..', at most 100 characters); it names folders under paths.runs and MLflow tags"
+        )
+
 
 @dataclass(frozen=True)
 class ClusterConfig:
@@ -49,6 +72,11 @@ class ClusterConfig:
     num_cpus: int | None = 2  # of a local Ray
     num_gpus: int | None = 0
     ship_code: bool = False  # upload experiments/ and the library packages to the workers
+
+    def __post_init__(self):
+        if self.address == "???":  # cluster=remote leaves it to the command line
+            raise ValueError("cluster.address is not set: cluster=remote joins a running Ray cluster; pass "
+                             "cluster.address=<head ip>:6379 (or 'auto' on one of its nodes)")
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,14 @@ class Cell:
     def __post_init__(self):
         from projectable.projector import GENERATORS
 
+        if self.seeds < 1:
+            raise ValueError(f"seeds={self.seeds} must be >= 1 (the cell's runs are seeds 0..seeds-1); delete "
+                             "a cell that should not run with ~experiment.stages.<stage>.cells.<cell>")
+        planned = sorted(set(self.overrides) & set(PLANNED_KEYS))
+        if planned:
+            raise ValueError(f"overrides set {planned}, which the planner sets for every run of a cell (its seeds "
+                             "are 0..seeds-1, its run directory and run name follow from the cell and seed); "
+                             "use the cell's own keys (kind, width, seeds, scales) or another cell")
         if self.role not in (None, "matched_baseline"):
             raise ValueError(f"role={self.role!r} must be null or 'matched_baseline'")
         if self.generator is not None:
@@ -79,11 +115,20 @@ class Cell:
                                  f"kind={self.kind!r}, scales={self.scales}")
 
 
+# Keys of a run's config that the planner sets from the cell and seed; a cell's overrides may not set them
+# (an overridden seed would make two of its "seeds" the same run, counted as independent).
+PLANNED_KEYS = ("seed", "run_dir", "tracking.run_name", "kind", "width", "init_from", "projector.scales")
+
+
 @dataclass(frozen=True)
 class Stage:
     steps: int
     cells: Mapping[str, Cell]
     init_from: str | None = None  # cell of an earlier stage whose final weights start every run
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"steps={self.steps} must be >= 0 (0 skips the stage)")
 
 
 class TrialSpec(dict):
@@ -106,6 +151,32 @@ def parse_stages(experiment: Any) -> dict[str, Stage]:
         stages[name] = build_section(Stage, {**stage, "cells": cells}, f"experiment.stages.{name}")
     check_report_settings(experiment)
     return stages
+
+
+def check_plan(experiment: Any) -> None:
+    """What a sweep's grid must be before anything runs: at least one stage, every stage at least one cell,
+    every cell a plain name used by one stage only (its runs are ``<sweep id>/<cell>-seed<n>``: two stages
+    with the same cell would train into the same run directories, and their seeds would be counted twice),
+    at least one seed per cell (``Cell``). Called on the grid as configured, before cells are reused."""
+    stages = parse_stages(experiment)
+    if not stages:
+        raise ConfigError("experiment.stages is empty: nothing to run; pick an experiment with stages, e.g. "
+                          "experiment=table1")
+    seen: dict[str, str] = {}
+    for name, stage in stages.items():
+        check_plain_name(name, "experiment.stages.<name>")
+        if not stage.cells:
+            raise ConfigError(f"experiment.stages.{name} has no cells: nothing to run; keep one of its cells, or "
+                              f"delete the stage with ~experiment.stages.{name}")
+        for cell in stage.cells:
+            check_plain_name(cell, f"experiment.stages.{name}.cells.<name>")
+            if cell in seen:
+                raise ConfigError(
+                    f"cell {cell} is in experiment.stages.{seen[cell]} and experiment.stages.{name}: its runs "
+                    f"({trial_name(cell, 0)}, ...) would be planned twice, into the same run directories; rename "
+                    "one of them"
+                )
+            seen[cell] = name
 
 
 def check_report_settings(experiment: dict) -> None:
@@ -233,6 +304,7 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
                init_uris: Mapping[str, list[str]]) -> list[TrialSpec]:
     """One TrialSpec per cell and seed, each with its full resolved run config."""
     specs = []
+    planned: set[tuple[str, int]] = set()
     for cell_name, cell in stage.cells.items():
         source = cell.init_from or stage.init_from
         for seed in range(cell.seeds):
@@ -279,6 +351,9 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
                 tags["mlflow.source.name"] = "experiments/sweep.py"  # the trial's entry point, not Ray's worker
             with open_dict(run_cfg):
                 OmegaConf.update(run_cfg, "tracking.tags", tags, merge=True)
+            if (cell_name, int(run_cfg.seed)) in planned:  # Cell refuses seed overrides; checked here too
+                raise ConfigError(f"cell {cell_name}: seed {run_cfg.seed} is planned twice; give each run its own seed")
+            planned.add((cell_name, int(run_cfg.seed)))
             plain = to_container(run_cfg)
             for section in SWEEP_SECTIONS:
                 plain.pop(section, None)

@@ -29,6 +29,37 @@ def check_cluster(cluster: ClusterConfig, tracking_uri: str) -> None:
         )
 
 
+def local_resources(cluster: ClusterConfig) -> dict[str, float]:
+    """What a local Ray started with ``cluster`` offers (``num_cpus``/``num_gpus`` null: the machine's)."""
+    import torch
+
+    cpus = cluster.num_cpus if cluster.num_cpus is not None else os.cpu_count() or 1
+    gpus = cluster.num_gpus if cluster.num_gpus is not None else torch.cuda.device_count()
+    return {"CPU": float(cpus), "GPU": float(gpus)}
+
+
+RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}  # Tune's resource names -> Ray's
+
+
+def check_placeable(sweep: SweepConfig, cluster: ClusterConfig, available: Mapping[str, float] | None = None) -> None:
+    """Refuse trial resources (``sweep.resources``) that no node can give, before Tune starts: Tune would wait
+    for them forever. ``available``: a joined cluster's (``ray.cluster_resources()``); by default a local
+    Ray's (checked before Ray starts; a joined cluster is checked once joined)."""
+    if available is None:
+        if cluster.address:
+            return
+        available = local_resources(cluster)
+    where = f"the cluster at {cluster.address}" if cluster.address else "the local Ray (cluster.num_cpus, num_gpus)"
+    for name, amount in dict(sweep.resources).items():
+        have = float(available.get(RAY_NAMES.get(name, name), 0.0))
+        if amount > have:
+            raise ConfigError(
+                f"sweep.resources={{{name}: {amount:g}}} per trial, but {where} has {have:g} {name}: no trial could "
+                f"ever start; ask for at most {have:g} (sweep.resources.{name}={have:g}) or give Ray more"
+                + (f" (cluster.num_{name}s=...)" if name in ("cpu", "gpu") and not cluster.address else "")
+            )
+
+
 def runtime_env(cluster: ClusterConfig) -> dict:
     """Environment of every trial: telemetry off, no chdir, and (on clusters) the project's code."""
     env_vars = dict(telemetry.ENVIRONMENT)
@@ -73,26 +104,50 @@ def start_ray(cluster: ClusterConfig) -> bool:
     if ray.is_initialized():
         return False
     if cluster.address:
-        ray.init(address=cluster.address, runtime_env=runtime_env(cluster), log_to_driver=True)
+        check_answers(cluster.address)
+        try:
+            ray.init(address=cluster.address, runtime_env=runtime_env(cluster), log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ConfigError(f"cluster.address={cluster.address}: cannot join the Ray cluster ({err}); start it "
+                              "(`ray start --head` on its head node) or correct cluster.address") from err
     else:
         ray.init(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus, include_dashboard=False,
                  _node_ip_address="127.0.0.1", runtime_env=runtime_env(cluster))
     return True
 
 
+def check_answers(address: str, timeout: float = 10.0) -> None:
+    """A cluster's ``host:port`` must accept a connection within ``timeout`` seconds (``ray.init`` retries
+    for minutes); "auto" and addresses without a port are left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"cluster.address={address}: nothing answered there within {timeout:.0f} s ({err}); "
+                          "start the cluster (`ray start --head --port ...` on its head node) or correct "
+                          "cluster.address") from err
+
+
 def _restore_tune_checkpoint(run_dir: Path) -> None:
     """On a retry, put Tune's last checkpoint into the run directory if it is newer than what is there
-    (a retry may land on a node that never saw this run)."""
-    import torch
+    (a retry may land on a node that never saw this run). Called under the run directory's lock."""
     from ray import tune
 
-    from experiments.run.checkpoint import STATE_FILE, checkpoint_dir, latest_checkpoint
+    from experiments.run.checkpoint import DamagedCheckpoint, checkpoint_dir, latest_checkpoint, read_state
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return
     with checkpoint.as_directory() as folder:
-        step = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)["step"]
+        try:
+            step = int(read_state(folder, named=False)["step"])  # Tune's copy has a name of its own
+        except DamagedCheckpoint as err:
+            print(f"not restoring Tune's checkpoint: {err}")
+            return
         local = latest_checkpoint(run_dir)
         if local is None or int(local.name.split("_")[1]) < step:
             target = checkpoint_dir(run_dir, step)
@@ -120,12 +175,14 @@ def run_trial(config: dict, specs: Mapping[str, TrialSpec], fail_once: Mapping[s
         def on_checkpoint(self, step, folder, metrics):
             tune.report({"step": step, **metrics}, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
+        def on_claimed(self, run_dir):
+            _restore_tune_checkpoint(run_dir)
+
         def on_step_end(self, step):
             if fail_once.get(name) == step and not marker.exists():
                 marker.touch()
                 raise InjectedFailure(f"{name}: failure injected after step {step} (sweep.fail_once)")
 
-    _restore_tune_checkpoint(Path(cfg.run_dir))
     metrics = train(cfg, hooks=ReportToTune())
     tune.report({"step": int(cfg.train.steps), **metrics, "done": 1})
 

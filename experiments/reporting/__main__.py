@@ -21,9 +21,6 @@ def missing(params, names: list[str]) -> int:
     from experiments.reporting import toolkit
 
     for name in names or toolkit.ARTEFACTS:
-        if name not in toolkit.ARTEFACTS:
-            print(f"{name}: no such report; choose from {', '.join(toolkit.ARTEFACTS)}", file=sys.stderr)
-            return 2
         try:
             toolkit.check_runs(params, name)
         except toolkit.MissingRuns as why:
@@ -39,9 +36,6 @@ def backfill(params, sweep_ids: list[str]) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded run is noise
 
-    if not sweep_ids:
-        print(USAGE, file=sys.stderr)
-        return 2
     for sweep_id in sweep_ids:
         path = write(params.tracking_uri, params.experiment, sweep_id, params.out_dir.parent, params.cache, EXTRAS)
         print(f"{sweep_id}: {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -50,14 +44,27 @@ def backfill(params, sweep_ids: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     telemetry.apply()
+    from experiments.config import ConfigError
     from experiments.reporting import toolkit
+    from experiments.tracking.store import check_reachable
 
     commands = {"missing": missing, "backfill": backfill}
     if not argv or argv[0] not in commands:
-        print(USAGE, file=sys.stderr)
-        return 2
-    return commands[argv[0]](toolkit.notebook_params(environ=None, quiet=True), argv[1:])
+        raise ConfigError(f"unknown command {' '.join(argv) or '(none)'}; {USAGE}")
+    if argv[0] == "missing":
+        unknown = [name for name in argv[1:] if name not in toolkit.ARTEFACTS]
+        if unknown:
+            raise ConfigError(f"no report named {', '.join(unknown)}; choose from {', '.join(toolkit.ARTEFACTS)}")
+    elif not argv[1:]:
+        raise ConfigError(f"backfill needs the id of a finished sweep; {USAGE}")
+    params = toolkit.notebook_params(environ=None, quiet=True)
+    if argv[0] == "backfill":
+        check_reachable(params.tracking_uri)  # a garbage, locked or unreachable store, named
+    return commands[argv[0]](params, argv[1:])
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from experiments.run.commands import refusing_bad_input
+
+    with refusing_bad_input():
+        sys.exit(main(sys.argv[1:]))

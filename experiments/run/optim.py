@@ -33,6 +33,7 @@ class TrainConfig:
     # "own": every sequence with its image's t; "mean": every sequence, in training and evaluation, with one
     # constant t, the training stream's mean (experiments.run.task_vector; the specialisation experiment)
     task_vector: str = "own"
+    memory_check: bool = True  # refuse a run whose estimated memory exceeds the device's free memory
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -56,6 +57,9 @@ class TrainConfig:
             raise ValueError(f"train.train_fraction must lie in (0, 1], got {self.train_fraction}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"train.betas={list(self.betas)} must be two numbers in [0, 1) (Adam's beta1, beta2), "
+                             "e.g. train.betas=[0.9,0.99]")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("train.checkpoint_every and train.log_every must be >= 1")
         if self.task_vector not in ("own", "mean"):

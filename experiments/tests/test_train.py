@@ -20,6 +20,7 @@ from projectable import GPT, ProjectableGPT
 from experiments import train as train_module
 from experiments.config import ConfigError, compose, register_resolvers
 from experiments.run.checkpoint import STATE_FILE, latest_checkpoint
+from experiments.run.locks import RUN_LOCK
 from experiments.tracking.store import git_commit, recorded_run_id
 from experiments.train import TrainHooks, train
 
@@ -278,12 +279,13 @@ def test_a_run_directory_is_keyed_by_its_config(smoke, tmp_path):
 def test_a_directory_made_with_another_config_is_never_resumed(smoke, tmp_path):
     run_dir = tmp_path / "run"
     train(smoke("kind=unconditional", "eval.samples=0", f"run_dir={run_dir}"))
-    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and p.name != RUN_LOCK}
     with pytest.raises(ConfigError, match=r"train\.lr: 0\.002 -> 0\.01.*run_dir=<new folder>"):
         train(smoke("kind=unconditional", "eval.samples=0", "train.lr=0.01", f"run_dir={run_dir}"))
     with pytest.raises(ConfigError, match=r"seed: 0 -> 1"):
         train(smoke("kind=unconditional", "eval.samples=0", "seed=1", f"run_dir={run_dir}"))
-    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
+    # nothing touched but the lock file, which names the last process that held the directory
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and p.name != RUN_LOCK} == before
     # where it goes and how often it logs are not the config of its results: the same run resumes
     train(smoke("kind=unconditional", "eval.samples=0", "train.log_every=2", f"run_dir={run_dir}"))
 

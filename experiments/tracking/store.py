@@ -38,6 +38,12 @@ class TrackingConfig:
                 f"tracking.uri={self.uri} is a relative sqlite path, which moves with the working directory; "
                 "use an absolute one, sqlite:////abs/path/mlflow.db"
             )
+        if not self.experiment.strip():
+            raise ValueError("tracking.experiment is empty; name the MLflow experiment, e.g. tracking.experiment=projectable")
+        if not isinstance(self.tags, Mapping) or not all(
+                isinstance(v, (str, int, float, bool)) for v in self.tags.values()):
+            raise ValueError(f"tracking.tags={self.tags!r} must map tag names to plain values, e.g. "
+                             "tracking.tags={owner: me}")
         if self.uri.startswith("file:") or "://" not in self.uri:
             raise ValueError(
                 f"tracking.uri={self.uri}: MLflow 3 refuses plain file stores; use sqlite:////abs/mlflow.db "
@@ -58,6 +64,7 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"tracking.uri={uri}: cannot create its folder {folder} ({err})") from err
+        check_sqlite(Path(uri.removeprefix("sqlite:///")), timeout)
         return
     import urllib.request
 
@@ -69,6 +76,49 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
         raise ConfigError(f"tracking.uri={uri}: no MLflow server answered within {timeout:.0f} s ({err}); start it "
                           "(nox -s mlflow_ui, or `mlflow server ...`) or point tracking.uri at one that runs") from err
     raise ConfigError(f"tracking.uri={uri}: the server's health check did not answer 200")
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite(path: Path, timeout: float) -> None:
+    """An existing store file must be a SQLite database that can be read and written within ``timeout``
+    seconds; otherwise SQLAlchemy's tracebacks never name the file. A missing one is created by MLflow."""
+    import sqlite3
+
+    from experiments.config import ConfigError
+
+    if not path.exists():
+        return
+    fix = (f"move {path} away (MLflow then starts an empty store there) or point tracking.uri at another "
+           "store; restore it from a backup to keep its runs")
+    if not path.is_file():
+        raise ConfigError(f"tracking.uri=sqlite:///{path}: {path} is a folder, not a SQLite file; {fix}")
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise ConfigError(f"tracking.uri=sqlite:///{path}: cannot read {path} ({err.strerror}); {fix}") from err
+    if header and header != SQLITE_HEADER:
+        raise ConfigError(f"tracking.uri=sqlite:///{path}: {path} is not a SQLite database (damaged or another "
+                          f"kind of file); {fix}")
+    try:
+        connection = sqlite3.connect(str(path), timeout=timeout)
+        try:  # a read of the schema and a write transaction: what every run needs
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            connection.execute("BEGIN IMMEDIATE")
+            connection.rollback()
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):
+            raise ConfigError(
+                f"tracking.uri=sqlite:///{path}: {path} stayed locked for {timeout:.0f} s (another process holds a "
+                "write transaction on it: a stuck run, a `sqlite3` shell, a copy program); end that process and "
+                "rerun") from err
+        raise ConfigError(f"tracking.uri=sqlite:///{path}: {path} cannot be used ({err}); {fix}") from err
+    except sqlite3.DatabaseError as err:
+        raise ConfigError(f"tracking.uri=sqlite:///{path}: {path} is damaged ({err}); {fix}") from err
 
 
 def experiment_id(config: TrackingConfig) -> str:
@@ -86,8 +136,32 @@ def experiment_id(config: TrackingConfig) -> str:
 
 
 def recorded_run_id(run_dir: str | Path) -> str | None:
+    """The MLflow run a run directory continues (``mlflow_run.json``), None if it has none; a damaged file
+    is refused naming it and how to recover."""
+    from experiments.config import ConfigError
+
     path = Path(run_dir) / RUN_FILE
-    return json.loads(path.read_text())["run_id"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        run_id = json.loads(path.read_text())["run_id"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        run_id = err
+    if not isinstance(run_id, str) or not run_id:
+        raise ConfigError(
+            f"{path} is damaged (not {{\"run_id\": \"<MLflow run id>\", ...}}: {run_id!r}); nothing was changed. "
+            "Restore it (the run's id is the mlflow.runName tag's run in the MLflow UI), or delete it: the same "
+            "command then continues from the checkpoint's own record of the run, or starts a new MLflow run"
+        )
+    return run_id
+
+
+def run_status(uri: str, run_id: str) -> str | None:
+    """FINISHED, RUNNING, FAILED, KILLED, or None if the store has no such run."""
+    try:
+        return MlflowClient(uri).get_run(run_id).info.status
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def start_run(config: TrackingConfig, run_dir: str | Path, run_id: str | None, run_name: str,

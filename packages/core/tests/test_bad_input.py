@@ -108,6 +108,33 @@ def test_non_finite_tasks_are_refused_naming_task_dim(projectable, conditional, 
             call()
 
 
+def test_an_unconditional_model_refuses_a_task_vector_instead_of_ignoring_it(projectable):
+    unconditional = GPT(GPTConfig.tiny()).eval()
+    generated = projectable.generate(torch.tensor(TASK), projectable.config.scales[0])  # P_s(t): unconditional
+    for model in (unconditional, generated):
+        for call in (lambda m: m(tokens(), torch.tensor(TASK)), lambda m: m.loss(tokens(), torch.tensor(TASK)),
+                     lambda m: sample(m, 2, task=torch.tensor(TASK)),
+                     lambda m: sample(m, 2, task=torch.tensor(TASK), use_cache=False)):
+            with pytest.raises(ValueError, match=r"unconditional \(task_dim=0\) and takes no task vector.*task=None"):
+                call(model)
+        assert model(tokens()).shape == (2, 12, 16)  # without one it runs
+        assert sample(model, 2, length=3).shape == (2, 3)
+
+
+def test_a_tiny_temperature_samples_greedily_and_nan_weights_are_named():
+    model = GPT(GPTConfig.tiny()).eval()
+    greedy = sample(model, 2, temperature=1e-30, length=4, use_cache=False)
+    tokens = torch.zeros(2, 0, dtype=torch.long)
+    for _ in range(4):  # the argmax at every step, as temperature -> 0
+        logits = model(torch.cat([tokens, tokens.new_zeros(2, 1)], dim=1))[:, -1]
+        tokens = torch.cat([tokens, logits.argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(greedy, tokens)
+    with torch.no_grad():
+        model.parts.head.fill_(float("nan"))
+    with pytest.raises(ValueError, match="logits contain NaN or inf: its weights are damaged"):
+        sample(model, 2, length=3)
+
+
 def test_a_task_that_overflows_the_model_dtype_is_refused(tiny_source, make_projectable):
     model = make_projectable(tiny_source).half()
     with pytest.raises(ValueError, match="overflow the model's dtype torch.float16"):
@@ -395,6 +422,7 @@ def test_task_files_of_other_dtypes(files, tmp_path, capsys):
     (["--top-k", "0"], "top_k must be None (no truncation) or an int >= 1, got 0"),
     (["--n", "0"], "n must be a positive number of samples, got 0"),
     (["--length", "0"], "length 0 must lie in 1..block_size=12"),
+    (["--n", "1000000000000"], "GiB (their KV cache), but this machine has"),
 ])
 def test_cli_sampling_arguments_fail_before_anything_is_written(files, tmp_path, capsys, flags, match):
     _, gpt = files

@@ -390,6 +390,30 @@ def cmd_import_gpt2(args) -> None:
           f"{c.n_layer} layers, {model.num_params():,} parameters)" + (f", its {tokenizer.kind}" if tokenizer else ""))
 
 
+def free_memory() -> int | None:
+    """Linux's MemAvailable in bytes (None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_sampling_memory(config: GPTConfig, n: int, length: int) -> None:
+    """Refuse an ``--n`` whose KV cache (keys and values of every layer and position, fp32) and logits cannot
+    fit the free memory, before the first token is drawn."""
+    needed = 4 * n * (2 * config.n_layer * length * config.n_embd + 2 * config.vocab_size + length)
+    free = free_memory()
+    if free is not None and needed > free:
+        raise ValueError(
+            f"--n {n} samples of {length} tokens need about {needed / 2**30:.1f} GiB (their KV cache), but this "
+            f"machine has {free / 2**30:.1f} GiB free; sample fewer at a time (several runs with other --seed)"
+        )
+
+
 def cmd_sample(args) -> None:
     out = Path(args.out)
     _check_suffix(args.out, "--out", (".npy", ".pt"))
@@ -405,9 +429,10 @@ def cmd_sample(args) -> None:
             f"this model is conditional and needs a task vector of size {model.config.task_dim}: "
             "pass --task or --task-file"
         )
-    check_sampling(model.config, args.n, args.temperature, args.top_k, args.length)
+    checked = check_sampling(model.config, args.n, args.temperature, args.top_k, args.length)
     if task is not None:
         check_task(task, model.config.task_dim, batch=args.n)
+    check_sampling_memory(model.config, checked.n, checked.length)
     render = None
     if args.png:
         render = _png_renderer(args, model.config)
@@ -637,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         try:
             args.func(args)
-        except (ValueError, ImportError, OSError) as error:  # OSError: a disk that fills up or fails mid-write
+        except (ValueError, TypeError, ImportError, OSError) as error:  # OSError: a disk that fills up or fails mid-write
             if isinstance(error, BrokenPipeError):
                 raise
             message = " ".join(str(error).split())  # one line

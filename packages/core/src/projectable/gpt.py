@@ -213,7 +213,20 @@ class GPTParts(nn.Module):
                     f"{self.config.task_dim}) and needs a task vector; pass task=(B, {self.config.task_dim})"
                 )
             return self.task_proj(task).unsqueeze(1)
+        refuse_task(task)
         return self.start.expand(batch, 1, -1)
+
+
+def refuse_task(task) -> None:
+    """An unconditional model (M_s, a generated P_s) is refused a task vector rather than ignoring it: a task
+    passed to the wrong model would otherwise be silently dropped, and its samples or losses would look
+    conditional while they are not. Callers that hold models of both kinds pass ``task if
+    model.config.conditional else None`` (``experiments.run.trainees``, ``ProjectableGPT``)."""
+    if task is not None:
+        raise ValueError(
+            "this model is unconditional (task_dim=0) and takes no task vector; pass task=None (a projected "
+            "model's task acts through ProjectableGPT.generate(task, scale), not through the generated model)"
+        )
 
 
 class DenseStack(nn.Module):
@@ -372,9 +385,10 @@ class GPT(nn.Module):
         return StackedLinears({kind: self.dense.weights(kind) for kind in DENSE_KINDS})
 
     def forward(self, tokens: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, T) int64, task (B, task_dim) or (task_dim,) for conditional models -> logits (B, T, V)."""
+        """tokens (B, T) int64, task (B, task_dim) or (task_dim,) for conditional models (an unconditional
+        one refuses a task: ``refuse_task``) -> logits (B, T, V)."""
         check_tokens(tokens, self.config)
-        if self.config.conditional:  # unconditional models ignore ``task``, so callers may pass it uniformly
+        if self.config.conditional:
             if task is None:
                 raise ValueError(
                     f"this model is conditional (task_dim={self.config.task_dim}) and needs a task vector; "

@@ -9,13 +9,20 @@ from typing import NamedTuple
 
 import torch
 
-from projectable.gpt import GPT, GPTConfig, KVCache
+from projectable.gpt import GPT, GPTConfig, KVCache, refuse_task
 from projectable.validation import as_int, as_real, check_task
 
 
 def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None):
     """Sample one token per row from logits (B, V)."""
-    logits = logits.float() / temperature
+    logits = logits.float()
+    if not torch.isfinite(logits).all():
+        raise ValueError(
+            "the model's logits contain NaN or inf: its weights are damaged (NaN or inf) or overflow their dtype; "
+            "check the model file (projectable info <file>) or sample in float32"
+        )
+    # The largest logit subtracted first: a tiny temperature then sends the others to -inf, never to inf/inf.
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -73,6 +80,8 @@ def sample(
     if config.conditional:
         task = check_task(task, config.task_dim, batch=n, like=model.parts.wte)
         task = task.expand(n, -1) if task.dim() == 1 else task
+    else:
+        refuse_task(task)
     was_training = model.training
     model.eval()
     device = model.parts.wte.device
