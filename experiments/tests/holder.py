@@ -44,7 +44,7 @@ def hold_sweep(overrides: list[str]) -> None:
         print(f"ray starts; sweep lock held here: {holder(lock).get('pid') == os.getpid()}", flush=True)
         return False
 
-    def run_stage(specs, sweep, name):
+    def run_stage(specs, sweep, name, **hooks):
         wait_for_release()
 
     sweep_module.start_ray = start_ray

@@ -161,7 +161,7 @@ def test_hydra_errors_are_delivered_naming_the_valid_keys(capsys, monkeypatch):
     from experiments.run.commands import check_overrides
 
     err = delivered(capsys, lambda: check_overrides(["model.n_layr=3"]))
-    assert "unknown key model.n_layr: valid keys of 'model':" in err and "n_layer" in err
+    assert "model.n_layr is not a key of 'model'; did you mean model.n_layer?" in err and "n_head" in err
     err = delivered(capsys, lambda: check_overrides(["kynd=projected"]))
     assert "unknown key kynd: valid keys of '<root>':" in err and "kind" in err
     err = delivered(capsys, lambda: check_overrides(["scale=tiny"]))
@@ -187,12 +187,12 @@ def test_the_machines_state_is_a_refusal_and_a_bug_keeps_its_traceback(capsys):
 
 
 @pytest.mark.parametrize("command, message", [
-    (["-m", "experiments.train", "model.n_layr=3"], "unknown key model.n_layr: valid keys of 'model'"),
+    (["-m", "experiments.train", "model.n_layr=3"], "model.n_layr is not a key of 'model'; did you mean model.n_layer"),
     (["experiments/sweep.py", "experiment=table1", "scale=smoke", "sweep.id=../../x"],
      "sweep.id='../../x' is not a plain name"),
     (["experiments/sweep_source_size.py", "scale=smoke", "sweep.resources={cpu: 64}"],
      "sweep.resources={cpu: 64} per trial"),
-    (["-m", "experiments.prepare_data", "data.palette_sise=4"], "unknown key data.palette_sise"),
+    (["-m", "experiments.prepare_data", "data.palette_sise=4"], "data.palette_sise is not a key of 'data'"),
     (["-m", "experiments.reporting", "missing", "tabel1"], "no report named tabel1; choose from table1"),
 ])
 def test_every_entry_point_refuses_with_error_and_exit_2(command, message, tmp_path):

@@ -86,8 +86,6 @@ def check_sqlite(path: Path, timeout: float) -> None:
     seconds; otherwise SQLAlchemy's tracebacks never name the file. A missing one is created by MLflow."""
     import sqlite3
 
-    from experiments.config import ConfigError
-
     if not path.exists():
         return
     fix = (f"move {path} away (MLflow then starts an empty store there) or point tracking.uri at another "
@@ -138,8 +136,6 @@ def experiment_id(config: TrackingConfig) -> str:
 def recorded_run_id(run_dir: str | Path) -> str | None:
     """The MLflow run a run directory continues (``mlflow_run.json``), None if it has none; a damaged file
     is refused naming it and how to recover."""
-    from experiments.config import ConfigError
-
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         return None
