@@ -63,6 +63,7 @@ toolkit.verdicts_frame(verdicts)
 # %%
 prov = toolkit.provenance(sweep_run, trials)
 curves = toolkit.learning_curves(trials, toolkit.metric_source(params, sweep_run), table1.curve_specs(table.baselines), prov.stage_steps)
-files = table1.write_report(params.out_dir, table, verdicts, prov, margin, trials, curves)
+uses = table1.task_use_of(trials, table.baselines)  # own, permuted and mean t of every model that reads t
+files = table1.write_report(params.out_dir, table, verdicts, prov, margin, trials, curves, uses)
 display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
 toolkit.log_to_sweep(params, sweep_run, files, extra=[params.out_dir / "table1_curves.png"])

@@ -57,6 +57,7 @@ toolkit.verdicts_frame(verdicts)
 # %%
 prov = toolkit.provenance(sweep_run, trials)
 curves = toolkit.learning_curves(trials, toolkit.metric_source(params, sweep_run), table2.curve_specs(table.baselines), prov.stage_steps)
-files = table2.write_report(params.out_dir, table, verdicts, prov, margin, summary, trials, curves)
+uses = table2.task_use_of(trials, table.baselines)  # own, permuted and mean t of every model that reads t
+files = table2.write_report(params.out_dir, table, verdicts, prov, margin, summary, trials, curves, uses)
 display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
 toolkit.log_to_sweep(params, sweep_run, files, extra=[params.out_dir / "table2_curves.png"])

@@ -10,8 +10,9 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.reporting import toolkit
+from experiments.reporting import task_use, toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows, less_than, no_worse
+from experiments.reporting.task_use import TaskUse
 from experiments.reporting.toolkit import SCALES, Provenance, ReportFiles, fmt_cell, md_table, section
 
 COLUMN_LABELS = {"M": "M_s", "Mc": "M~_s", "P": "P_s", "Pall": "P~", "control": "M_1 continued (control)"}
@@ -106,8 +107,13 @@ def results_frame(table: Table1Cells) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def task_use_of(trials: pd.DataFrame, baselines: str = "stage1") -> list[TaskUse]:
+    """M~_s, P_s and P~'s widths scored under own, permuted and mean t (``reporting.task_use``)."""
+    return task_use.of_table(trials, CELL_SOURCES, baselines, MATCHED, {"Mc": "M~", "P": "P", "Pall": "P~"})
+
+
 def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, margin: float,
-             trials: pd.DataFrame) -> str:
+             trials: pd.DataFrame, uses: list[TaskUse] = ()) -> str:
     """reports/<scale>/table1.md."""
     steps1, steps2 = prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")
     rows = []
@@ -154,6 +160,7 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
             "",
             *toolkit.verdict_lines(verdicts, unpaired=True),
         ),
+        *task_use.section_lines(uses),
         *toolkit.runs_per_cell(trials),
         *toolkit.provenance_lines(prov),
     ]
@@ -182,8 +189,9 @@ def plot(table: Table1Cells, path, title: str):
 
 
 def write_report(out_dir, table: Table1Cells, verdicts: list[Verdict], prov: Provenance, margin: float,
-                 trials: pd.DataFrame, curves: pd.DataFrame | None = None) -> ReportFiles:
+                 trials: pd.DataFrame, curves: pd.DataFrame | None = None, uses: list[TaskUse] = ()) -> ReportFiles:
     title = f"Table 1, scale {prov.scale} (sweep {prov.sweep_id})"
-    md = markdown(table, verdicts, prov, margin, trials)
+    md = markdown(table, verdicts, prov, margin, trials, uses)
+    task_use.write_csv(out_dir, "table1", uses)
     md += "\n".join(["", *toolkit.write_curves(out_dir, "table1", curves, f"{title}: learning curves")])
     return toolkit.write_report(out_dir, "table1", md, results_frame(table), lambda path: plot(table, path, title))

@@ -10,8 +10,9 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.reporting import toolkit
+from experiments.reporting import task_use, toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows, less_than, no_worse
+from experiments.reporting.task_use import TaskUse
 from experiments.reporting.toolkit import SCALES, Provenance, ReportFiles, fmt_cell, md_table, section
 
 # Table 2 of the paper, ImageNet validation loss (nats/token; statistical error ~0.001 for M~_s, ~0.002 for P_s).
@@ -101,8 +102,13 @@ def _runs_each(table: Table2Cells) -> str:
     return f"{count} run{'' if count == '1' else 's'} each"
 
 
+def task_use_of(trials: pd.DataFrame, baselines: str = "stage1") -> list[TaskUse]:
+    """M~_s and P_s scored under own, permuted and mean t (``reporting.task_use``)."""
+    return task_use.of_table(trials, CELL_SOURCES, baselines, MATCHED, {"Mc": "M~", "P": "P"})
+
+
 def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float, summary: dict | None,
-             trials: pd.DataFrame) -> str:
+             trials: pd.DataFrame, uses: list[TaskUse] = ()) -> str:
     stand_in = bool(summary and summary.get("stand_in"))
     title = "ImageNet STAND-IN (SynthMNIST renders)" if stand_in else "ImageNet 64x64"
     rows = []
@@ -141,6 +147,7 @@ def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, marg
             "",
             *toolkit.verdict_lines(verdicts),
         ),
+        *task_use.section_lines(uses),
         *section("Running on ImageNet", IMAGENET_REQUIREMENTS),
         *toolkit.runs_per_cell(trials),
         *toolkit.provenance_lines(prov),
@@ -169,9 +176,11 @@ def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float]]:
 
 
 def write_report(out_dir, table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float,
-                 summary: dict | None, trials: pd.DataFrame, curves: pd.DataFrame | None = None) -> ReportFiles:
+                 summary: dict | None, trials: pd.DataFrame, curves: pd.DataFrame | None = None,
+                 uses: list[TaskUse] = ()) -> ReportFiles:
     stand_in = " (stand-in data)" if summary and summary.get("stand_in") else ""
     title = f"Table 2{stand_in}, scale {prov.scale} (sweep {prov.sweep_id})"
-    md = markdown(table, verdicts, prov, margin, summary, trials)
+    md = markdown(table, verdicts, prov, margin, summary, trials, uses)
+    task_use.write_csv(out_dir, "table2", uses)
     md += "\n".join(["", *toolkit.write_curves(out_dir, "table2", curves, f"{title}: learning curves")])
     return toolkit.write_report(out_dir, "table2", md, results_frame(table), lambda path: plot(table, path, title))
