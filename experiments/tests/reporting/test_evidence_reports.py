@@ -42,7 +42,7 @@ def rendered(tmp_path_factory) -> Path:
     return reports / "smoke"
 
 
-@pytest.mark.parametrize("name", ["table1", "table1_curves", "figure4"])
+@pytest.mark.parametrize("name", ["table1", "table1_curves", "table1_task_use", "figure4"])
 def test_the_csv_is_the_committed_one(rendered, name):
     assert (rendered / f"{name}.csv").read_text() == (SMOKE / f"{name}.csv").read_text()
 
