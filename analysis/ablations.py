@@ -27,7 +27,6 @@ telemetry.apply()  # before MLflow is imported
 from IPython.display import Image, Markdown, display
 
 from experiments.reporting import ablations, toolkit
-from experiments.tracking.sweeps import attach_per_image, load_trials
 
 params = toolkit.notebook_params()
 
@@ -37,8 +36,7 @@ params = toolkit.notebook_params()
 # %%
 sweep_run, trials = toolkit.sweep_and_trials(params, "ablations", per_image=True)
 source_sweep = sweep_run.data.tags["source_sweep"]
-reference = attach_per_image(load_trials(params.tracking_uri, params.experiment, source_sweep), params.tracking_uri)
-cells = ablations.ablation_cells(trials, reference[reference.cell.isin(["P8", "Mc8m"])])
+cells = ablations.ablation_cells(trials, toolkit.reference_trials(params, sweep_run, ["P8", "Mc8m"]))
 verdicts = ablations.ablation_verdicts(cells)
 ablations.results_frame(cells, verdicts)
 

@@ -29,7 +29,6 @@ telemetry.apply()  # before MLflow is imported
 from IPython.display import Image, Markdown, display
 
 from experiments.reporting import specialisation, toolkit
-from experiments.tracking.sweeps import attach_per_image, load_trials
 
 params = toolkit.notebook_params()
 
@@ -39,8 +38,7 @@ params = toolkit.notebook_params()
 # %%
 sweep_run, trials = toolkit.sweep_and_trials(params, "specialisation", per_image=True)
 source_sweep = sweep_run.data.tags["source_sweep"]
-reference = load_trials(params.tracking_uri, params.experiment, source_sweep)
-reference = attach_per_image(reference[reference.cell.isin(specialisation.REFERENCE_CELLS)], params.tracking_uri)
+reference = toolkit.reference_trials(params, sweep_run, specialisation.REFERENCE_CELLS)
 cells = specialisation.specialisation_cells(trials, reference)
 verdicts = specialisation.specialisation_verdicts(cells)
 specialisation.results_frame(cells, verdicts)

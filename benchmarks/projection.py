@@ -218,6 +218,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--scales", default="1/2,1/4,1/8")
+    parser.add_argument("--parts", default="1,2", help="which parts to run (1: projection, 2: routes)")
     parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (torch.autocast, as training)")
     parser.add_argument("--tasks", default="1,32", help="numbers of task vectors projected at once in part 1")
     parser.add_argument("--route-tasks", type=int, default=32, help="distinct tasks (= sequences) in part 2 (CPU; 32 on cuda)")
@@ -228,10 +229,13 @@ def main() -> None:
     args.tasks = [int(n) for n in args.tasks.split(",")]
     args.route_layers, args.route_seq = reduced_shape(args, args.route_layers, args.route_seq)
     args.precisions = args.precisions.split(",")
+    args.parts = {int(part) for part in args.parts.split(",")}
     device = setup(args, "Projection of the paper-scale source (benchmarks/projection.py)")
     args.matmul_flops_bf16 = matmul_flops(device, dtype=torch.bfloat16)
-    bench_projection(args, device)
-    bench_routes(args, device)
+    if 1 in args.parts:
+        bench_projection(args, device)
+    if 2 in args.parts:
+        bench_routes(args, device)
     print(f"Load average at the end: {load_average()}.")
 
 

@@ -220,6 +220,13 @@ def sweep_and_trials(params: NotebookParams, artefact: str, per_image: bool = Fa
     return sweep_run, attach_per_image(trials, params.tracking_uri) if per_image else trials
 
 
+def reference_trials(params: NotebookParams, sweep_run, cells: Sequence[str]) -> pd.DataFrame:
+    """The finished trials of ``cells`` in the sweep this one started from (its ``source_sweep`` tag: the
+    Table 1 sweep of an ablation or a specialisation study), with their per-image losses."""
+    reference = load_trials(params.tracking_uri, params.experiment, sweep_run.data.tags["source_sweep"])
+    return attach_per_image(reference[reference.cell.isin(list(cells))], params.tracking_uri)
+
+
 def evidence_of(sweep_run) -> Evidence | None:
     """The evidence a sweep run stand-in was read from (``sweep_and_trials``); None for a run of the store."""
     return getattr(sweep_run, "evidence", None)

@@ -25,6 +25,7 @@ import dataclasses
 from typing import NamedTuple
 
 import torch
+from projectable.validation import free_memory
 
 FLOAT = 4  # bytes: fp32
 OPTIMIZER_STATES = 2  # AdamW's exp_avg and exp_avg_sq
@@ -96,14 +97,7 @@ def available_memory(device: str) -> int | None:
     MemAvailable, which counts reclaimable caches); None where it cannot be read."""
     if device == "cuda":
         return int(torch.cuda.mem_get_info()[0])
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return free_memory()
 
 
 def check_fits(run, task_dim: int) -> MemoryEstimate:

@@ -24,7 +24,6 @@ refuses to mix precisions or configs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -35,6 +34,7 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 import pandas as pd
+from projectable.tokenizer import sha256
 
 from experiments.tracking.sweeps import run_width, schema_metrics, schema_per_image
 
@@ -318,14 +318,6 @@ def cell_config_key(params: Mapping[str, str]) -> str:
     return config_key({k: v for k, v in params.items() if k not in ("seed", "init_from")})
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sweep_record(run) -> pd.DataFrame:
     """The sweep row of an MLflow sweep run."""
     detail = {"run_id": run.info.run_id, "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
@@ -339,7 +331,7 @@ def run_records(client, run, scratch: str | Path) -> pd.DataFrame:
     ``scratch``."""
     tags, params, run_id = run.data.tags, run.data.params, run.info.run_id
     model = Path(client.download_artifacts(run_id, "model", str(scratch)))
-    weights = ";".join(f"{name}:{sha256_of(model / name)}" for name in WEIGHT_FILES if (model / name).is_file())
+    weights = ";".join(f"{name}:{sha256(model / name)}" for name in WEIGHT_FILES if (model / name).is_file())
     init = tags.get("init_from", "")
     source = init.removeprefix("runs:/").split("/")[0] if init.startswith("runs:/") else init
     commit = tags.get("mlflow.source.git.commit", "unknown") + ("-dirty" if tags.get("git_dirty") == "true" else "")

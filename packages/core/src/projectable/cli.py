@@ -33,7 +33,7 @@ from projectable.projected import ProjectableGPT, projector_config_from_dict
 from projectable.projector import scale_name
 from projectable.sampling import check_sampling, sample
 from projectable.tokenizer import ImageTokenizer, palette_tokenizer, read_tokenizer, vqvae_tokenizer
-from projectable.validation import check_task, group_size
+from projectable.validation import check_task, free_memory, group_size
 
 
 def parse_scale(text: str) -> float:
@@ -388,18 +388,6 @@ def cmd_import_gpt2(args) -> None:
     c = model.config
     print(f"wrote {out}: GPT (vocabulary {c.vocab_size}, {c.block_size} positions, width {c.n_embd}, "
           f"{c.n_layer} layers, {model.num_params():,} parameters)" + (f", its {tokenizer.kind}" if tokenizer else ""))
-
-
-def free_memory() -> int | None:
-    """Linux's MemAvailable in bytes (None elsewhere)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def check_sampling_memory(config: GPTConfig, n: int, length: int) -> None:

@@ -126,3 +126,16 @@ def check_tokens(tokens: torch.Tensor, config: GPTConfig) -> None:
             f"tokens range over [{int(tokens.min())}, {int(tokens.max())}] but the vocabulary is "
             f"[0, {config.vocab_size - 1}]; tokenise with the palette/codebook the model was trained on"
         )
+
+
+def free_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux's MemAvailable, which counts reclaimable caches), for
+    refusing an allocation that cannot fit before it is made; None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
