@@ -314,28 +314,29 @@ def less_than(claim: str, comparison: str, smaller: Cell | None, larger: Cell | 
     return _inequality(claim, comparison, [(1.0, larger), (-1.0, smaller)])
 
 
-def no_worse(claim: str, comparison: str, candidate: Cell | None, reference: Cell | None,
-             margin: float) -> Verdict:
-    """``candidate`` loses nothing against ``reference``: (candidate - reference) + t(0.975, df) x SE < margin."""
-    rule = f"difference + t(0.975, df) x SE < {margin:g}"
+def _within_margin(claim: str, comparison: str, candidate: Cell | None, reference: Cell | None, margin: float,
+                   both_sides: bool) -> Verdict:
+    """(candidate - reference) + t(0.975, df) x SE < margin; with ``both_sides`` |candidate - reference| too."""
+    rule = f"{'|difference|' if both_sides else 'difference'} + t(0.975, df) x SE < {margin:g}"
     if candidate is None or reference is None:
         return Verdict(claim, comparison, math.nan, math.nan, rule, None)
     terms = [(1.0, candidate), (-1.0, reference)]
     diff, b = candidate.mean - reference.mean, _bound(terms)
-    return Verdict(claim, comparison, diff, b.bound, rule, diff + b.bound < margin, b.unpaired, b.df, b.critical)
+    held = (abs(diff) if both_sides else diff) + b.bound < margin
+    return Verdict(claim, comparison, diff, b.bound, rule, held, b.unpaired, b.df, b.critical)
+
+
+def no_worse(claim: str, comparison: str, candidate: Cell | None, reference: Cell | None,
+             margin: float) -> Verdict:
+    """``candidate`` loses nothing against ``reference``: (candidate - reference) + t(0.975, df) x SE < margin."""
+    return _within_margin(claim, comparison, candidate, reference, margin, both_sides=False)
 
 
 def equivalent(claim: str, comparison: str, candidate: Cell | None, reference: Cell | None,
                margin: float) -> Verdict:
     """``candidate`` and ``reference`` are equivalent: |candidate - reference| + t(0.975, df) x SE < margin
     (``no_worse`` in both directions: the two one-sided 97.5% bounds on the difference lie inside the margin)."""
-    rule = f"|difference| + t(0.975, df) x SE < {margin:g}"
-    if candidate is None or reference is None:
-        return Verdict(claim, comparison, math.nan, math.nan, rule, None)
-    terms = [(1.0, candidate), (-1.0, reference)]
-    diff, b = candidate.mean - reference.mean, _bound(terms)
-    return Verdict(claim, comparison, diff, b.bound, rule, abs(diff) + b.bound < margin, b.unpaired, b.df,
-                   b.critical)
+    return _within_margin(claim, comparison, candidate, reference, margin, both_sides=True)
 
 
 def gap_grows(claim: str, comparison: str, gap_small: tuple[Cell, Cell] | None,
