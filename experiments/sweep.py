@@ -83,7 +83,7 @@ def resolve_mnist_root(cfg: DictConfig) -> None:
         OmegaConf.update(cfg, "data.mnist_root", str(resolve()))
 
 
-def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, list[str]]:
+def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, dict[int, str]]:
     """Final weights (``runs:/<id>/model`` per seed) of every cell of the source sweep that a cell starts
     from; the cells reused from it are removed from ``cfg``'s stages and recorded in ``cfg.experiment``
     (``source_sweep``, ``reused``), so that new sources make a new sweep id."""
@@ -110,8 +110,8 @@ def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, 
             "overrides), or a sweep of only those cells (see the README's \"Some cells of an experiment\")"
         )
     source_id = found.data.tags["sweep_id"]
-    uris: dict[str, list[str]] = {start: stage_run_uris(tracking_cfg, source_id, start) for start in starts}
-    planning: dict[str, list[str]] = dict(uris)  # this sweep's own earlier cells stand in as placeholders
+    uris: dict[str, dict[int, str]] = {start: stage_run_uris(tracking_cfg, source_id, start) for start in starts}
+    planning: dict = dict(uris)  # this sweep's own earlier cells stand in as placeholders
     specs = []
     for name, stage in stages.items():
         specs += plan_stage(cfg, name, stage, "planning", None, planning)
@@ -144,7 +144,7 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     check_reachable(tracking_cfg.uri)
     check_plan(cfg.get("experiment"))  # no experiment selected, an empty grid: say so before anything starts
     resolve_mnist_root(cfg)  # before the reuse check, which compares resolved configs
-    init_uris: dict[str, list[str] | None] = dict(resolve_sources(cfg, tracking_cfg))
+    init_uris: dict = dict(resolve_sources(cfg, tracking_cfg))
     stages = active_stages(cfg.experiment)
     sweep_id = sweep.id or derive_sweep_id(cfg)
     # One driver per sweep: taken before the sweep's MLflow run is opened and before Ray starts, held until
@@ -154,7 +154,7 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
 
 
 def drive_sweep(cfg: DictConfig, sweep: SweepConfig, cluster: ClusterConfig, tracking_cfg: TrackingConfig,
-                sweep_id: str, stages: dict, init_uris: dict[str, list[str] | None]) -> SweepResult:
+                sweep_id: str, stages: dict, init_uris: dict) -> SweepResult:
     """The stages of a sweep this process holds, under its MLflow run, which ends FINISHED, KILLED
     (interrupted: rerunning resumes it) or FAILED (a trial that failed for good, or a cluster out of reach)."""
     client = MlflowClient(tracking_cfg.uri)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -177,6 +177,15 @@ def check_plan(experiment: Any) -> None:
                     "one of them"
                 )
             seen[cell] = name
+    subset = seed_subset(experiment)
+    if subset is not None:
+        for name, stage in stages.items():
+            for cell_name, cell in stage.cells.items():
+                if not any(seed < cell.seeds for seed in subset):
+                    raise ConfigError(
+                        f"experiment.seed_subset={list(subset)} keeps no seed of cell {cell_name} (seeds "
+                        f"0..{cell.seeds - 1}): the partial sweep would not run it; give seeds it has, or delete the "
+                        f"cell with ~experiment.stages.{name}.cells.{cell_name}")
 
 
 def check_report_settings(experiment: dict) -> None:
@@ -300,14 +309,40 @@ def sized_cell(run_cfg: DictConfig, cell_name: str, cell: Cell, count: str) -> G
     return sized.budget
 
 
+def seed_subset(experiment: Any) -> tuple[int, ...] | None:
+    """``experiment.seed_subset``: the seeds this sweep runs of every cell (a declared partial sweep, e.g. [2]
+    after a sweep of seeds 0 and 1; reports merge the partial sweeps' evidence), or None for all of them. Part
+    of the sweep's config, so each partial sweep has its own id."""
+    subset = to_plain(experiment).get("seed_subset") if experiment is not None else None
+    if subset is None:
+        return None
+    check_type(subset, tuple[int, ...], "experiment.seed_subset")
+    if not subset or min(subset) < 0 or len(set(subset)) != len(subset):
+        raise ConfigError(f"experiment.seed_subset={list(subset)} must list distinct seeds >= 0, e.g. [2]; "
+                          "null runs every seed")
+    return tuple(subset)
+
+
+def source_uri(uris: Mapping[int, str] | Sequence[str], seed: int) -> str:
+    """The run seed ``seed`` of a cell starts from: its source cell's run of the same seed (stage 2's seed i
+    continues stage 1's seed i), else, where the source has fewer seeds, seed ``seed mod n`` of its n runs."""
+    if isinstance(uris, Mapping):
+        if seed in uris:
+            return uris[seed]
+        uris = [uris[s] for s in sorted(uris)]
+    return uris[seed % len(uris)]
+
+
 def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, parent_run_id: str | None,
-               init_uris: Mapping[str, list[str]]) -> list[TrialSpec]:
-    """One TrialSpec per cell and seed, each with its full resolved run config."""
+               init_uris: Mapping[str, Mapping[int, str] | list[str]]) -> list[TrialSpec]:
+    """One TrialSpec per cell and seed (the seeds of ``experiment.seed_subset`` where given), each with its full
+    resolved run config."""
     specs = []
     planned: set[tuple[str, int]] = set()
+    subset = seed_subset(cfg.get("experiment"))
     for cell_name, cell in stage.cells.items():
         source = cell.init_from or stage.init_from
-        for seed in range(cell.seeds):
+        for seed in (s for s in range(cell.seeds) if subset is None or s in subset):
             name = trial_name(cell_name, seed)
             run_cfg = copy.deepcopy(cfg)
             updates = {
@@ -324,7 +359,7 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
                 uris = init_uris.get(source)  # None: the source's stage has 0 steps, so start from scratch
                 if not uris:
                     raise ConfigError(f"cell {cell_name} starts from cell {source}, which no earlier stage ran")
-                updates["init_from"] = uris[seed % len(uris)]
+                updates["init_from"] = source_uri(uris, seed)
             for key, value in {**updates, **cell.overrides}.items():
                 try:  # struct mode: an unknown key fails here, on the driver
                     OmegaConf.update(run_cfg, key, value, merge=False)

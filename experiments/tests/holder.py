@@ -49,7 +49,7 @@ def hold_sweep(overrides: list[str]) -> None:
 
     sweep_module.start_ray = start_ray
     sweep_module.run_stage = run_stage
-    sweep_module.stage_run_uris = lambda tracking_cfg, sweep_id, cell: []
+    sweep_module.stage_run_uris = lambda tracking_cfg, sweep_id, cell: {}
     run_entry("sweep.py", overrides, sweep_module.main.__wrapped__)
 
 

@@ -392,3 +392,26 @@ def test_a_cuda_run_on_a_machine_without_one_is_refused_before_work(smoke, tmp_p
     with pytest.raises(ConfigError, match="device=cuda but this machine has no CUDA device"):
         train(smoke("device=cuda", f"run_dir={tmp_path / 'r'}"))
     assert not (tmp_path / "r").exists()
+
+
+def test_a_partial_sweep_of_some_seeds_plans_them_alone_and_starts_each_from_its_own_seed():
+    """experiment.seed_subset: stage 2's seed i starts from stage 1's seed i of this (partial) sweep, found by
+    seed, not by position; the subset is part of the sweep's identity; a subset that keeps no seed of a cell
+    is refused before anything runs."""
+    from experiments.orchestration.plan import check_plan, source_uri
+
+    full = compose(["experiment=table1", "scale=cpu"])
+    cfg = compose(["experiment=table1", "scale=cpu", "experiment.seed_subset=[1]"])
+    assert derive_sweep_id(cfg) != derive_sweep_id(full)
+    stages = parse_stages(cfg.experiment)
+    stage1 = plan_stage(cfg, "stage1", stages["stage1"], "part", None, {})
+    assert {spec["seed"] for spec in stage1} == {1} and len(stage1) == 8
+    uris = {cell: {1: f"runs:/{cell}-seed1/model"} for cell in {spec["cell"] for spec in stage1}}
+    for spec in plan_stage(cfg, "stage2", stages["stage2"], "part", None, uris):
+        assert spec["seed"] == 1 and spec["config"]["init_from"].endswith("-seed1/model")
+    assert source_uri({0: "a", 2: "c"}, 2) == "c" and source_uri({0: "a", 2: "c"}, 3) == "c"  # 3 mod 2 -> 2nd
+    assert source_uri(["a", "b"], 3) == "b"
+    with pytest.raises(ConfigError, match="keeps no seed of cell M1"):
+        check_plan(compose(["experiment=table1", "scale=cpu", "experiment.seed_subset=[5]"]).experiment)
+    with pytest.raises(ConfigError, match="distinct seeds"):
+        check_plan(compose(["experiment=table1", "scale=cpu", "experiment.seed_subset=[1,1]"]).experiment)

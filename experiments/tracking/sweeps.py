@@ -77,10 +77,10 @@ def finished_runs(tracking_cfg, sweep_id: str, cell: str) -> dict[int, object]:
     return {int(r.data.tags["seed"]): r for r in runs}
 
 
-def stage_run_uris(tracking_cfg, sweep_id: str, cell: str) -> list[str]:
-    """runs:/<id>/model of every seed of a finished cell of this sweep, in seed order."""
+def stage_run_uris(tracking_cfg, sweep_id: str, cell: str) -> dict[int, str]:
+    """seed -> runs:/<id>/model of every finished seed of a cell of this sweep."""
     by_seed = finished_runs(tracking_cfg, sweep_id, cell)
-    return [f"runs:/{by_seed[s].info.run_id}/model" for s in sorted(by_seed)]
+    return {seed: f"runs:/{by_seed[seed].info.run_id}/model" for seed in sorted(by_seed)}
 
 
 def finished_runs_of_cell(tracking_cfg, sweep_id: str, cell: str) -> dict[int, dict[str, str]]:
