@@ -28,6 +28,7 @@ from experiments.tracking.evidence import (
     histories_of,
     load_evidence,
     merge_evidence,
+    precision_of,
     sweep_run_of,
     trials_of,
 )
@@ -478,6 +479,7 @@ class Provenance(NamedTuple):
     machine: str
     finished: str
     report_commit: str  # the checkout that wrote the report (the notebook may run after later commits)
+    precision: str = "?"  # train.precision the sweep trained in (fp32, bf16)
 
 
 def provenance(sweep_run, trials: pd.DataFrame) -> Provenance:
@@ -493,7 +495,7 @@ def provenance(sweep_run, trials: pd.DataFrame) -> Provenance:
         scale=tags.get("scale", "?"), stage_steps=steps,
         wall_time_s=float(sweep_run.data.metrics.get("wall_time_s", math.nan)), machine=tags.get("machine", "?"),
         finished=datetime.fromtimestamp(end / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        report_commit=git_commit(code_root()),
+        report_commit=git_commit(code_root()), precision=precision_of(params),
     )
 
 
@@ -516,7 +518,7 @@ def provenance_lines(prov: Provenance, sources: str | None = None, wall_time_not
         f"- command: `{prov.command}`",
         f"- scale: `{prov.scale}`; steps: {steps}",
         f"- wall time: {prov.wall_time_s / 60:.1f} min{wall_time_note}",
-        f"- machine: {prov.machine}",
+        f"- machine: {prov.machine}; training precision: {prov.precision}",
     ]
     if evaluation is not None:
         lines.append(f"- evaluation of the saved models: commit `{evaluation['commit']}`, "
