@@ -93,6 +93,10 @@ def markdown(table: pd.DataFrame, times: pd.DataFrame, evidence: Evidence, path:
     verdict = "bf16 is adopted for the cpu scale" if adopted else "the check fails; the cpu scale keeps fp32"
     lines += ["", f"**Verdict: {verdict}.**", "",
               "## Time per step (wall time of each run over its steps; evaluation, checkpoints and start included)",
+              "",
+              "Wall times include whatever else ran on the machine while each run trained, so they compare the "
+              "precisions only where both ran under the same load; `benchmarks/precision.py` compares them step by "
+              "step, alternating.",
               "", "| cell | precision | runs | steps | s/step (median) | wall time, all runs (s) |",
               "|---|---|---|---|---|---|"]
     for row in times.itertuples():
