@@ -366,3 +366,25 @@ def test_projection_shapes_on_the_meta_device():
     """Shape-only runs (no data, device "meta") go through, autocast or not."""
     w, p, q = torch.empty(2, 8, 12, device="meta"), torch.empty(3, 2, 8, device="meta"), torch.empty(3, 2, 12, device="meta")
     assert project_weight(w, p, q, 2).shape == (3, 2, 4, 6)
+
+
+# Under bf16 autocast on the CPU (benchmarks/results/cpu-2026-12-06-0935.md, part 2): the shapes where one route was
+# more than 15% faster (width, layers, tasks, seq, training, scale, faster); the bf16 rates are fitted to this run.
+MEASURED_FASTER_BF16 = [
+    (512, 4, 32, 32, False, 0.5, "expand"), (512, 4, 32, 32, True, 0.5, "expand"),
+    (512, 4, 32, 32, False, 0.25, "expand"), (512, 4, 32, 32, True, 0.25, "expand"),
+    (512, 4, 32, 32, False, 0.125, "expand"), (512, 4, 32, 64, False, 0.5, "expand"),
+    (512, 4, 32, 64, True, 0.5, "expand"), (512, 4, 32, 64, False, 0.125, "materialize"),
+    (512, 4, 32, 64, True, 0.125, "materialize"),
+    *((128, 4, 32, 256, training, scale, "materialize") for training in (False, True) for scale in (0.5, 0.25, 0.125)),
+]
+
+
+@pytest.mark.parametrize("width, layers, tasks, seq, training, scale, faster", MEASURED_FASTER_BF16)
+def test_auto_route_under_bf16_autocast_picks_the_route_measured_faster(width, layers, tasks, seq, training, scale,
+                                                                       faster):
+    config = GPTConfig(n_layer=layers, n_head=8, n_embd=width, block_size=1024, vocab_size=512)
+    k = round(1 / scale)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the precision is read from the autocast state
+        assert choose_route("auto", config, k, tasks, tasks, seq, training=training) == faster
+    assert choose_route("auto", config, k, tasks, tasks, seq, training=training, precision="bf16") == faster

@@ -364,11 +364,12 @@ ROUTE_CALIBRATION = {
     ("cuda", False): RouteCalibration(4e14, 8e12, 3 / HBM, 2 / HBM, 1 / HBM),
     ("cuda", True): RouteCalibration(4e14, 8e12 / 3, 9 / HBM, 6 / HBM, 3 / HBM, gemm_passes=3),
 }
-# CPU under bf16 autocast (an AMD EPYC with avx512_bf16, 2026-12-06): GEMMs run at the bf16 ceiling, the
-# elementwise passes over expanded activations move half the bytes, and the materialising kernel's temporaries
-# are bf16 but its reductions slower; the fp32 rates scaled by the ratios of benchmarks/projection.py part 2
-# (bf16 against fp32, benchmarks/README.md "Precision"). The GPU rates above are bf16 already.
-CPU_BF16_SCALING = {"matmul_flops": 2.3, "activation_bytes": 1.8, "per_weight_k": 0.5, "per_weight_k2": 0.5}
+# CPU under bf16 autocast: the fp32 rates scaled by factors fitted (a grid over 0.25-4x per rate, minimising the
+# worst auto/best) to benchmarks/projection.py part 2 in bf16 on an idle AMD EPYC with avx512_bf16 (2026-12-06,
+# benchmarks/results/cpu-2026-12-06-0935.md): GEMMs run twice as fast, the materialising kernel's per-weight pass
+# twice as fast, the expanded activations' elementwise passes and the k^2 term as in fp32. In sample, the worst
+# auto/best over its 18 cells is 1.13. The GPU rates above are bf16 already.
+CPU_BF16_SCALING = {"matmul_flops": 2.0, "activation_bytes": 1.0, "per_weight_k": 2.0, "per_weight_k2": 1.0}
 ROUTE_CALIBRATION_BF16 = {
     ("cpu", training): dataclasses.replace(
         rates, **{field: getattr(rates, field) * factor for field, factor in CPU_BF16_SCALING.items()})
