@@ -366,7 +366,11 @@ def _identity(cfg: Any, sweep: bool) -> dict[str, str]:
     # A sweep's budget acts only through what it sets in the experiment's stages and the runs' sections, both
     # compared already; a budget key read by another experiment (the ImageNet track's encoder sizes) must
     # not make Table 1 another sweep.
-    return {k: v for k, v in canonical.items() if defaults.get(k, "null") != v and not k.startswith("budget.")}
+    # How a report labels and groups the cells (``experiment.columns``, a cell's ``column``) trains nothing.
+    presentation = lambda k: k.startswith("experiment.columns.") or (k.startswith("experiment.stages.")
+                                                                      and k.endswith(".column"))
+    return {k: v for k, v in canonical.items()
+            if defaults.get(k, "null") != v and not k.startswith("budget.") and not presentation(k)}
 
 
 def config_key(cfg: Any, sweep: bool = False) -> str:

@@ -26,7 +26,12 @@ def _coerce(value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return value if value is None or len(args) != 1 else _coerce(value, args[0])
+        if value is None:
+            return value
+        if len(args) == 1:
+            return _coerce(value, args[0])
+        tuples = [a for a in args if typing.get_origin(a) is tuple]  # a count or a list (Cell.seeds)
+        return _coerce(value, tuples[0]) if tuples and isinstance(value, (list, tuple)) else value
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(value)
     return value
@@ -43,7 +48,14 @@ def check_type(value: Any, hint: Any, key: str) -> None:
             return
         if len(args) == 1:
             check_type(value, args[0], key)
-        return
+            return
+        errors = []
+        for arg in args:  # one of several (e.g. a count or a list): the first it fits
+            try:
+                return check_type(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err).split("; ", 1)[-1])
+        raise ConfigError(f"{key}={value!r} fits none of its types; {' or '.join(errors)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} is not a list; set {key}=[{value}] (a list, even of one value)")

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from experiments.base.cells import PLANNED_KEYS, ROLES, Cell  # noqa: F401 (the declaration, re-exported)
 from experiments.config import (
     SWEEP_SECTIONS,
     ConfigError,
@@ -80,47 +81,6 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
-class Cell:
-    kind: str  # unconditional | conditional | projected
-    width: float = 1.0
-    seeds: int = 1  # runs of this cell, seeds 0..seeds-1
-    scales: tuple[float, ...] | None = None  # projector.scales of a projected cell
-    init_from: str | None = None  # cell of an earlier stage to start from (default: the stage's)
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted config key -> value
-    # 'matched_baseline': a baseline continued alone for this stage's steps so that it has taken as many
-    # steps as the models it is compared with (kept with experiment.baselines=matched, dropped with stage1).
-    role: str | None = None
-    # A weight generator of App. B (blocks, low_rank, linear) for this projected cell, its size knob chosen
-    # when the cell is planned so that its own parameters match the projection's (``size_generator``).
-    generator: str | None = None
-
-    def __post_init__(self):
-        from projectable.projector import GENERATORS
-
-        if self.seeds < 1:
-            raise ValueError(f"seeds={self.seeds} must be >= 1 (the cell's runs are seeds 0..seeds-1); delete "
-                             "a cell that should not run with ~experiment.stages.<stage>.cells.<cell>")
-        planned = sorted(set(self.overrides) & set(PLANNED_KEYS))
-        if planned:
-            raise ValueError(f"overrides set {planned}, which the planner sets for every run of a cell (its seeds "
-                             "are 0..seeds-1, its run directory and run name follow from the cell and seed); "
-                             "use the cell's own keys (kind, width, seeds, scales) or another cell")
-        if self.role not in (None, "matched_baseline"):
-            raise ValueError(f"role={self.role!r} must be null or 'matched_baseline'")
-        if self.generator is not None:
-            if self.generator not in GENERATORS:
-                raise ValueError(f"generator={self.generator!r} is not one of {GENERATORS}")
-            if self.kind != "projected" or self.scales is None or len(self.scales) != 1:
-                raise ValueError(f"generator={self.generator!r} sizes a projected cell of one scale; this cell has "
-                                 f"kind={self.kind!r}, scales={self.scales}")
-
-
-# Keys of a run's config that the planner sets from the cell and seed; a cell's overrides may not set them
-# (an overridden seed would make two of its "seeds" the same run, counted as independent).
-PLANNED_KEYS = ("seed", "run_dir", "tracking.run_name", "kind", "width", "init_from", "projector.scales")
-
-
-@dataclass(frozen=True)
 class Stage:
     steps: int
     cells: Mapping[str, Cell]
@@ -140,14 +100,31 @@ class TrialSpec(dict):
 
 
 def parse_stages(experiment: Any) -> dict[str, Stage]:
+    """The experiment's stages, each cell's seeds resolved: its own, else the scale's override for this
+    experiment's cell (``experiment.seed_overrides``, from ``budget.seed_overrides.<experiment>``), else for a
+    continuation (a matched baseline, the control) the seeds of the cell it continues (seed i continues seed
+    i), else the experiment's default count (``experiment.seeds``, the scale's ``budget.seeds``; 1 where the
+    experiment declares none)."""
     experiment = to_plain(experiment)
     if not experiment or "stages" not in experiment:
         raise ConfigError("no experiment selected; pass experiment=<name>, e.g. experiment=table1")
-    stages = {}
+    overrides = experiment.get("seed_overrides") or {}
+    unknown = sorted(set(overrides) - {c for stage in experiment["stages"].values() for c in stage["cells"]})
+    if unknown:
+        raise ConfigError(f"budget.seed_overrides.{experiment.get('name')} names cells {unknown} that the experiment "
+                          "does not declare; name its cells, or delete those keys")
+    stages, resolved = {}, {}  # resolved: cell -> its seeds, for the continuations declared after it
     for name, stage in experiment["stages"].items():
         stage = dict(stage)
-        cells = {cell: build_section(Cell, spec, f"experiment.stages.{name}.cells.{cell}")
-                 for cell, spec in stage.pop("cells").items()}
+        cells = {}
+        for cell, spec in stage.pop("cells").items():
+            spec = dict(spec)
+            if spec.get("seeds") is None:
+                source = spec.get("init_from") or stage.get("init_from")
+                continues = spec.get("role") in ("matched_baseline", "control") and source in resolved
+                spec["seeds"] = overrides.get(cell, resolved[source] if continues else experiment.get("seeds", 1))
+            cells[cell] = build_section(Cell, spec, f"experiment.stages.{name}.cells.{cell}")
+            resolved[cell] = spec["seeds"]
         stages[name] = build_section(Stage, {**stage, "cells": cells}, f"experiment.stages.{name}")
     check_report_settings(experiment)
     return stages
@@ -181,10 +158,10 @@ def check_plan(experiment: Any) -> None:
     if subset is not None:
         for name, stage in stages.items():
             for cell_name, cell in stage.cells.items():
-                if not any(seed < cell.seeds for seed in subset):
+                if not set(subset) & set(cell.seed_list):
                     raise ConfigError(
                         f"experiment.seed_subset={list(subset)} keeps no seed of cell {cell_name} (seeds "
-                        f"0..{cell.seeds - 1}): the partial sweep would not run it; give seeds it has, or delete the "
+                        f"{list(cell.seed_list)}): the partial sweep would not run it; give seeds it has, or delete the "
                         f"cell with ~experiment.stages.{name}.cells.{cell_name}")
 
 
@@ -212,8 +189,8 @@ def cell_role(cell: Cell, stage: Stage | None = None) -> str:
     continued alone as a step-matched baseline)."""
     if cell.kind == "projected":
         return "projected"
-    if cell.role == "matched_baseline":
-        return "baseline"
+    if cell.role in ("matched_baseline", "control"):
+        return "baseline" if cell.role == "matched_baseline" else "control"
     starts = cell.init_from or (stage.init_from if stage is not None else None)
     return "control" if starts is not None else "baseline"
 
@@ -222,17 +199,42 @@ BASELINES = ("matched", "stage1")
 
 
 def active_stages(experiment: Any) -> dict[str, Stage]:
-    """The stages that run: with ``experiment.baselines=stage1`` without the step-matched baseline cells
-    (the baselines are then stage 1's runs, which took fewer steps than the models they are compared with);
+    """The stages that run: the cells of ``experiment.cell_subset`` where given (``cell_subset``), and with
+    ``experiment.baselines=stage1`` without the step-matched baseline cells (the baselines are then stage 1's
+    runs, which took fewer steps than the models they are compared with);
     a stage of 0 steps is kept (the sweep skips it, and cells starting from it start from scratch)."""
     stages = parse_stages(experiment)
     baselines = (to_plain(experiment) or {}).get("baselines", "matched")
     if baselines not in BASELINES:
         raise ConfigError(f"experiment.baselines={baselines!r} must be one of {', '.join(BASELINES)}")
-    if baselines == "matched":
-        return stages
-    return {name: Stage(stage.steps, {c: cell for c, cell in stage.cells.items() if cell.role != "matched_baseline"},
-                        stage.init_from) for name, stage in stages.items()}
+    kept = cell_subset(experiment, stages)
+    keep = lambda name, cell: (kept is None or name in kept) and (baselines == "matched"
+                                                                 or cell.role != "matched_baseline")
+    active = {name: Stage(stage.steps, {c: cell for c, cell in stage.cells.items() if keep(c, cell)}, stage.init_from)
+              for name, stage in stages.items()}
+    return {name: stage for name, stage in active.items() if stage.cells}  # a stage the subset empties is not run
+
+
+def cell_subset(experiment: Any, stages: Mapping[str, Stage]) -> frozenset[str] | None:
+    """``experiment.cell_subset``: the declared cells this sweep runs (a sweep of some cells, e.g. those
+    another experiment starts from), or None for all. Every kept cell that starts from a cell of this
+    experiment must keep that cell too. Part of the sweep's config, so such a sweep has its own id."""
+    subset = (to_plain(experiment) or {}).get("cell_subset")
+    if subset is None:
+        return None
+    check_type(subset, tuple[str, ...], "experiment.cell_subset")
+    declared = {cell: stage.init_from if c.init_from is None else c.init_from
+                for stage in stages.values() for cell, c in stage.cells.items()}
+    unknown = sorted(set(subset) - set(declared))
+    if not subset or unknown:
+        raise ConfigError(f"experiment.cell_subset={list(subset)} names no cell or cells the experiment does not "
+                          f"declare ({unknown}); choose among {', '.join(declared)}")
+    orphans = sorted(f"{cell} (starts from {declared[cell]})" for cell in subset
+                     if declared[cell] in declared and declared[cell] not in subset)
+    if orphans:
+        raise ConfigError(f"experiment.cell_subset={list(subset)} keeps {', '.join(orphans)} without the cell it "
+                          "starts from; add that cell to the subset")
+    return frozenset(subset)
 
 
 def trial_name(cell: str, seed: int) -> str:
@@ -342,7 +344,7 @@ def plan_stage(cfg: DictConfig, stage_name: str, stage: Stage, sweep_id: str, pa
     subset = seed_subset(cfg.get("experiment"))
     for cell_name, cell in stage.cells.items():
         source = cell.init_from or stage.init_from
-        for seed in (s for s in range(cell.seeds) if subset is None or s in subset):
+        for seed in (s for s in cell.seed_list if subset is None or s in subset):
             name = trial_name(cell_name, seed)
             run_cfg = copy.deepcopy(cfg)
             updates = {

@@ -25,16 +25,16 @@ FIGURE4_EVALUATION = "figure4/evaluation"  # extra key: who evaluated them (deta
 
 
 def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
-    """Figure 4's evaluation of one finished Table 1 run of a cell it plots (``figure4.TABLE1_CELLS``):
+    """Figure 4's evaluation of one finished Table 1 run of a cell it plots (``figure4.table1_cells``):
     the per-image loss of its P_s or M~_s at every t1 of the grid, as extra evidence rows."""
     from experiments.run.saved import data_of, load_model, nll_fn, pick_device
     from experiments.tracking.sweeps import download_run
 
-    cell = run.data.tags.get("cell")
-    if cell not in figure4.CELL_MODELS:
+    cell, models = run.data.tags.get("cell"), figure4.table1_cells()
+    if cell not in models:
         return pd.DataFrame()
     tick = time.time()
-    family, s = figure4.CELL_MODELS[cell]
+    family, s = models[cell]
     device = pick_device(None)
     saved = download_run(tracking_uri, run.info.run_id, Path(cache) / "models")
     model = load_model(saved).to(device)
@@ -63,9 +63,9 @@ def figure4_frame(evidence: Evidence, trials: pd.DataFrame) -> Figure4Evidence:
     """Figure 4's per-image losses over the t1 grid and their evaluation's provenance, from the evidence the
     sweep's driver wrote, for the cells the figure reads: M~_s from its step-matched continuation whenever
     ``trials`` hold finished runs of it (``toolkit.matched_cells``), as from the store."""
-    from experiments.reporting.table1 import MATCHED
+    from experiments.reporting.declared import declared
 
-    read = toolkit.matched_cells(trials, list(figure4.TABLE1_CELLS), MATCHED)
+    read = toolkit.matched_cells(trials, figure4.stage1_cells(), declared("table1").matched)
     extras = evidence.extras
     runs_read = set(evidence.runs.run_id[evidence.runs.cell.isin(list(read.cells))])
     losses = extras[(extras.key == FIGURE4_LOSSES) & extras.run_id.isin(runs_read)]
@@ -74,11 +74,11 @@ def figure4_frame(evidence: Evidence, trials: pd.DataFrame) -> Figure4Evidence:
                                   "losses; write it again from the store with `python -m experiments.reporting "
                                   "backfill <sweep id>`")
     runs = evidence.runs.set_index("run_id")
-    cells = runs.cell.loc[losses.run_id]
+    cells, models = runs.cell.loc[losses.run_id], figure4.table1_cells()
     frame = pd.DataFrame({
         "model": losses.model.to_numpy(),
-        "family": [figure4.CELL_MODELS[c][0] for c in cells],
-        "s": [figure4.CELL_MODELS[c][1] for c in cells],
+        "family": [models[c][0] for c in cells],
+        "s": [models[c][1] for c in cells],
         "seed": runs.seed.loc[losses.run_id].astype(int).to_numpy(),
         "run_id": losses.run_id.to_numpy(),
         "t1": losses.t1.astype(float).to_numpy(),

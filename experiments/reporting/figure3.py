@@ -20,9 +20,10 @@ from experiments.reporting.toolkit import Provenance, scale_label
 
 UPSCALE, GAP = 4, 2  # the data package's figure3 layout, so that columns line up
 NUM_TASKS = 8  # columns: the first validation task vectors
-# Table 1 cells sampled (seed 0 of each): P_s of the single-size projected runs and the conditional M~_s (read
-# from its step-matched continuation, ``table1.MATCHED``, where the sweep has one).
-TABLE1_CELLS = {"P2": 0.5, "P4": 0.25, "P8": 0.125, "Mc2": 0.5, "Mc4": 0.25, "Mc8": 0.125}
+# Table 1 columns sampled (seed 0 of each single-width cell below s = 1, ``reporting.declared``): P_s of the
+# single-size projected runs and the conditional M~_s (read from its step-matched continuation where the sweep
+# has one).
+COLUMNS = ("P", "Mc")
 
 
 class SampleRow(NamedTuple):
@@ -128,13 +129,16 @@ class Figure3Models(NamedTuple):
 def load_table1_models(trials, tracking_uri: str, cache_dir: str | Path) -> Figure3Models:
     """Seed 0 of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8 (step-matched where the sweep has
     them), from MLflow."""
-    from experiments.reporting.table1 import MATCHED
+    from experiments.reporting.declared import declared
 
-    read = toolkit.matched_cells(trials, list(TABLE1_CELLS), MATCHED)
+    declaration = declared("table1")
+    models = declaration.models(COLUMNS)
+    first = [cell for cell in models if not declaration.cells[cell].continues]
+    read = toolkit.matched_cells(trials, first, declaration.matched)
     saved = toolkit.load_saved_models(trials, list(read.cells), tracking_uri, cache_dir, seed=0, device="cpu")
     by_cell = {read.cells[c]: m for c, m in zip(saved.runs.cell, saved.models)}
-    projected = {TABLE1_CELLS[c]: m for c, m in by_cell.items() if c.startswith("P")}
-    conditional = {TABLE1_CELLS[c]: m for c, m in by_cell.items() if c.startswith("Mc")}
+    projected = {models[c][1]: m for c, m in by_cell.items() if declaration.cells[c].kind == "projected"}
+    conditional = {models[c][1]: m for c, m in by_cell.items() if declaration.cells[c].kind == "conditional"}
     return Figure3Models(saved.runs, projected, conditional, saved.data, read.baselines)
 
 

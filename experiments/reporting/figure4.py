@@ -23,13 +23,13 @@ import torch
 
 from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, Verdict, combine_runs, gap_grows, less_than
+from experiments.reporting.declared import declared
 from experiments.reporting.toolkit import Provenance, ReportFiles, md_table, save_figure, scale_label, section
 from experiments.run.evaluate import NLLFn
 
 SCALE_COORDINATE = 1  # t1: texture scale sc(t1) = 2 + 18 t1 (App. C.3)
 TRAINING_RANGE = (0.0, 1.0)
 T1_GRID = tuple(float(v) for v in np.round(np.linspace(0.0, 2.0, 11), 6))  # 0, 0.2, ..., 2
-FAMILIES = {"projected": "P", "conditional": "M~"}
 
 
 class ZeroShotModel(NamedTuple):
@@ -125,6 +125,12 @@ def range_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _colours() -> dict[str, str]:
+    """Family (``P``, ``M~``) -> its colour in Table 1's declaration."""
+    columns = declared("table1").columns
+    return {columns[column].family: columns[column].colour for column in COLUMNS}
+
+
 def draw(summary: pd.DataFrame):
     """The figure from ``zero_shot_summary`` (the CSV beside it), one panel per s: each model's loss vs t1
     (a line labelled with the model, e.g. ``P_1/2``) with a band of ± one standard error (images and seeds),
@@ -137,7 +143,7 @@ def draw(summary: pd.DataFrame):
     sizes = sorted(summary.s.unique(), reverse=True)
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
     for ax, s in zip(axes[0], sizes):
-        for family, colour in (("P", "tab:orange"), ("M~", "tab:blue")):
+        for family, colour in _colours().items():
             rows = summary[(summary.s == s) & (summary.family == family)].sort_values("t1")
             if rows.empty:
                 continue
@@ -156,13 +162,21 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str) -> Path:
     return save_figure(draw(summary), title, path)
 
 
-# Table 1 cells evaluated: P_s of the single-size projected runs and the conditional baselines M~_s (read from
-# their step-matched continuations, ``table1.MATCHED``, where the sweep has them).
-TABLE1_CELLS = {"P2": ("P", 0.5), "P4": ("P", 0.25), "P8": ("P", 0.125),
-                "Mc2": ("M~", 0.5), "Mc4": ("M~", 0.25), "Mc8": ("M~", 0.125)}
-# ... and the step-matched continuations of the M~_s cells, which stand in for them where a sweep has them
-MATCHED_CELLS = {"Mc2m": ("M~", 0.5), "Mc4m": ("M~", 0.25), "Mc8m": ("M~", 0.125)}
-CELL_MODELS = {**TABLE1_CELLS, **MATCHED_CELLS}  # every trial cell Figure 4 may read -> (family, s)
+# The Table 1 columns drawn, each single-width cell of them one curve per s (``reporting.declared``): P_s of
+# the single-size projected runs and the conditional baselines M~_s, read from their step-matched
+# continuations where the sweep has them (``toolkit.matched_cells``).
+COLUMNS = ("P", "Mc")
+
+
+def table1_cells() -> dict[str, tuple[str, float]]:
+    """Table 1 cell -> (family, s) of every model Figure 4 may evaluate (``Declared.models``)."""
+    return declared("table1").models(COLUMNS)
+
+
+def stage1_cells() -> list[str]:
+    """The cells of ``table1_cells`` without the continuations (what ``toolkit.matched_cells`` maps)."""
+    declaration = declared("table1")
+    return [cell for cell in table1_cells() if not declaration.cells[cell].continues]
 
 
 class LoadedModels(NamedTuple):
@@ -177,14 +191,13 @@ def load_table1_models(trials: pd.DataFrame, tracking_uri: str, cache_dir: str |
     """The final weights of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8 runs (every seed; M~_s
     step-matched where the sweep has it), read from MLflow (``trials`` from
     ``experiments.tracking.sweeps.load_trials``)."""
-    from experiments.reporting.table1 import MATCHED
     from experiments.run.saved import nll_fn
 
-    read = toolkit.matched_cells(trials, list(TABLE1_CELLS), MATCHED)
+    read = toolkit.matched_cells(trials, stage1_cells(), declared("table1").matched)
     saved = toolkit.load_saved_models(trials, list(read.cells), tracking_uri, cache_dir, device=device)
     models = []
     for row, model in zip(saved.runs.itertuples(), saved.models):
-        family, s = CELL_MODELS[row.cell]
+        family, s = table1_cells()[row.cell]
         models.append(ZeroShotModel(family, s, int(row.seed), row.run_id, nll_fn(model, s if family == "P" else None)))
     return LoadedModels(models, saved.data, saved.device, read.baselines)
 

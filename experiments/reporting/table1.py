@@ -12,13 +12,12 @@ import pandas as pd
 
 from experiments.reporting import task_use, toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows, less_than, no_worse
+from experiments.reporting.declared import Declared, declared
 from experiments.reporting.task_use import TaskUse
 from experiments.reporting.toolkit import SCALES, Provenance, ReportFiles, fmt_cell, md_table, section
 
-COLUMN_LABELS = {"M": "M_s", "Mc": "M~_s", "P": "P_s", "Pall": "P~", "control": "M_1 continued (control)"}
-COLOURS = {"M": "tab:gray", "Mc": "tab:blue", "P": "tab:orange", "Pall": "tab:green"}
-
-# Table 1 of the paper (nats/token, SynthMNIST 32x32, 512 colours). The s = 1 cells of P_s and P~ are the
+# Table 1 of the paper (nats/token, SynthMNIST 32x32, 512 colours), by the columns experiment=table1 declares
+# (conf/experiment/table1.yaml: its cells, their columns and labels). The s = 1 cells of P_s and P~ are the
 # co-trained source's loss (for P_s the mean over all P_s runs, every width and seed).
 PAPER_TABLE1: dict[tuple[str, float], float] = {
     ("M", 1.0): 0.45, ("M", 0.5): 0.51, ("M", 0.25): 0.62, ("M", 0.125): 0.82,
@@ -26,25 +25,14 @@ PAPER_TABLE1: dict[tuple[str, float], float] = {
     ("P", 1.0): 0.44, ("P", 0.5): 0.39, ("P", 0.25): 0.47, ("P", 0.125): 0.57,
     ("Pall", 1.0): 0.46, ("Pall", 0.5): 0.39, ("Pall", 0.25): 0.45, ("Pall", 0.125): 0.57,
 }
-
-# Table 1 cell -> (column, s) of the runs it is made of, s the width of the model read.
-CELL_SOURCES = {
-    "M1": [("M", 1.0)], "M2": [("M", 0.5)], "M4": [("M", 0.25)],
-    "M8": [("M", 0.125)],
-    "Mc1": [("Mc", 1.0)], "Mc2": [("Mc", 0.5)], "Mc4": [("Mc", 0.25)],
-    "Mc8": [("Mc", 0.125)],
-    # the s = 1 cell of P_s is the co-trained source, averaged over the P_s runs of every width and seed (Table 1 caption)
-    "P2": [("P", 0.5), ("P", 1.0)],
-    "P4": [("P", 0.25), ("P", 1.0)],
-    "P8": [("P", 0.125), ("P", 1.0)],
-    "Pall": [("Pall", 0.5), ("Pall", 0.25), ("Pall", 0.125), ("Pall", 1.0)],
-    "control": [("control", 1.0)],
-}
+# The learning curves' panels: at s = 1 the co-trained sources beside M_1 and its continuation (the control);
+# at each smaller s the models of that width, in this column order (columns not listed follow).
+CURVE_COLUMNS = ("P", "Mc", "M")
 
 
-# Step-matched baselines (experiment.baselines=matched): the stage-2 cell that continues each stage-1 one.
-MATCHED = {"M1": "control", "M2": "M2m", "M4": "M4m", "M8": "M8m",
-           "Mc1": "Mc1m", "Mc2": "Mc2m", "Mc4": "Mc4m", "Mc8": "Mc8m"}
+def spec() -> Declared:
+    """Table 1's cells as experiment=table1 declares them."""
+    return declared("table1")
 
 
 class Table1Cells(NamedTuple):
@@ -56,8 +44,7 @@ class Table1Cells(NamedTuple):
 def table1_cells(trials: pd.DataFrame, subset: str = "all", baselines: str = "stage1") -> Table1Cells:
     """Combine the trials (seeds, and the P_s sources of every width) into Table 1's cells; with matched baselines
     M_s and M~_s are read from their stage-2 continuations (M_1's is the control)."""
-    sources = toolkit.baseline_sources(CELL_SOURCES, baselines, MATCHED)
-    cells = toolkit.gather_cells(trials, sources, subset)
+    cells = toolkit.gather_cells(trials, spec().read_sources(baselines), subset)
     control = cells.pop(("control", 1.0), None)
     return Table1Cells(cells, control, baselines)
 
@@ -93,37 +80,41 @@ def verdicts_for(table: Table1Cells, margin: float) -> list[Verdict]:
 
 def results_frame(table: Table1Cells) -> pd.DataFrame:
     """Long table: column, s, ours, se, seeds, paper (the CSV)."""
-    rows = []
-    for column in COLUMN_LABELS:
-        for s in SCALES:
-            cell = table.control if column == "control" and s == 1.0 else table.cells.get((column, s))
-            if column == "control" and s != 1.0:
-                continue
+    declaration, rows = spec(), []
+    for column in declaration.columns:
+        widths = sorted({s for entries in declaration.cell_sources.values() for c, s in entries if c == column},
+                        reverse=True)
+        for s in widths:
+            cell = table.control if column == "control" else table.cells.get((column, s))
             rows.append({
-                "model": COLUMN_LABELS[column], "s": toolkit.scale_label(s), "ours_nats": getattr(cell, "mean", math.nan),
-                "ours_se": getattr(cell, "se", math.nan), "seeds": getattr(cell, "seeds", 0),
-                "paper_nats": PAPER_TABLE1.get((column, s), math.nan),
+                "model": declaration.label(column), "s": toolkit.scale_label(s),
+                "ours_nats": getattr(cell, "mean", math.nan), "ours_se": getattr(cell, "se", math.nan),
+                "seeds": getattr(cell, "seeds", 0), "paper_nats": PAPER_TABLE1.get((column, s), math.nan),
             })
     return pd.DataFrame(rows)
 
 
 def task_use_of(trials: pd.DataFrame, baselines: str = "stage1") -> list[TaskUse]:
     """M~_s, P_s and P~'s widths scored under own, permuted and mean t (``reporting.task_use``)."""
-    return task_use.of_table(trials, CELL_SOURCES, baselines, MATCHED, {"Mc": "M~", "P": "P", "Pall": "P~"})
+    return task_use.of_table(trials, spec(), baselines)
 
 
 def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, margin: float,
              trials: pd.DataFrame, uses: list[TaskUse] = ()) -> str:
     """reports/<scale>/table1.md."""
     steps1, steps2 = prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")
+    declaration = spec()
+    columns = [column for column in declaration.columns if column != "control"]
     rows = []
-    for s in SCALES:
+    for s in declaration.widths:
         row = [toolkit.scale_label(s)]
-        for column in ("M", "Mc", "P", "Pall"):
-            paper = PAPER_TABLE1[(column, s)]
+        for column in columns:
+            paper = PAPER_TABLE1.get((column, s))
+            source = s == 1.0 and declaration.projected(column)  # the co-trained source's loss
             row += [fmt_cell(table.cells.get((column, s))),
-                    f"({paper:.2f})" if s == 1.0 and column[0] == "P" else f"{paper:.2f}"]
+                    "-" if paper is None else f"({paper:.2f})" if source else f"{paper:.2f}"]
         rows.append(row)
+    header = ["s", *(name for column in columns for name in (declaration.label(column), "paper"))]
     lines = [
         f"# Table 1 at scale `{prov.scale}`: validation loss (nats/token) on SynthMNIST",
         "",
@@ -131,7 +122,7 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
         "512 colours, 24-layer source). The s = 1 cells of P_s and P~ are the co-trained source's loss "
         "(for P_s the mean over all P_s runs, every width and seed).",
         "",
-        *md_table(["s", "M_s", "paper", "M~_s", "paper", "P_s", "paper", "P~", "paper"], rows),
+        *md_table(header, rows),
         "",
         f"Control, M_1 continued alone for the stage-2 steps: {fmt_cell(table.control)}.",
         "",
@@ -168,23 +159,14 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
 
 
 def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float]]:
-    """Table 1's learning curves: per s, P_s beside M~_s and M_s of that width (stage 1 and, with matched
-    baselines, its continuation), and at s = 1 the co-trained sources beside M_1 and the control."""
-    specs = [("s = 1", "source of P_s", ["P2", "P4", "P8"], 1.0),
-             ("s = 1", "source of P~", ["Pall"], 1.0),
-             ("s = 1", "M_1, then the control", ["M1", "control"], 1.0)]
-    for s, k in ((0.5, 2), (0.25, 4), (0.125, 8)):
-        label = toolkit.scale_label(s)
-        specs.append((f"s = {label}", f"P_{label}", [f"P{k}"], s))
-        for column, name in (("Mc", "M~"), ("M", "M")):
-            cells = [f"{column}{k}"] + ([f"{column}{k}m"] if baselines == "matched" else [])
-            specs.append((f"s = {label}", f"{name}_{label}", cells, s))
-    return specs
+    """Table 1's learning curves: at s = 1 the co-trained sources beside M_1 and the control; at each smaller
+    s, P_s beside M~_s and M_s (``Declared.curves``)."""
+    return spec().curves(baselines, CURVE_COLUMNS, at_full=("M",))
 
 
 def plot(table: Table1Cells, path, title: str):
     """Loss against s for each column, ours with 2-SE bars, the paper's dashed."""
-    columns = {column: (COLUMN_LABELS[column], colour) for column, colour in COLOURS.items()}
+    columns = {column: (c.label, c.colour) for column, c in spec().columns.items() if column != "control"}
     return toolkit.plot_ours_beside_paper(table.cells, PAPER_TABLE1, columns, path, title, control=table.control)
 
 

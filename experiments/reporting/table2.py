@@ -12,6 +12,7 @@ import pandas as pd
 
 from experiments.reporting import task_use, toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows, less_than, no_worse
+from experiments.reporting.declared import Declared, declared
 from experiments.reporting.task_use import TaskUse
 from experiments.reporting.toolkit import SCALES, Provenance, ReportFiles, fmt_cell, md_table, section
 
@@ -20,15 +21,6 @@ PAPER_TABLE2: dict[tuple[str, float], float] = {
     ("Mc", 1.0): 2.176, ("Mc", 0.5): 2.211, ("Mc", 0.25): 2.264, ("Mc", 0.125): 2.332,
     ("P", 0.5): 2.210, ("P", 0.25): 2.246, ("P", 0.125): 2.297,
 }
-# Table 2 cell -> (column, s) of the runs it is made of, s the width of the model read; the s = 1 cell of P_s is the
-# co-trained source averaged over all P_s runs (every width and seed).
-CELL_SOURCES = {
-    "Mc1": [("Mc", 1.0)], "Mc2": [("Mc", 0.5)], "Mc4": [("Mc", 0.25)],
-    "Mc8": [("Mc", 0.125)], "M1": [("M", 1.0)],
-    "P2": [("P", 0.5), ("P", 1.0)], "P4": [("P", 0.25), ("P", 1.0)],
-    "P8": [("P", 0.125), ("P", 1.0)], "control": [("control", 1.0)],
-}
-
 IMAGENET_REQUIREMENTS = """\
 Running Table 2 on ImageNet itself takes:
 - the official "Downsampled ImageNet 64x64" npz release (`train_data_batch_1.npz` .. `train_data_batch_10.npz`,
@@ -56,12 +48,17 @@ class Table2Cells(NamedTuple):
     baselines: str = "stage1"  # 'matched': M~_s continued for the stage-2 steps as the control
 
 
-MATCHED = {"Mc1": "Mc1m", "Mc2": "Mc2m", "Mc4": "Mc4m", "Mc8": "Mc8m"}  # with experiment.baselines=matched
+CURVE_COLUMNS = ("P", "Mc", "M")  # the learning curves' order; at s = 1 also M_1 (then the control) and M~_1
+
+
+def spec() -> Declared:
+    """Table 2's cells as experiment=table2 declares them (conf/experiment/table2.yaml)."""
+    return declared("table2")
 
 
 def table2_cells(trials: pd.DataFrame, subset: str = "all", baselines: str = "stage1") -> Table2Cells:
     """Combine the finished trials (seeds, and the P_s sources of every width for s = 1) into Table 2's cells."""
-    cells = toolkit.gather_cells(trials, toolkit.baseline_sources(CELL_SOURCES, baselines, MATCHED), subset)
+    cells = toolkit.gather_cells(trials, spec().read_sources(baselines), subset)
     return Table2Cells(cells, cells.pop(("control", 1.0), None), baselines)
 
 
@@ -104,7 +101,7 @@ def _runs_each(table: Table2Cells) -> str:
 
 def task_use_of(trials: pd.DataFrame, baselines: str = "stage1") -> list[TaskUse]:
     """M~_s and P_s scored under own, permuted and mean t (``reporting.task_use``)."""
-    return task_use.of_table(trials, CELL_SOURCES, baselines, MATCHED, {"Mc": "M~", "P": "P"})
+    return task_use.of_table(trials, spec(), baselines)
 
 
 def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float, summary: dict | None,
@@ -157,22 +154,15 @@ def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, marg
 
 def plot(table: Table2Cells, path, title: str):
     """Loss against s: ours (±2 SE) and the paper's, M~_s and P_s."""
-    columns = {"Mc": ("M~_s", "tab:blue"), "P": ("P_s", "tab:orange")}
+    columns = {column: (c.label, c.colour) for column, c in spec().columns.items() if column in ("Mc", "P")}
     return toolkit.plot_ours_beside_paper(table.cells, PAPER_TABLE2, columns, path, title,
                                           paper_title="paper (ImageNet)")
 
 
 def curve_specs(baselines: str) -> list[tuple[str, str, list[str], float]]:
     """Table 2's learning curves: per s, P_s beside M~_s; at s = 1 the co-trained source beside M_1 and the
-    control, and M~_1."""
-    specs = [("s = 1", "source of P_s", ["P2", "P4", "P8"], 1.0),
-             ("s = 1", "M_1, then the control", ["M1", "control"], 1.0),
-             ("s = 1", "M~_1", ["Mc1"] + (["Mc1m"] if baselines == "matched" else []), 1.0)]
-    for s, k in ((0.5, 2), (0.25, 4), (0.125, 8)):
-        label = toolkit.scale_label(s)
-        specs.append((f"s = {label}", f"P_{label}", [f"P{k}"], s))
-        specs.append((f"s = {label}", f"M~_{label}", [f"Mc{k}"] + ([f"Mc{k}m"] if baselines == "matched" else []), s))
-    return specs
+    control, and M~_1 (``Declared.curves``)."""
+    return spec().curves(baselines, CURVE_COLUMNS, at_full=("M", "Mc"))
 
 
 def write_report(out_dir, table: Table2Cells, verdicts: list[Verdict], prov: Provenance, margin: float,

@@ -50,11 +50,11 @@ def task_use_cells(trials: pd.DataFrame, sources: Mapping[str, list[tuple[str, f
     return out
 
 
-def of_table(trials: pd.DataFrame, cell_sources: Mapping[str, list[tuple[str, float]]], baselines: str,
-             matched: Mapping[str, str], labels: Mapping[str, str]) -> list[TaskUse]:
-    """``task_use_cells`` of a table's cells, its baselines read as the table reads them (step-matched or
-    stage 1, ``toolkit.baseline_sources``)."""
-    return task_use_cells(trials, toolkit.baseline_sources(cell_sources, baselines, matched), labels)
+def of_table(trials: pd.DataFrame, declaration, baselines: str) -> list[TaskUse]:
+    """``task_use_cells`` of a table's declared cells (``reporting.declared``), its baselines read as the table
+    reads them (step-matched or stage 1)."""
+    labels = {column: c.family for column, c in declaration.columns.items()}
+    return task_use_cells(trials, declaration.read_sources(baselines), labels)
 
 
 def write_csv(out_dir, name: str, uses: Sequence[TaskUse]) -> Path | None:

@@ -22,6 +22,7 @@ from projectable import scale_name
 
 from experiments.config import code_root, project_root
 from experiments.reporting.claims import DF_TEXT, Cell, Verdict, combine_runs, summarise
+from experiments.reporting.declared import baseline_sources, declared  # noqa: F401 (baseline_sources: re-export)
 from experiments.run.evaluate import val_key, width_key
 from experiments.tracking.evidence import (
     Evidence,
@@ -120,11 +121,14 @@ def notebook_params(environ: Mapping[str, str] | None = None, quiet: bool = Fals
     return params
 
 
-# The cells a report of Table 1's sweep reads, in either baselines mode: a sweep of only some of them (Hydra's
-# ``~``, e.g. the ablation's reference) is never reported as Table 1 or its figures
-TABLE1_CELLS = ("M1", "M2", "M4", "M8", "Mc1", "Mc2", "Mc4", "Mc8", "P2", "P4", "P8", "Pall", "control")
-NEEDED_CELLS: dict[str, tuple[str, ...]] = {"table1": TABLE1_CELLS, "figure3": TABLE1_CELLS,
-                                            "figure4": TABLE1_CELLS}
+# The reports that read every declared cell of their experiment's sweep, in either baselines mode: a sweep of
+# only some of them (Hydra's ``~``, e.g. the ablation's reference) is never reported as Table 1 or its figures
+WHOLE_SWEEP = ("table1", "figure3", "figure4")
+
+
+def needed_cells(artefact: str) -> tuple[str, ...]:
+    """The cells a sweep must have finished for ``artefact`` (``Declared.needed``), or () for any sweep."""
+    return declared(ARTEFACTS[artefact][0]).needed if artefact in WHOLE_SWEEP else ()
 
 
 def _store_exists(uri: str) -> bool:
@@ -137,7 +141,7 @@ def store_sweep(tracking_uri: str, experiment: str, scale: str, artefact: str):
     ``artefact`` reads (``ARTEFACTS``) at ``scale`` with every cell it needs, or ``MissingRuns`` naming the
     command that makes it."""
     name = ARTEFACTS[artefact][0]
-    cells = NEEDED_CELLS.get(artefact, ())
+    cells = needed_cells(artefact)
     found = None
     if _store_exists(tracking_uri):
         found = find_sweep(tracking_uri, experiment, scale, name, cells=cells)
@@ -163,7 +167,7 @@ def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:
     (those of ``params.sweeps`` where given) merged (``tracking.evidence.merge_evidence``), or
     ``MissingRuns``. Every file there of the experiment is part of it: committing an evidence file declares
     its sweep part of the experiment's reports, deleting it withdraws it."""
-    name, cells = ARTEFACTS[artefact][0], NEEDED_CELLS.get(artefact, ())
+    name, cells = ARTEFACTS[artefact][0], needed_cells(artefact)
     where = f"{params.evidence_dir}"
     if artefact not in FROM_EVIDENCE:
         raise MissingRuns(f"{artefact}: renders from the store only (its evidence is not written yet); run "
@@ -361,17 +365,6 @@ def baselines_of(sweep_run) -> str:
     """'matched' (the baselines continued alone for the stage-2 steps) or 'stage1' (stage 1's runs; the
     protocol of sweeps made before the switch existed)."""
     return sweep_run.data.params.get("experiment.baselines", "stage1")
-
-
-def baseline_sources(cell_sources: Mapping[str, list], baselines: str, matched: Mapping[str, str]) -> dict:
-    """The cell sources a table reads: with matched baselines each stage-1 baseline cell in ``matched`` is
-    read from the stage-2 cell that continues it (stage-1 cell -> continuing cell)."""
-    if baselines == "stage1":
-        return dict(cell_sources)
-    out = {cell: list(sources) for cell, sources in cell_sources.items() if cell not in matched}
-    for stage1, continued in matched.items():
-        out[continued] = out.get(continued, []) + list(cell_sources[stage1])
-    return out
 
 
 class CellsRead(NamedTuple):

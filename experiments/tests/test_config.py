@@ -180,20 +180,24 @@ def test_table4_keeps_the_steps_and_seeds_of_its_committed_run_whatever_the_budg
 
 
 def test_a_sweep_of_some_cells_plans_only_them_under_its_own_id():
-    """Hydra's ``~`` deletes cells (README, "Some cells of an experiment"); the deleted cells change the id."""
+    """``experiment.cell_subset`` keeps the cells it names (README, "Some cells of an experiment"), as Hydra's
+    ``~`` deleting every other cell would; the subset changes the id."""
     kept = {"stage1": {"M1", "Mc8"}, "stage2": {"P8", "Mc8m"}}
     full = compose(["experiment=table1", "scale=smoke"])
-    dropped = [f"~experiment.stages.{name}.cells.{cell}" for name, stage in active_stages(full.experiment).items()
-               for cell in stage.cells if cell not in kept[name]]
-    cfg = compose(["experiment=table1", "scale=smoke", *dropped])
+    cfg = compose(["experiment=table1", "scale=smoke", "experiment.cell_subset=[M1,Mc8,P8,Mc8m]"])
     stages = active_stages(cfg.experiment)
     assert {name: set(stage.cells) for name, stage in stages.items()} == kept
-    assert derive_sweep_id(cfg) != derive_sweep_id(full)
+    dropped = [f"~experiment.stages.{name}.cells.{cell}" for name, stage in active_stages(full.experiment).items()
+               for cell in stage.cells if cell not in kept[name]]
+    deleted = active_stages(compose(["experiment=table1", "scale=smoke", *dropped]).experiment)
+    assert {name: set(stage.cells) for name, stage in deleted.items()} == kept
+    assert len({derive_sweep_id(cfg), derive_sweep_id(full)}) == 2
     uris = {"M1": ["runs:/m1/model"], "Mc8": ["runs:/mc8/model"]}
     planned = {spec["cell"]: spec["config"]["init_from"] for spec in plan_stage(cfg, "stage2", stages["stage2"], "x",
                                                                                  None, uris)}
     assert planned == {"P8": "runs:/m1/model", "Mc8m": "runs:/mc8/model"}
-
+    only_stage1 = active_stages(compose(["experiment=table1", "scale=smoke", "experiment.cell_subset=[M4]"]).experiment)
+    assert {name: set(stage.cells) for name, stage in only_stage1.items()} == {"stage1": {"M4"}}
 
 
 def test_a_conditional_baseline_reading_t_at_every_position_plans_as_a_cell_like_m_tilde():

@@ -124,7 +124,7 @@ def test_the_new_cells_take_the_seeds_of_the_p_s_they_are_compared_with():
     cfg = compose(["experiment=generators", "scale=cpu"])
     (stage,) = active_stages(cfg.experiment).values()
     for cell, (_, scale) in NEW.items():
-        assert stage.cells[cell].seeds == cfg.budget.seeds[f"P{round(1 / scale)}"] >= 2
+        assert stage.cells[cell].seeds == stage.cells[f"P{round(1 / scale)}"].seeds == cfg.budget.seeds >= 2
 
 
 def test_match_total_is_a_switch_and_makes_another_sweep():

@@ -34,8 +34,13 @@ def table1(*overrides: str):
     ({"name": "x", "stages": {}}, r"experiment\.stages is empty"),
     ({"name": "x", "stages": {"stage1": {"steps": 5, "cells": {}}}},
      r"experiment\.stages\.stage1 has no cells.*~experiment\.stages\.stage1"),
-    (["experiment.stages.stage1.cells.M1.seeds=0"], r"seeds=0 must be >= 1"),
-    (["experiment.stages.stage1.cells.M1.seeds=-2"], r"seeds=-2 must be >= 1"),
+    (["+experiment.stages.stage1.cells.M1.seeds=0"], r"seeds=0 must be >= 1"),
+    (["+experiment.stages.stage1.cells.M1.seeds=-2"], r"seeds=-2 must be >= 1"),
+    (["budget.seeds=0"], r"seeds=0 must be >= 1"),
+    (["+experiment.stages.stage1.cells.M1.seeds=[1,1]"], r"seeds=\[1, 1\] must list distinct seeds"),
+    (["+experiment.stages.stage1.cells.M1.seeds=[]"], r"seeds=\[\] must list distinct seeds"),
+    (["+experiment.stages.stage1.cells.M1.seeds=two"], r"seeds='two' fits none of its types"),
+    (["+budget.seed_overrides.table1={M9: 2}"], r"seed_overrides\.table1 names cells \['M9'\]"),
     (["experiment.stages.stage1.steps=-1"], r"steps=-1 must be >= 0"),
     (["+experiment.stages.stage2.cells.M1={kind: unconditional}"],
      r"cell M1 is in experiment\.stages\.stage1 and experiment\.stages\.stage2.*same run directories"),
@@ -47,6 +52,17 @@ def test_a_plan_that_cannot_be_right_is_refused_before_it_runs(overrides, messag
     experiment = overrides if isinstance(overrides, dict) else table1(*overrides).experiment
     with pytest.raises(ConfigError, match=message):
         check_plan(experiment)
+
+
+@pytest.mark.parametrize("subset, message", [
+    ("[P8]", r"keeps P8 \(starts from M1\) without the cell it starts from"),
+    ("[Mc8m,M1]", r"keeps Mc8m \(starts from Mc8\) without"),
+    ("[M9]", r"does not declare \(\['M9'\]\)"),
+    ("[]", r"names no cell"),
+])
+def test_a_cell_subset_that_cannot_run_is_refused(subset, message):
+    with pytest.raises(ConfigError, match=message):
+        active_stages(table1(f"experiment.cell_subset={subset}").experiment)
 
 
 @pytest.mark.parametrize("sweep_id", ["../../x", "a'b", 'a"b', "a b", "", "-x", "x" * 101, "a/b"])

@@ -140,7 +140,7 @@ def test_figures_read_the_step_matched_baselines_when_the_sweep_has_them(figure,
     """A figure that reads a stage-1 M~_s while the sweep holds its step-matched continuation fails here."""
     import experiments.run.saved
     from experiments.reporting import figure3, figure4, toolkit
-    from experiments.reporting.table1 import MATCHED
+    from experiments.reporting.declared import declared
 
     module = {"figure3": figure3, "figure4": figure4}[figure]
     read: list[list[str]] = []
@@ -155,7 +155,7 @@ def test_figures_read_the_step_matched_baselines_when_the_sweep_has_them(figure,
     stage1 = ["P2", "P4", "P8", "Mc2", "Mc4", "Mc8"]
     loaded = module.load_table1_models(trial_rows(stage1 + ["Mc2m", "Mc4m", "Mc8m"]), "sqlite://", "/tmp")
     assert sorted(read[-1]) == ["Mc2m", "Mc4m", "Mc8m", "P2", "P4", "P8"] and loaded.baselines == "matched"
-    assert not set(read[-1]) & {stage for stage in MATCHED if stage != "M1"}  # no stage-1 baseline read
+    assert not set(read[-1]) & {stage for stage in declared("table1").matched if stage != "M1"}  # no stage-1 one
     if figure == "figure3":
         assert sorted(loaded.conditional) == [0.125, 0.25, 0.5]
     else:

@@ -27,7 +27,7 @@ def test_newest_finished_sweep_with_the_needed_cells(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     exp_id = client.create_experiment("projectable", artifact_location=str(tmp_path / "artifacts"))
-    complete = make_sweep(client, exp_id, "full", 1_000, {cell: "FINISHED" for cell in toolkit.TABLE1_CELLS})
+    complete = make_sweep(client, exp_id, "full", 1_000, {cell: "FINISHED" for cell in toolkit.needed_cells("table1")})
     partial = make_sweep(client, exp_id, "part", 2_000, {"M1": "FINISHED", "P8": "FINISHED", "Mc8": "FAILED"})
     make_sweep(client, exp_id, "running", 3_000, {"M1": "FINISHED"}, status="KILLED")
 
