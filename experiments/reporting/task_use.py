@@ -102,9 +102,9 @@ def section_lines(uses: Sequence[TaskUse]) -> list[str]:
         "Uses its task vector",
         "Each conditional model scored at its end on the validation images under its own t, under t permuted "
         "across the images (each image gets another image's t, a fixed derangement) and under the training "
-        "distribution's mean t. Differences in nats/token ± t(0.975, df) x SE, paired over images and by "
-        "lineage. Declared before the runs: \"P_s uses t\" and \"M~_s uses t\" hold when loss(permuted) - "
-        "loss(own) exceeds its t x SE (`experiments/reporting/task_use.py`).",
+        "distribution's mean t. Differences in nats/token ± t(0.975, df) x SE. Declared before the runs: "
+        "\"P_s uses t\" and \"M~_s uses t\" hold when loss(permuted) - loss(own) exceeds its t x SE "
+        "(`experiments/reporting/task_use.py`).",
         "",
         *toolkit.md_table(["model", "own t", "permuted - own", "mean - own"], rows),
         "",
