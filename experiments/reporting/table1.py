@@ -144,13 +144,7 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
             "\"the source loses nothing\" is judged against it, not against stage 1's M_1.",
             toolkit.baselines_line(table.baselines, steps1, steps2),
         ),
-        *section(
-            "Claims",
-            toolkit.claim_rule_line([*verdicts, *task_use.verdicts(uses)]),
-            "",
-            *toolkit.verdict_lines(verdicts, unpaired=True),
-        ),
-        *task_use.section_lines(uses),
+        *task_use.claims_and_uses(verdicts, uses, unpaired=True),
         *toolkit.runs_per_cell(trials),
         *toolkit.provenance_lines(prov),
     ]

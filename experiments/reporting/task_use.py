@@ -110,3 +110,11 @@ def section_lines(uses: Sequence[TaskUse]) -> list[str]:
         "",
         *toolkit.verdict_lines(verdicts(uses)),
     ) if uses else []
+
+
+def claims_and_uses(claims: Sequence[Verdict], uses: Sequence[TaskUse], unpaired: bool = False) -> list[str]:
+    """A table's section "Claims" (the claim-rule line of its verdicts and of the task-use claims, then its
+    verdict table, with ``unpaired`` the unpaired t·SE beside the paired), then "Uses its task vector"."""
+    return [*toolkit.section("Claims", toolkit.claim_rule_line([*claims, *verdicts(uses)]), "",
+                             *toolkit.verdict_lines(claims, unpaired=unpaired)),
+            *section_lines(uses)]
