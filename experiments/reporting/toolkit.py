@@ -3,9 +3,8 @@ claim verdicts, cell formatting, runs per cell, the ours-beside-the-paper plot a
 
 Each artefact module (``table1`` ... ``table4``, ``figure3``, ``figure4``, ``generators`` ...) keeps only its
 own table logic and the paper's numbers; the generic claim rules are in ``claims``, explained once in
-``claims.md``. Reports read the MLflow store
-(``experiments.tracking``), or without it the sweeps' evidence files (``experiments.tracking.evidence``), never
-the trainer.
+``claims.md``. Reports read the MLflow store (``experiments.tracking``), or without it the sweeps' evidence
+files (``experiments.tracking.evidence``), never the trainer.
 """
 
 from __future__ import annotations
