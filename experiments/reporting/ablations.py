@@ -77,11 +77,10 @@ def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, 
                    "P_1/8 gains on M~_1/8"], rows),
         "",
         *section("Rule", "P_1/8 gains on M~_1/8 from a change when P_1/8 - M~_1/8 falls by more than t(0.975, df) x "
-                 "SE of the difference of gaps (paired over the validation images; a cell on both sides of the "
-                 "difference, as the reference M~_1/8 for a change to P_1/8 alone, cancels; "
-                 f"`experiments/reporting/claims.py`; {toolkit.DF_LINE}); a change that moves P_1/8 and M~_1/8 "
-                 "alike does not count. No result here becomes a default without a new selection study by the "
-                 "split study's rule."),
+                 "SE of the difference of gaps (the reference M~_1/8, on both sides for a change to P_1/8 alone, "
+                 "cancels); a change that moves P_1/8 and M~_1/8 alike does not count. No result here becomes a "
+                 "default without a new selection study by the split study's rule.",
+                 "", toolkit.claim_rule_line(verdicts)),
         *toolkit.provenance_lines(prov, sources=source_sweep),
     ]
     return "\n".join(lines)

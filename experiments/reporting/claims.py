@@ -1,85 +1,15 @@
 """The generic claim rules every report judges by, fixed before the runs (each table's claims and paper
-numbers live in its own module, e.g. ``reporting.table1``).
+numbers live in its own module, e.g. ``reporting.table1``). ``claims.md`` beside this file explains them once,
+and every report links to it (``toolkit.claim_rule_line``):
 
-* An inequality ("P_s < M~_s", "M~_s < M_s", "the gap grows as s shrinks") holds when its margin exceeds
-  ``t(0.975, df) x SE`` of the difference: a one-sided test at level 2.5% per claim.
-* A non-inferiority claim ("the co-trained source loses nothing", "co-training all sizes costs nothing")
-  holds when ``difference + t(0.975, df) x SE`` stays below a margin fixed in the config
-  (``experiment.margin``, default 0.01 nats/token): the upper end of a one-sided 97.5% bound on the
-  difference lies below the margin.
-
-Independent units: source lineages
-----------------------------------
-A run's *lineage* is the stage-1 run its weights descend from: a stage-1 run is its own lineage, and seed i
-of every stage-2 run (P_s, P~, the control, a step-matched M~_s) continues stage 1's seed i of the cell it
-starts from (``experiment.stages.*.init_from``), so it shares that run's lineage. Runs of one lineage are not
-independent draws: the "source of P_s" cell averages the sources of P_1/2, P_1/4 and P_1/8 of seed i, three
-continuations of the same M_1. ``combine_runs`` therefore averages a cell's runs per lineage first; the
-cell's seed spread is the spread of its lineage means, and its k (``Cell.seeds``) counts lineages, not runs
-(``Cell.runs``). Two cells that share lineages (the co-trained source and the control, P~_s and P_s, P_1/2
-and P_1/4 in the gap contrast) are paired by lineage: the seed term of a contrast over them is the spread of
-the per-lineage contrast, so the lineage's own luck cancels instead of being counted once per cell. A cell's
-lineages come from the runs' ``init_from`` (``toolkit.lineage_ids``); without them each run is its own
-lineage and shares none with another cell.
-
-The data stream: a run's ``seed`` sets the initialisation (and dropout) only; the training batches of step k
-are fixed by ``data.seed`` (``experiments.run.datasets.TrainStream``), so every run of every cell sees the same
-data in the same order, and the validation images are the same fixed set. The seed spread measured here is
-the spread over initialisations for one data stream; every result holds for that one stream.
-
-Standard errors
----------------
-A cell's standard error combines the error over validation images with the spread over lineages:
-``se^2 = mean_r(se_r^2) + var_l(mean_l) / k`` over the runs r and the k lineages l. The validation images are
-the same for every seed, so their error does not shrink with k; the seed spread does.
-
-A contrast ``sum_j c_j cell_j`` first merges its coefficients per cell: a cell on both sides (the reference
-M~_1/8 in the ablations' "rank" and "parts" contrasts) adds ``c = +1 - 1 = 0`` and drops out, its seed spread
-cancelling instead of being added twice. (A cell is "the same" when it is the same object, as a report passes
-one cell to both sides.) Its standard error is then *paired* over images when every cell carries its per-image
-losses (``Cell.per_image``, mean over the cell's lineages, same images in the same order): ``se^2 =
-var_n(sum_j c_j x_jn) / N + seed terms``. Every model is evaluated on the same fixed validation images, so the
-images' own spread in difficulty (large on SynthMNIST) cancels in the contrast. Without per-image losses the
-cells' image errors are treated as independent (``se(a - b)^2 = se(a)^2 + se(b)^2``, conservative). Reports
-show both.
-
-The seed terms: cells that share no lineage each add ``c_j^2 seed_var_j`` with ``k_j - 1`` df; cells that
-share lineages form one group that adds ``var_l(sum_j c_j mean_jl) / L`` over the L lineages they all have,
-with ``L - 1`` df. (A group whose cells have different lineage sets, e.g. after a failed run, is paired over
-the lineages they share; with fewer than 2 shared its cells are taken as independent.) A single-lineage cell
-has no seed term: its SE is the image term alone, and the spread over seeds is not measured at all.
-
-Degrees of freedom, and the remedy for few seeds
-------------------------------------------------
-A seed term from k = 2 or 3 lineages has 1 or 2 degrees of freedom: its estimate is itself very uncertain
-(with 2 seeds a quarter of the estimates fall below a tenth of the true variance). Welch-Satterthwaite's df,
-``(sum_i v_i)^2 / sum_i (v_i^2 / df_i)``, weighs each component by its *estimated* size, so when two seeds
-agree by chance the seed term vanishes, df jumps to the image term's N - 1 and the bound shrinks to ~1.96 SE
-exactly when the SE is most underestimated (the cpu reports had df 511 and p = 1.5e-170 this way).
-
-The remedy, used by every report (``SEED_DF``, switchable per call with ``seed_df=``):
-
-* ``"smallest"`` (the rule): a contrast with any seed term takes the smallest df among its seed terms, whatever
-  their estimated size -- zero included. A seed term cannot claim more certainty than its seeds give. This is
-  Hsu's conservative solution to the Behrens-Fisher problem: for an SE built from independent variance
-  estimates with df_i >= d, the statistic's tail beyond ``t(0.975, d)`` is at most 2.5% for every ratio of the
-  true variances (the tail probability is convex in each chi-square's scale, so a mixture of components with
-  more df, or a known image term, is never heavier-tailed than t_d). Contrasts without a seed term keep
-  Welch-Satterthwaite over their image terms (N - 1 for N images; a cell without per-image losses counts as
-  unlimited df). The cost is power: with 2 lineages every seeded contrast is judged at t(0.975, 1) = 12.7,
-  with 3 at 4.3. ``reports/cpu/calibration.md`` gives both by simulation (``experiments.reporting.calibration``).
-* ``"welch"``: Welch-Satterthwaite over all non-zero components, the rule of the committed cpu reports until
-  they are rerun; kept to show, in the calibration test, that it exceeds its nominal level.
-
-Pooling the seed variance over cells of one kind was rejected: the cpu reports' seed spreads differ by a factor
-of ten between cells, and pooling would understate exactly the noisiest cells.
-
-Many comparisons at once (``holm_bonferroni``): a report that judges a family of m inequalities, each by the
-rule above, would see about one in 40 false "holds" per true null. Each inequality's rule is a one-sided test
-at level 0.025; ``p_value`` returns ``2 P(T_df > difference / SE)``, twice the one-sided p, so that p < 0.05
-exactly when difference > t(0.975, df) x SE. Holm's step-down keeps the family's level: order the p values,
-the i-th smallest (i = 0, 1, ...) holds when it and every smaller one lie below ``alpha / (m - i)``. An
-untested comparison counts with p = 1, so the family is what the report plans, not what happened to finish.
+* an inequality holds when ``difference > t(0.975, df) x SE`` (``less_than``, ``gap_grows``), a one-sided test at
+  2.5%; non-inferiority when ``difference + t(0.975, df) x SE < margin`` (``no_worse``), equivalence when
+  ``|difference| + t(0.975, df) x SE < margin`` (``equivalent``);
+* a cell averages its runs per source lineage (``combine_runs``); a contrast's SE is paired over the validation
+  images and, for cells that share lineages, by lineage (``contrast_error``);
+* df: with a seed term the smallest df among the seed terms and the non-zero image terms (``SEED_DF``), else
+  Welch-Satterthwaite's over the image terms (``error_from_components``);
+* a family of inequalities is corrected by Holm-Bonferroni's step-down (``holm_verdicts``).
 """
 
 from __future__ import annotations
@@ -94,7 +24,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 SEED_DF_RULES = ("smallest", "welch")
-SEED_DF = "smallest"  # the remedy every report uses (module docstring); "welch" only for comparison
+SEED_DF = "smallest"  # the remedy every report uses (``claims.md``); "welch" only for comparison
 
 
 @dataclass(frozen=True)
@@ -115,7 +45,7 @@ class Cell:
 def combine_runs(means: Sequence[float], ses: Sequence[float],
                  per_images: Sequence[Sequence[float]] | None = None,
                  lineages: Sequence[Hashable] | None = None) -> Cell:
-    """One cell from runs (module docstring): runs of one lineage averaged first, then the mean of the k
+    """One cell from runs (``claims.md``): runs of one lineage averaged first, then the mean of the k
     lineage means; ``se^2 = mean_r(se_r^2) + var_l(lineage means) / k``.
 
     ``per_images``: each run's per-image losses on the shared validation images (enables paired SEs).
@@ -187,7 +117,7 @@ def welch_df(components: Sequence[tuple[float, float]]) -> float:
 def error_from_components(variances, dfs, is_seed, seed_df: str = SEED_DF) -> tuple[np.ndarray, np.ndarray]:
     """SE and df from variance components, vectorised over leading axes: ``variances`` (..., m) with their
     ``dfs`` (m,) and ``is_seed`` (m,) marking the seed terms. ``seed_df="smallest"``: with any seed term the
-    df is the smallest df among the seed terms and the non-zero image terms (module docstring); otherwise, and
+    df is the smallest df among the seed terms and the non-zero image terms (``claims.md``); otherwise, and
     with ``"welch"``, Welch-Satterthwaite over the non-zero components. Used by ``contrast_error`` and by the
     calibration simulation alike."""
     if seed_df not in SEED_DF_RULES:
@@ -235,7 +165,7 @@ def _lineage_groups(terms: Sequence[tuple[float, Cell]]) -> list[list[tuple[floa
 
 
 def seed_components(terms: Sequence[tuple[float, Cell]]) -> list[tuple[float, float]]:
-    """The seed terms ``(variance, df)`` of a merged contrast (module docstring): one per cell that shares no
+    """The seed terms ``(variance, df)`` of a merged contrast (``claims.md``): one per cell that shares no
     lineage, one per group of cells paired by lineage; single-lineage cells add none."""
     out = []
     independent = [(c, cell) for c, cell in terms if cell.lineages is None]
@@ -253,7 +183,7 @@ def seed_components(terms: Sequence[tuple[float, Cell]]) -> list[tuple[float, fl
 
 
 def contrast_error(terms: Sequence[tuple[float, Cell]], paired: bool = True, seed_df: str = SEED_DF) -> ContrastError:
-    """Standard error and df of ``sum_j c_j * cell_j`` (module docstring): coefficients merged per cell, the
+    """Standard error and df of ``sum_j c_j * cell_j`` (``claims.md``): coefficients merged per cell, the
     image term paired over images when every cell has per-image losses of the same length (and ``paired``),
     else from independent cells; the seed terms paired by lineage; df by the ``seed_df`` rule."""
     terms = merge_terms(terms)
@@ -295,11 +225,6 @@ def _bound(terms: Sequence[tuple[float, Cell]]) -> _Bound:
 
 INEQUALITY_RULE = "difference > t(0.975, df) x SE"
 
-# How the df of every verdict is found, in the reports' words (module docstring).
-DF_TEXT = ("df: with a seed term, the smallest df among the seed terms (lineages - 1: runs that continue the same "
-           "stage-1 model count once, and cells that share such lineages are paired by them), so that a seed term "
-           "never claims more certainty than its seeds give; without one, Welch-Satterthwaite's over the image "
-           "terms (N - 1 for N images). Calibrated by simulation in `calibration.md`")
 
 
 def _inequality(claim: str, comparison: str, terms: Sequence[tuple[float, Cell]]) -> Verdict:

@@ -240,10 +240,10 @@ def markdown(summary: pd.DataFrame, verdicts: list[Verdict], ranges: pd.DataFram
             "P_1/4 and P_1/8 struggle near t1 ≈ 2; the paper gives curves, not numbers, so only the P_1/2 claim is "
             "tested). Rule, fixed in `experiments/reporting/figure4.py` before the runs were looked at: the claim "
             "holds when P_1/2's mean loss over t1 in (1, 2] is lower than M~_1/2's by more than t(0.975, df) x SE, "
-            f"(the inequality rule of Table 1, `experiments/reporting/claims.py`, cells treated as independent); "
-            f"{toolkit.DF_LINE}. Single-run cells have no seed term; "
-            "their SE is the image term alone. The "
-            "stricter reading, that P_1/2's advantage grows past the training range, is reported by the same rule.",
+            "the cells treated as independent. The stricter reading, that P_1/2's advantage grows past the training "
+            "range, is reported by the same rule.",
+            "",
+            toolkit.claim_rule_line(verdicts),
             "",
             *toolkit.verdict_lines(verdicts, suffix=" at this scale"),
         ),

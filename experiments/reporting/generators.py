@@ -316,14 +316,8 @@ def markdown(table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: 
         ),
         *section(
             "Claims",
-            "Each comparison is judged by Table 1's rule: an inequality holds when its margin exceeds t(0.975, df) "
-            "x SE of the difference, paired over the validation images with the seed terms "
-            f"(`experiments/reporting/claims.py`; {toolkit.DF_LINE}). The report makes "
-            f"{len(claims.corrected)} such comparisons, so it corrects for them as one family: each rule is a "
-            "test with p = 2 P(T_df > difference / SE) (below 0.05 exactly when the rule alone holds), and "
-            "Holm-Bonferroni's step-down holds the i-th smallest p (i = 0, 1, ...) to "
-            f"{claims.alpha:g} / ({len(claims.corrected)} - i), stopping at the first that fails; an untested "
-            "comparison counts with p = 1. The summaries and the last column are after the correction.",
+            toolkit.claim_rule_line([*claims.uncorrected, *claims.corrected]) + " The summaries and the last "
+            "column are after the correction.",
             "",
             *claim_lines(claims),
         ),

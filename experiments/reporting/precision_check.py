@@ -9,7 +9,7 @@ lineage both cells share) and over the validation images. Reads the sweep's evid
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -72,7 +72,10 @@ def frame(results: list[claims.Verdict], pairs: Mapping[str, Mapping], evidence:
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame, times: pd.DataFrame, evidence: Evidence, path: Path) -> str:
+def markdown(table: pd.DataFrame, times: pd.DataFrame, evidence: Evidence, path: Path,
+             results: Sequence[claims.Verdict]) -> str:
+    """reports/<scale>/precision_check.md: the verdicts ``results`` (one per compared model, ``verdicts``) as
+    ``table`` (``frame``) holds them, the time per step, and where the runs come from."""
     sweep = evidence.sweeps[0]
     runs = evidence.runs
     adopted = bool(table.equivalent.fillna(False).all()) and len(table) > 0
@@ -80,8 +83,10 @@ def markdown(table: pd.DataFrame, times: pd.DataFrame, evidence: Evidence, path:
         "# bf16 against fp32 training: the pre-declared equivalence check",
         "",
         "Rule (`experiments/conf/experiment/precision_check.yaml`, fixed before the runs): bf16 is equivalent for "
-        "a model when |loss(bf16) - loss(fp32)| + t(0.975, df) x SE < margin, paired by seed and over the "
-        f"validation images ({claims.DF_TEXT}); the cpu scale adopts bf16 only if every model is equivalent.",
+        "a model when |loss(bf16) - loss(fp32)| + t(0.975, df) x SE < margin, seed i of both precisions paired as "
+        "one lineage; the cpu scale adopts bf16 only if every model is equivalent.",
+        "",
+        toolkit.claim_rule_line(results),
         "",
         "| model | fp32 | bf16 | seeds | bf16 - fp32 | t x SE | df | abs(diff) + t x SE | margin | equivalent |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -110,7 +115,6 @@ def markdown(table: pd.DataFrame, times: pd.DataFrame, evidence: Evidence, path:
               f"- commits: {', '.join(sorted(set(runs.commit)))}",
               f"- machine: {'; '.join(machines)}",
               f"- sweep wall time: {sweep.get('metrics', {}).get('wall_time_s', float('nan')):.0f} s",
-              "- " + toolkit.SEEDS_LINE.lstrip("- "),
               ""]
     return "\n".join(lines)
 
@@ -132,7 +136,7 @@ def main(argv: list[str]) -> None:
     pairs, margin = declared(evidence.sweeps[0]["tags"].get("scale", "cpu"))
     results = verdicts(evidence, pairs, margin)
     table = frame(results, pairs, evidence, margin)
-    files = toolkit.write_report(out_dir, NAME, markdown(table, step_times(evidence), evidence, path), table)
+    files = toolkit.write_report(out_dir, NAME, markdown(table, step_times(evidence), evidence, path, results), table)
     print(files.markdown.read_text())
 
 

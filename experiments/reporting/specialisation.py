@@ -211,12 +211,9 @@ def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, 
         *section("Claims", *toolkit.verdict_lines(verdicts)),
         *section("Bounds", *(bound_lines(cells) or ["- neither part could be computed: no finished P_s(const) runs."])),
         *section("Rule",
-                 "An inequality holds when its difference exceeds t(0.975, df) x SE (one-sided at 2.5%), paired "
-                 "over the validation images; runs are averaged per source lineage and cells that share lineages "
-                 "(P_s(t) and P_s(const)) are paired by them (`experiments/reporting/claims.py`; "
-                 f"{toolkit.DF_LINE}). \"P_s beats the conditional baselines\" is an intersection of two one-sided "
-                 "tests, so neither needs a correction for the other.",
-                 toolkit.SEEDS_LINE),
+                 toolkit.claim_rule_line(verdicts) + " P_s(t) and P_s(const) share source lineages and are paired "
+                 "by them. \"P_s beats the conditional baselines\" is an intersection of two one-sided tests, so "
+                 "neither needs a correction for the other."),
         *toolkit.provenance_lines(prov, sources=source_sweep),
     ]
     return "\n".join(lines)

@@ -134,24 +134,8 @@ def markdown(table: Table1Cells, verdicts: list[Verdict], prov: Provenance, marg
             f"{steps1} + {steps2} steps. The control continues M_1 alone for the same {steps2} steps; "
             "\"the source loses nothing\" is judged against it, not against stage 1's M_1.",
             toolkit.baselines_line(table.baselines, steps1, steps2),
-            toolkit.SEEDS_LINE,
         ),
-        *section(
-            "Claims",
-            "An inequality holds when its margin exceeds t(0.975, df) x SE; a non-inferiority claim holds when the "
-            f"difference plus t(0.975, df) x SE stays below {margin:g} nats/token (fixed in the config before the "
-            f"run); each is a one-sided test at 2.5%. {toolkit.DF_LINE}. With 2 or 3 seeds a cell's seed spread is "
-            "itself uncertain, so the bound is wider than 2 SE (t(0.975, 1) = 12.7, t(0.975, 2) = 4.3; about 1.96 "
-            "for many images and single runs). Single-lineage cells have no seed term; their SE is the image term "
-            "alone. A cell's standard error combines the error over validation images with the spread over lineages "
-            "(se² = mean of the runs' se² + variance of the lineage means / lineages). Every model is evaluated on the same "
-            "validation images, so the standard error of a difference is paired: the error of the mean per-image "
-            "difference plus each cell's seed spread (`experiments/reporting/claims.py`); the unpaired value, which "
-            "treats the cells as independent and counts the images' spread in difficulty twice, is shown beside it.",
-            "",
-            *toolkit.verdict_lines(verdicts, unpaired=True),
-        ),
-        *task_use.section_lines(uses),
+        *task_use.claims_and_uses(verdicts, uses, unpaired=True),
         *toolkit.runs_per_cell(trials),
         *toolkit.provenance_lines(prov),
     ]

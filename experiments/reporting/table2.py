@@ -133,18 +133,8 @@ def markdown(table: Table2Cells, verdicts: list[Verdict], prov: Provenance, marg
             f"- Stage 2: P_1/2, P_1/4, P_1/8 ({_runs_each(table)}) start from stage 1's M_1 and keep tuning it for "
             f"{prov.stage_steps.get('stage2', '?')} steps (Eq. 2, w_src = 1); the control continues M_1 alone as long.",
             toolkit.baselines_line(table.baselines, prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")),
-            toolkit.SEEDS_LINE,
         ),
-        *section(
-            "Claims",
-            "An inequality holds when its margin exceeds t(0.975, df) x SE; non-inferiority holds when the "
-            f"difference plus t(0.975, df) x SE stays below {margin:g} nats/token (fixed before the run). "
-            f"{toolkit.DF_LINE} (`experiments/reporting/claims.py`). "
-            "Single-lineage cells have no seed term; their SE is the image term alone.",
-            "",
-            *toolkit.verdict_lines(verdicts),
-        ),
-        *task_use.section_lines(uses),
+        *task_use.claims_and_uses(verdicts, uses),
         *section("Running on ImageNet", IMAGENET_REQUIREMENTS),
         *toolkit.runs_per_cell(trials),
         *toolkit.provenance_lines(prov),

@@ -214,11 +214,8 @@ def markdown(table: Table3, verdicts: list[Verdict], matched: pd.DataFrame, prov
         ),
         *section(
             "Claims",
-            "An inequality holds when its margin exceeds t(0.975, df) x SE of the difference (the rule of Table 1, "
-            f"`experiments/reporting/claims.py`); {toolkit.DF_LINE}. Single-run cells have no seed term; their SE is the image term "
-            "alone. Every cell is scored on the same images, so the standard error of "
-            "a difference is paired (the mean per-image difference, plus seed spread where a cell has several "
-            "seeds). The claim is judged on training losses as in the paper; validation losses are shown as a check.",
+            toolkit.claim_rule_line(verdicts) + " The claim is judged on training losses as in the paper; "
+            "validation losses are shown as a check.",
             "",
             *toolkit.verdict_lines(verdicts, rule=False, paper=paper_verdicts()),
         ),

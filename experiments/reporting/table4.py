@@ -178,10 +178,7 @@ def markdown(table: Table4Cells, verdicts: list[Verdict], prov: Provenance, summ
         ),
         *section(
             "Claims",
-            "An inequality holds when its margin exceeds t(0.975, df) x SE of the difference "
-            f"(`experiments/reporting/claims.py`; {toolkit.DF_LINE}); the rows marked "
-            "(paired) state their own rule. Single-run cells have no seed term; their SE is the image term alone. "
-            "The first rows treat "
+            toolkit.claim_rule_line(verdicts) + " The first rows treat "
             "the two cells as independent (conservative: both are evaluated on the same validation images); the "
             "rows marked (paired) use the standard error of the mean per-image difference, which removes the "
             "images' own spread (but not the spread over seeds). The paper's C1 differences are 0.003-0.007 "

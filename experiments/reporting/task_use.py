@@ -102,11 +102,19 @@ def section_lines(uses: Sequence[TaskUse]) -> list[str]:
         "Uses its task vector",
         "Each conditional model scored at its end on the validation images under its own t, under t permuted "
         "across the images (each image gets another image's t, a fixed derangement) and under the training "
-        "distribution's mean t. Differences in nats/token ± t(0.975, df) x SE, paired over images and by "
-        "lineage. Declared before the runs: \"P_s uses t\" and \"M~_s uses t\" hold when loss(permuted) - "
-        "loss(own) exceeds its t x SE (`experiments/reporting/task_use.py`).",
+        "distribution's mean t. Differences in nats/token ± t(0.975, df) x SE. Declared before the runs: "
+        "\"P_s uses t\" and \"M~_s uses t\" hold when loss(permuted) - loss(own) exceeds its t x SE "
+        "(`experiments/reporting/task_use.py`).",
         "",
         *toolkit.md_table(["model", "own t", "permuted - own", "mean - own"], rows),
         "",
         *toolkit.verdict_lines(verdicts(uses)),
     ) if uses else []
+
+
+def claims_and_uses(claims: Sequence[Verdict], uses: Sequence[TaskUse], unpaired: bool = False) -> list[str]:
+    """A table's section "Claims" (the claim-rule line of its verdicts and of the task-use claims, then its
+    verdict table, with ``unpaired`` the unpaired t·SE beside the paired), then "Uses its task vector"."""
+    return [*toolkit.section("Claims", toolkit.claim_rule_line([*claims, *verdicts(uses)]), "",
+                             *toolkit.verdict_lines(claims, unpaired=unpaired)),
+            *section_lines(uses)]

@@ -2,9 +2,9 @@
 claim verdicts, cell formatting, runs per cell, the ours-beside-the-paper plot and the md/csv/png files.
 
 Each artefact module (``table1`` ... ``table4``, ``figure3``, ``figure4``, ``generators`` ...) keeps only its
-own table logic and the paper's numbers; the generic claim rules are in ``claims``. Reports read the MLflow store
-(``experiments.tracking``), or without it the sweeps' evidence files (``experiments.tracking.evidence``), never
-the trainer.
+own table logic and the paper's numbers; the generic claim rules are in ``claims``, explained once in
+``claims.md``. Reports read the MLflow store (``experiments.tracking``), or without it the sweeps' evidence
+files (``experiments.tracking.evidence``), never the trainer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 from projectable import scale_name
 
 from experiments.config import code_root, project_root
-from experiments.reporting.claims import DF_TEXT, Cell, Verdict, combine_runs, summarise
+from experiments.reporting.claims import Cell, Verdict, combine_runs, summarise
 from experiments.reporting.declared import baseline_sources, declared  # noqa: F401 (baseline_sources: re-export)
 from experiments.run.evaluate import val_key, width_key
 from experiments.tracking.evidence import (
@@ -299,7 +299,7 @@ def _run_id_of_uri(uri) -> str | None:
 
 
 def lineage_ids(trials: pd.DataFrame) -> list[str]:
-    """Each trial's lineage (``claims`` module docstring): the stage-1 run its weights descend from.
+    """Each trial's lineage (``claims.md``): the stage-1 run its weights descend from.
 
     A run that started from ``runs:/<id>/model`` (``init_from``, logged as a param and read by
     ``tracking.sweeps.load_trials``) has that run's lineage, followed back through the trials given (include
@@ -388,12 +388,21 @@ def matched_cells(trials: pd.DataFrame, cells: Sequence[str], matched: Mapping[s
     return CellsRead(read, baselines)
 
 
-# A run's seed sets its initialisation (and dropout) only: data.seed fixes the training batches of every step
-# (experiments.run.datasets.TrainStream) and the validation images, so every report's seed spread is over
-# initialisations on one data stream.
-SEEDS_LINE = ("- Seeds vary the initialisation only: every run sees the same data stream (data.seed fixes the batches "
-              "of every step) and the same validation images, so these results hold for one data stream.")
-DF_LINE = DF_TEXT
+# The claim rule is explained once, in claims.md beside claims.py; a report is written to reports/<scale>/<name>.md
+CLAIM_RULE_DOC = "experiments/reporting/claims.md"  # from the repository root
+REPORT_TO_ROOT = "../.."  # from reports/<scale>/
+
+
+def claim_rule_line(verdicts: Iterable[Verdict]) -> str:
+    """The one line a report gives the claim rule: the rules its verdicts use, as their ``rule`` column writes
+    them (so with the report's margin, or its Holm-Bonferroni family), and a link to ``claims.md`` that works
+    from ``reports/<scale>/<name>.md``."""
+    rules = list(dict.fromkeys(v.rule for v in verdicts))
+    if not rules:
+        raise ValueError("no verdicts: a report without claims has no claim rule to link")
+    used = "; ".join(f"`{rule}`" for rule in rules)
+    return (f"Claim rules here (nats/token): {used}. How each is judged, with its standard error and df: "
+            f"[`{CLAIM_RULE_DOC}`]({REPORT_TO_ROOT}/{CLAIM_RULE_DOC}).")
 
 
 def baselines_line(baselines: str, steps1, steps2) -> str:

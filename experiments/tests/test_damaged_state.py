@@ -19,7 +19,6 @@ from experiments.run.checkpoint import (
     latest_checkpoint,
     load_latest_checkpoint,
 )
-from experiments.tests.test_train import Interrupt, InterruptAt, assert_same_state, final_state
 from experiments.tracking.store import check_reachable, check_sqlite, recorded_run_id
 from experiments.train import train
 
@@ -32,24 +31,17 @@ def truncate(path, keep: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
-def test_a_checkpoint_truncated_mid_file_is_skipped_for_the_previous_one(smoke, tmp_path, capsys):
-    straight = smoke(*COMMON, f"run_dir={tmp_path / 'straight'}")
-    train(straight)
-    cfg = smoke(*COMMON, f"run_dir={tmp_path / 'damaged'}")
-    with pytest.raises(Interrupt):
-        train(cfg, hooks=InterruptAt(5))  # checkpoints at steps 2 and 4
+def test_a_checkpoint_truncated_mid_file_is_skipped_for_the_previous_one(interrupted, tmp_path, capsys):
+    run = interrupted(*COMMON, at=5, name="damaged")  # checkpoints at steps 2 and 4
     newest = latest_checkpoint(tmp_path / "damaged")
     assert newest.name == "step_0000004"
     truncate(newest / STATE_FILE)
     capsys.readouterr()
-    train(cfg)
+    train(run.config)
     out = capsys.readouterr().out
     assert "skipping checkpoint step_0000004" in out and "unreadable" in out
     assert "resuming from step_0000002" in out and "at step 2 " in out
-    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "damaged")
-    assert a["step"] == b["step"] == 6
-    assert_same_state(a["module"], b["module"])  # as if nothing had been damaged
-    assert_same_state(a["optimizer"], b["optimizer"])
+    run.assert_ends_as_straight(steps=6)  # as if nothing had been damaged
 
 
 def test_a_run_whose_every_checkpoint_is_damaged_is_refused_naming_them(tmp_path):

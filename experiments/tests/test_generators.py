@@ -16,15 +16,7 @@ from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig
 from projectable.generators import generator_params, match_budget
 
 from experiments.config import ConfigError, build_section, compose, config_key, flatten, parse_run
-from experiments.orchestration.plan import (
-    MATCH_COUNTS,
-    active_stages,
-    decide_reuse,
-    derive_sweep_id,
-    parse_sources,
-    plan_stage,
-    size_generator,
-)
+from experiments.orchestration import plan
 from experiments.run.datasets import build_data
 from experiments.run.trainees import MODEL_FILE, PROJECTABLE_FILE, build_trainee
 from experiments.tracking.store import recorded_run_id
@@ -39,8 +31,9 @@ REUSED = {"P2", "P4", "P8", "M2m", "M4m", "M8m", "Mc2m", "Mc4m", "Mc8m"}
 def planned(cfg) -> dict[str, dict]:
     """Seed-0 TrialSpec of every cell, the stage-1 cells standing in as fake URIs (seed i -> seed i)."""
     uris = {cell: [f"runs:/{cell}-seed{i}/model" for i in range(2)] for cell in STAGE1}
-    (stage,) = active_stages(cfg.experiment).values()
-    return {s["cell"]: s for s in plan_stage(cfg, "stage2", stage, derive_sweep_id(cfg), None, uris) if s["seed"] == 0}
+    (stage,) = plan.active_stages(cfg.experiment).values()
+    specs = plan.plan_stage(cfg, "stage2", stage, plan.derive_sweep_id(cfg), None, uris)
+    return {s["cell"]: s for s in specs if s["seed"] == 0}
 
 
 def width_1(cfg) -> GPTConfig:
@@ -66,7 +59,7 @@ def built_counts(source: GPTConfig, projector: ProjectorConfig, scale: float) ->
 
 def test_plan_at_smoke_has_the_new_cells_their_starts_sources_reuse_and_knobs():
     cfg = compose(["experiment=generators", "scale=smoke"])
-    sources = parse_sources(cfg.experiment)
+    sources = plan.parse_sources(cfg.experiment)
     assert (sources.experiment, sources.stage) == ("table1", "stage1")
     assert dict(sources.reuse) == {cell: cell for cell in REUSED}  # Table 1's cells under their own names
     specs = planned(cfg)
@@ -122,14 +115,15 @@ def test_plan_at_smoke_has_the_new_cells_their_starts_sources_reuse_and_knobs():
 
 def test_the_new_cells_take_the_seeds_of_the_p_s_they_are_compared_with():
     cfg = compose(["experiment=generators", "scale=cpu"])
-    (stage,) = active_stages(cfg.experiment).values()
+    (stage,) = plan.active_stages(cfg.experiment).values()
     for cell, (_, scale) in NEW.items():
         assert stage.cells[cell].seeds == stage.cells[f"P{round(1 / scale)}"].seeds == cfg.budget.seeds >= 2
 
 
 def test_match_total_is_a_switch_and_makes_another_sweep():
-    task, total = (compose(["experiment=generators", "scale=smoke", f"experiment.match={m}"]) for m in MATCH_COUNTS)
-    assert derive_sweep_id(task) != derive_sweep_id(total)
+    task, total = (compose(["experiment=generators", "scale=smoke", f"experiment.match={m}"])
+                   for m in plan.MATCH_COUNTS)
+    assert plan.derive_sweep_id(task) != plan.derive_sweep_id(total)
     specs = planned(total)
     source = width_1(total)
     for cell, (generator, scale) in NEW.items():
@@ -145,8 +139,8 @@ def test_match_total_is_a_switch_and_makes_another_sweep():
 def test_size_generator_counts_the_source_only_for_generators_that_read_it():
     model = GPTConfig.tiny(block_size=16, n_embd=32, n_head=2)
     projector = ProjectorConfig(task_dim=18, scales=(0.25,))
-    blocks = size_generator(model, projector, 1.0, "blocks", "task").budget
-    low_rank = size_generator(model, projector, 1.0, "low_rank", "task").budget
+    blocks = plan.size_generator(model, projector, 1.0, "blocks", "task").budget
+    low_rank = plan.size_generator(model, projector, 1.0, "low_rank", "task").budget
     assert blocks.with_source == blocks.own_total + blocks.source and low_rank.with_source == low_rank.own_total
 
 
@@ -154,7 +148,7 @@ def test_a_generator_cell_must_be_a_projected_cell_of_one_scale():
     cfg = compose(["experiment=generators", "scale=smoke",
                    "experiment.stages.stage2.cells.B2.scales=[0.5,0.25]"])
     with pytest.raises(ConfigError, match="generator='blocks' sizes a projected cell of one scale"):
-        active_stages(cfg.experiment)
+        plan.active_stages(cfg.experiment)
 
 
 def test_reuse_skips_a_cell_that_is_not_planned():
@@ -164,7 +158,8 @@ def test_reuse_skips_a_cell_that_is_not_planned():
     # a Table 1 run made before a logged model's config moved to an artifact holds a ``scale`` param
     # besides its config's keys (MLflow logs a model_config as run params): that does not make it another config
     params = {s["cell"]: {0: {**flatten(s["config"]), "scale": "0.5"}} for s in specs}
-    decision = decide_reuse(parse_sources(cfg.experiment).reuse, specs, lambda cell: params.get(cell, {}))
+    reuse = plan.parse_sources(cfg.experiment).reuse
+    decision = plan.decide_reuse(reuse, specs, lambda cell: params.get(cell, {}))
     assert decision.reused == {"P2": "P2", "P4": "P4", "P8": "P8"} and not decision.retrained
 
 

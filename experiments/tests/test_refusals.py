@@ -82,21 +82,6 @@ def test_a_run_planned_twice_in_one_stage_is_refused():
         plan_stage(cfg, "stage1", stage, "x", None, {})
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.betas=[0.9]", r"train\.betas=\[0\.9\] must be two numbers in \[0, 1\)"),
-    ("train.betas=[0.9,2]", r"train\.betas=\[0\.9, 2\] must be two numbers"),
-    ("tracking.tags=5", r"tracking\.tags=5 must map tag names to plain values"),
-    ("tracking.experiment=''", r"tracking\.experiment is empty"),
-    ("projector.scales=0.5", r"projector\.scales=0\.5 is not a list; set projector\.scales=\[0\.5\]"),
-    ("seed=123456789012345678901", r"seed=123456789012345678901 must be >= 0 and < 2\*\*32"),
-])
-def test_values_that_used_to_get_generic_messages_name_key_and_fix(override, message):
-    from experiments.config import parse_run
-
-    with pytest.raises(ConfigError, match=message):
-        parse_run(compose(["scale=smoke", "kind=projected", override]))
-
-
 # -- resources and the cluster ----------------------------------------------------------------------
 
 

@@ -19,10 +19,9 @@ from projectable import GPT, ProjectableGPT
 
 from experiments import train as train_module
 from experiments.config import ConfigError, compose, register_resolvers
-from experiments.run.checkpoint import STATE_FILE, latest_checkpoint
 from experiments.run.locks import RUN_LOCK
 from experiments.tracking.store import git_commit, recorded_run_id
-from experiments.train import TrainHooks, train
+from experiments.train import train
 
 KINDS = {
     "M_s": ["kind=unconditional", "width=0.5"],
@@ -111,55 +110,14 @@ def test_final_losses_pairs_each_loss_with_its_own_standard_error():
         "val/all/s1_4/nats_per_token: 1.5000 +- 0.2500", "val/odd/s1/nats_per_token: 2.0000 +- 0.1250"]
 
 
-class Interrupt(Exception):
-    pass
-
-
-class InterruptAt(TrainHooks):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, step: int) -> None:
-        if step == self.step:
-            raise Interrupt(f"interrupted after step {step}")
-
-
-def final_state(run_dir: Path) -> dict:
-    return torch.load(latest_checkpoint(run_dir) / STATE_FILE, weights_only=True)
-
-
-def assert_same_state(a, b):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert_same_state(a[key], b[key])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same_state(x, y)
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b)
-    else:
-        assert a == b
-
-
-def test_resume_after_interruption_equals_an_uninterrupted_run(smoke, store, tmp_path):
+def test_resume_after_interruption_equals_an_uninterrupted_run(interrupted, store, tmp_path):
     # dropout on: the restored RNG state must give the same masks as the uninterrupted run
-    common = ["kind=projected", "projector.scales=[0.5,0.25]", "model.dropout=0.1", "threads=1"]
-    straight = smoke(*common, f"run_dir={tmp_path / 'straight'}")
-    train(straight)
-
-    interrupted = smoke(*common, f"run_dir={tmp_path / 'resumed'}")
-    with pytest.raises(Interrupt):
-        train(interrupted, hooks=InterruptAt(13))  # checkpoint at 10, three steps lost
+    resumed = interrupted("kind=projected", "projector.scales=[0.5,0.25]", "model.dropout=0.1", "threads=1",
+                          at=13)  # checkpoint at 10, three steps lost
     run_id = recorded_run_id(tmp_path / "resumed")
     assert MlflowClient(store.uri).get_run(run_id).info.status == "FAILED"
-    train(interrupted)
-
-    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
-    assert a["step"] == b["step"] == 20
-    assert_same_state(a["module"], b["module"])
-    assert_same_state(a["optimizer"], b["optimizer"])
+    train(resumed.config)
+    b = resumed.assert_ends_as_straight(steps=20)
     # the same MLflow run continued and finished; the loss curve reaches the last step
     assert recorded_run_id(tmp_path / "resumed") == run_id == b["run_id"]
     run = MlflowClient(store.uri).get_run(run_id)

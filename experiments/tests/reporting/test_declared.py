@@ -14,7 +14,7 @@ from experiments.orchestration.plan import active_stages, plan_stage
 from experiments.reporting import declared as declared_module
 from experiments.reporting import table1
 from experiments.reporting.declared import declared
-from experiments.tests.reporting.test_markdown import PROV, table1_trials, trial  # noqa: F401 (fixture)
+from experiments.tests.reporting.conftest import trial
 
 
 def test_table1_s_declaration_gives_the_maps_its_report_was_written_with():
@@ -42,7 +42,7 @@ def test_a_cell_whose_column_is_not_declared_is_refused(tmp_path, monkeypatch):
         declared("table1")
 
 
-def test_a_new_cell_is_planned_tabled_and_drawn_with_no_other_edit(tmp_path, monkeypatch, table1_trials):  # noqa: F811
+def test_a_new_cell_is_planned_tabled_and_drawn_with_no_other_edit(tmp_path, monkeypatch, table1_trials, prov):
     conf = _copy_conf(tmp_path, monkeypatch)
     # P_1/8 with rank 32, in a column of its own: the one declaration
     _add_cells(conf, {"stage2": {"P8r32": {"kind": "projected", "scales": [0.125], "column": "Pr",
@@ -64,7 +64,7 @@ def test_a_new_cell_is_planned_tabled_and_drawn_with_no_other_edit(tmp_path, mon
     frame = table1.results_frame(table)
     row = frame[(frame.model == "P(r=32)_s") & (frame.s == "1/8")].iloc[0]
     assert row.ours_nats == pytest.approx(0.58) and pd.isna(row.paper_nats)  # no paper number: none invented
-    md = table1.markdown(table, table1.verdicts_for(table, 0.01), PROV, 0.01, trials)
+    md = table1.markdown(table, table1.verdicts_for(table, 0.01), prov, 0.01, trials)
     assert "| s | M_s | paper | M~_s | paper | P_s | paper | P~ | paper | P(r=32)_s | paper |" in md
     curves = {(panel, label): cells for panel, label, cells, _ in table1.curve_specs("matched")}
     assert curves[("s = 1/8", "P(r=32)_1/8")] == ["P8r32"]

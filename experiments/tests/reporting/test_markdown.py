@@ -14,66 +14,36 @@ from experiments.reporting import figure3, figure4, generators, table1, table2, 
 from experiments.reporting.claims import Cell, contrast_se
 from experiments.run.evaluate import width_key
 
-PROV = toolkit.Provenance(sweep_id="table1-smoke-abcd1234", commit="c0ffee", command="sweep.py experiment=table1",
-                          scale="smoke", stage_steps={"stage1": 20, "stage2": 10}, wall_time_s=90.0,
-                          machine="test machine", finished="2026-12-01 20:00 UTC", report_commit="beef")
 EVALUATION = {"commit": "beef", "machine": "test machine", "wall_time_s": 3.0, "images": 64, "seed": 0}
-IMAGES = 64
-
-
-def per_image(mean: float, seed: int) -> list[float]:
-    return list(mean + 0.01 * np.random.default_rng(seed).standard_normal(IMAGES))
-
-
-def trial(cell: str, stage: str, seed: int = 0, **models: float) -> dict:
-    """A finished trial logging the metric schema's keys: ``models`` maps width keys ('s1_4') to losses."""
-    row = {"cell": cell, "stage": stage, "seed": seed, "status": "FINISHED", "trial": f"{cell}-seed{seed}",
-           "run_id": f"{cell}{seed}", "steps": 20, "per_image": {}}
-    for model, mean in models.items():
-        row[f"val/all/{model}/nats_per_token"], row[f"val/all/{model}/nats_per_token_se"] = mean, 0.002
-        row["per_image"][f"all/{model}"] = per_image(mean, sum(map(ord, cell + model)) + seed)
-    return row
-
-
 KEY = {1: "s1", 2: "s1_2", 4: "s1_4", 8: "s1_8"}
 
 
-@pytest.fixture
-def table1_trials() -> pd.DataFrame:
-    rows = [trial(f"{c}{k}", "stage1", seed, **{KEY[k]: base + 0.1 * i})
-            for c, base in (("M", 0.6), ("Mc", 0.55)) for i, k in enumerate((1, 2, 4, 8)) for seed in (0, 1)]
-    rows += [trial(f"P{k}", "stage2", **{KEY[k]: 0.5 + 0.05 * i, "s1": 0.52}) for i, k in enumerate((2, 4, 8))]
-    rows.append(trial("Pall", "stage2", s1_2=0.5, s1_4=0.55, s1_8=0.6, s1=0.53))
-    rows.append(trial("control", "stage2", s1=0.52))
-    for row in rows[-5:]:  # stage 2 continues stage 1's M_1 of its seed
-        row["init_cell"] = "M1"
-    return pd.DataFrame(rows)
-
-
-def test_table1_files_from_synthetic_runs(table1_trials, tmp_path):
+def test_table1_files_from_synthetic_runs(table1_trials, tmp_path, prov, tables, check_claims):
     table = table1.table1_cells(table1_trials)
     assert table.cells[("M", 0.5)].seeds == 2
     # the three P_s runs' sources continue the same M_1 (seed 0): one lineage, three runs
     source = table.cells[("P", 1.0)]
     assert (source.seeds, source.run_count) == (1, 3) and dict(source.lineages) == {"M10": pytest.approx(0.52)}
-    verdicts = table1.verdicts_for(table, margin=0.01)
-    files = table1.write_report(tmp_path, table, verdicts, PROV, 0.01, table1_trials)
+    margin = 0.02
+    verdicts = table1.verdicts_for(table, margin)
+    files = table1.write_report(tmp_path, table, verdicts, prov, margin, table1_trials)
     md = files.markdown.read_text()
     assert md.startswith("# Table 1 at scale `smoke`")
-    assert "| 1/8 | 0.900 ± 0.002 (n=2) | 0.82 |" in md  # ours beside the paper's
-    assert "| 0.520 ± 0.002 (n=1, 3 runs) | (0.44) |" in md  # lineages counted, runs shown
-    assert "these results hold for one data stream" in md and "never claims more certainty than its seeds" in md
-    assert "## Claims" in md and "| claim | comparison | difference | t·SE (paired) | t·SE (unpaired) |" in md
+    by_s = {row[0]: row[1:] for row in tables(md, "s", "M_s", "paper")}
+    assert by_s["1/8"][:2] == ["0.900 ± 0.002 (n=2)", "0.82"]  # ours beside the paper's
+    assert by_s["1"][4:6] == ["0.520 ± 0.002 (n=1, 3 runs)", "(0.44)"]  # lineages counted, runs shown
+    check_claims(md, verdicts)  # every verdict in the table, the rules named once with the margin
+    assert f"`difference + t(0.975, df) x SE < {margin:g}`" in toolkit.claim_rule_line(verdicts)
     assert "- **P_s < M~_s for s <= 1/2**: holds" in md
     assert "## Runs per cell\n\nM1: 2, M2: 2" in md
     assert "- sweep: `table1-smoke-abcd1234`" in md and "report written at `beef`" in md
     assert "- scale: `smoke`; steps: stage1 20, stage2 10" in md
-    frame = pd.read_csv(files.csv)
-    assert len(frame) == 17 and frame.loc[(frame.model == "P_s") & (frame.s == "1/4"), "paper_nats"].item() == 0.47
-    assert files.png.stat().st_size > 10_000
+    paper = pd.read_csv(files.csv).set_index(["model", "s"]).paper_nats
+    assert len(paper) == 17 and paper[("P_s", "1/4")] == 0.47 and files.png.stat().st_size > 10_000
 
 
-def test_table2_and_table4_files_from_synthetic_runs(tmp_path):
+def test_table2_and_table4_files_from_synthetic_runs(tmp_path, prov, make_trial, tables, check_claims):
+    trial = make_trial
     rows = [trial(f"Mc{k}", "stage1", **{KEY[k]: 2.0 + 0.1 * i}) for i, k in enumerate((1, 2, 4, 8))]
     rows += [trial("M1", "stage1", s1=2.1), trial("control", "stage2", s1=2.0)]
     rows += [trial(f"P{k}", "stage2", **{KEY[k]: 1.9 + 0.05 * i, "s1": 2.0}) for i, k in enumerate((2, 4, 8))]
@@ -82,10 +52,12 @@ def test_table2_and_table4_files_from_synthetic_runs(tmp_path):
                "vqvae_codes": 64, "vqvae_val_psnr": 15.0, "vqvae_val_perplexity": 20.0, "vqvae_val_dead_codes": 3,
                "encoder": "simclr", "embedding_dim": 128}
     table = table2.table2_cells(trials)
-    files = table2.write_report(tmp_path, table, table2.table2_verdicts(table, 0.01), PROV, 0.01, summary, trials)
+    verdicts = table2.table2_verdicts(table, 0.01)
+    files = table2.write_report(tmp_path, table, verdicts, prov, 0.01, summary, trials)
     md = files.markdown.read_text()
     assert "ImageNet STAND-IN" in md and "**These numbers are NOT ImageNet.**" in md
-    assert "| 1/2 | 2.100 ± 0.002 (n=1) | 2.211 | 1.900 ± 0.002 (n=1) | 2.210 |" in md
+    assert ["1/2", "2.100 ± 0.002 (n=1)", "2.211", "1.900 ± 0.002 (n=1)", "2.210"] in tables(md, "s", "M~_s")
+    check_claims(md, verdicts)
     assert "`simclr` embeddings" in md and "## Running on ImageNet" in md and "## Provenance" in md
     assert files.png is not None and files.csv is not None
 
@@ -95,14 +67,18 @@ def test_table2_and_table4_files_from_synthetic_runs(tmp_path):
              for split in ("half", "mod2") for regime, c1 in (("all", 2.3), ("eighth", 2.4), ("c1_eighth", 2.35))]
     trials4 = pd.DataFrame(rows4)
     table = table4.table4_cells(trials4)
-    files = table4.write_report(tmp_path, table, table4.table4_verdicts(table), PROV, summary, trials4)
+    verdicts = table4.table4_verdicts(table)
+    files = table4.write_report(tmp_path, table, verdicts, prov, summary, trials4)
     md = files.markdown.read_text()
-    assert '| "1/2-1/2" | 1/8 / all | 2.350 ± 0.010 (n=1) | 2.392 |' in md
+    assert ['"1/2-1/2"', "1/8 / all", "2.350 ± 0.010 (n=1)", "2.392"] in [row[:4] for row in tables(md, "split")]
+    check_claims(md, verdicts)
     assert "## What the stand-in can and cannot show" in md and files.png is None
 
 
-def table3_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
+@pytest.fixture
+def table3_runs(image_losses) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One finished run per paper cell: a larger source projects better by 0.05 at equal rank."""
+    per_image = image_losses
     rows, train = [], []
     for target, source, rank in table3.PAPER_TABLE3:
         scale = target / source
@@ -118,8 +94,8 @@ def table3_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), pd.DataFrame(train)
 
 
-def test_table3_cells_verdicts_and_files_from_synthetic_rows(tmp_path):
-    trials, train = table3_rows()
+def test_table3_cells_verdicts_and_files_from_synthetic_rows(tmp_path, prov, table3_runs, tables, check_claims):
+    trials, train = table3_runs
     table = table3.table3_cells(trials, train)
     assert len(table.frame) == 9 and set(table.frame.seeds) == {1}
     assert table.train[(0.125, 0.25, 32)].mean == pytest.approx(0.5 + 0.225 + 0.2 - 0.032)
@@ -137,35 +113,38 @@ def test_table3_cells_verdicts_and_files_from_synthetic_rows(tmp_path):
         class data:
             tags = {"source_sweep": "table1-smoke-abcd1234", "reused": '{"P4_M1_r8": "P4"}'}
 
-    files = table3.write_report(tmp_path, table, verdicts, matched, PROV, SweepRun, EVALUATION)
+    files = table3.write_report(tmp_path, table, verdicts, matched, prov, SweepRun, EVALUATION)
     md = files.markdown.read_text()
-    assert "| P_1/8 | M_1/4 | 32 | 32,000 |" in md and "P4_M1_r8 is Table 1's cell P4" in md
+    assert ["P_1/8", "M_1/4", "32", "32,000"] in [row[:4] for row in tables(md, "target")]
+    assert "P4_M1_r8 is Table 1's cell P4" in md
+    check_claims(md, verdicts)
     assert "sources and reused runs from `table1-smoke-abcd1234`" in md
     assert "evaluation of the saved models: commit `beef`" in md
     assert pd.read_csv(files.csv).paper_train_nats.notna().all()
 
 
-def test_figure4_files_from_synthetic_losses(tmp_path):
+def test_figure4_files_from_synthetic_losses(tmp_path, prov, image_losses, tables, check_claims):
     frames = []
     for model, family, s, slope in (("P_1/2", "P", 0.5, 0.1), ("M~_1/2", "M~", 0.5, 0.3)):
         for t1 in figure4.T1_GRID:
             frames.append(pd.DataFrame({"model": model, "family": family, "s": s, "seed": 0, "run_id": model,
-                                        "t1": t1, "image": np.arange(IMAGES),
-                                        "nats": np.array(per_image(0.5 + slope * max(0.0, t1 - 1), int(t1 * 10)))}))
+                                        "t1": t1, "image": np.arange(64),
+                                        "nats": np.array(image_losses(0.5 + slope * max(0.0, t1 - 1), int(t1 * 10)))}))
     frame = pd.concat(frames, ignore_index=True)
     verdicts = figure4.zero_shot_verdicts(frame, s=0.5)
     assert verdicts[0].held and verdicts[1].held
     summary, ranges = figure4.zero_shot_summary(frame), figure4.range_frame(frame)
-    files = figure4.write_report(tmp_path, frame, summary, verdicts, ranges, PROV, EVALUATION)
+    files = figure4.write_report(tmp_path, frame, summary, verdicts, ranges, prov, EVALUATION)
     md = files.markdown.read_text()
-    assert "| 2 (past training) |" in md and "- **P_1/2 generalises past the training range better than M~_1/2**: " \
-        "holds at this scale" in md
+    assert [row[0] for row in tables(md, "t1")][-1] == "2 (past training)"
+    assert "- **P_1/2 generalises past the training range better than M~_1/2**: holds at this scale" in md
+    check_claims(md, verdicts)
     assert files.png.stat().st_size > 10_000 and len(pd.read_csv(files.csv)) == 2 * len(figure4.T1_GRID)
 
 
-def test_figure3_markdown_and_toolkit_pieces(tmp_path):
+def test_figure3_markdown_and_toolkit_pieces(tmp_path, prov):
     rows = [figure3.SampleRow("P_1/2(t)", None), figure3.SampleRow("M~_1/2 | t", None)]
-    md = figure3.write_markdown(tmp_path, PROV, rows, EVALUATION).read_text()
+    md = figure3.write_markdown(tmp_path, prov, rows, EVALUATION).read_text()
     assert "![figure 3](figure3.png)" in md and "P_1/2(t), M~_1/2 | t" in md and "## Provenance" in md
     assert toolkit.scale_label(0.125) == "1/8" and toolkit.scale_label(1.0) == "1"
     assert toolkit.fmt_cell(None) == "-" and toolkit.fmt_cell(Cell(0.5, 0.01, 2)) == "0.500 ± 0.010 (n=2)"
@@ -185,7 +164,7 @@ def test_notebook_params_share_one_prefix(monkeypatch, tmp_path):
         toolkit.newest_sweep(empty, "table3")
 
 
-def test_split_study_rule_picks_the_lowest_mean_and_breaks_ties_to_the_largest_f(tmp_path):
+def test_split_study_rule_picks_the_lowest_mean_and_breaks_ties_to_the_largest_f(tmp_path, prov):
     from experiments.reporting import split_study
 
     def frame(means: dict[float, float]) -> pd.DataFrame:
@@ -200,12 +179,13 @@ def test_split_study_rule_picks_the_lowest_mean_and_breaks_ties_to_the_largest_f
     incomplete = frame({0.0: 0.40, 0.6: 0.50})
     incomplete = incomplete[~((incomplete.f == 0.0) & (incomplete.s == 0.125))]  # f = 0 lacks P_1/8
     assert split_study.choose_fraction(incomplete).fraction == 0.6
-    files = split_study.write_report(tmp_path, frame({0.0: 0.5, 0.6: 0.52}), tie, PROV, 1000, 0.01)
+    files = split_study.write_report(tmp_path, frame({0.0: 0.5, 0.6: 0.52}), tie, prov, 1000, 0.01)
     md = files.markdown.read_text()
     assert "| 0.6 | 600 + 400 |" in md and "a tie goes to the paper's protocol, the largest f" in md
 
 
-def generator_trials() -> pd.DataFrame:
+@pytest.fixture
+def generator_trials(make_trial) -> pd.DataFrame:
     """Three seeds per cell (with two, every seeded contrast has df 1 and no p value can pass Holm's 0.05 / 18):
     the projection best, blocks close behind, low_rank and linear between it and M~_s;
     generator cells carry the match/* tags their plan gave them (as ``generators.load_runs`` reads them)."""
@@ -216,7 +196,7 @@ def generator_trials() -> pd.DataFrame:
         for prefix, loss in losses.items():
             cell = f"{prefix[:-1]}{k}m" if prefix.endswith("m") else f"{prefix}{k}"
             for seed in (0, 1, 2):
-                row = trial(cell, "stage2", seed, **{KEY[k]: loss + 0.1 * i + 0.001 * seed})
+                row = make_trial(cell, "stage2", seed, **{KEY[k]: loss + 0.1 * i + 0.001 * seed})
                 row["reused_from"] = "table1-smoke-abcd1234/" + cell if prefix in ("P", "Mm", "Mcm") else ""
                 row[f"num_params/projector_{s}"] = 1000 + k
                 if prefix == "LR":  # logged by the new cells only (reused Table 1 runs may predate the metric)
@@ -231,8 +211,8 @@ def generator_trials() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_generators_files_from_synthetic_runs(tmp_path):
-    trials = generator_trials()
+def test_generators_files_from_synthetic_runs(tmp_path, prov, generator_trials, tables, check_claims):
+    trials = generator_trials
     table = generators.generator_cells(trials, "matched")
     assert table.cells[("low_rank", 0.25)].seeds == 3 and table.cells[("M", 0.125)].mean == pytest.approx(0.901)
     claims = generators.judge(table.cells, alpha=0.05)
@@ -255,28 +235,32 @@ def test_generators_files_from_synthetic_runs(tmp_path):
 
     runs = generators.GeneratorRuns(SweepRun, trials, "table1-smoke-abcd1234", 20)
     sample = tmp_path / "generators_samples_blocks.png"
-    files = generators.write_report(tmp_path, table, claims, params, PROV, runs, samples=[sample])
+    files = generators.write_report(tmp_path, table, claims, params, prov, runs, samples=[sample])
     md = files.markdown.read_text()
     assert md.startswith("# Weight generators at scale `smoke`")
-    assert "| 1/4 | 0.801 ± 0.002 (n=3) | 0.751 ± 0.002 (n=3) | 0.601 ± 0.002 (n=3) | 0.602 ± 0.002 (n=3) |" in md
-    assert "| low_rank | 1/4 | generator_rank = 40 | 1,014 | 1,000 | +1.4% | 5,004 | 1,014 | 5,004 | 1,004 | 75 |" in md
-    assert "`experiment.match=task`" in md and "Holm-Bonferroni over 18" in md
+    assert ["1/4", "0.801 ± 0.002 (n=3)", "0.751 ± 0.002 (n=3)", "0.601 ± 0.002 (n=3)",
+            "0.602 ± 0.002 (n=3)"] in [row[:5] for row in tables(md, "s", "M_s", "M~_s")]
+    assert ["low_rank", "1/4", "generator_rank = 40", "1,014", "1,000", "+1.4%", "5,004", "1,014", "5,004", "1,004",
+            "75"] in tables(md, "generator", "s", "size knob")
+    assert "`experiment.match=task`" in md
+    # after Holm's correction over the 18 comparisons, the rule named with its family
+    check_claims(md, claims.corrected, rules_of=[*claims.uncorrected, *claims.corrected])
+    assert "`Holm-Bonferroni over 18 comparisons at family level 0.05`" in md
     assert "- **the projection beats low_rank**: holds (Holm-Bonferroni over 18)" in md
     assert "Reused from Table 1 (same config, not retrained): P2, M2m." in md
     assert "![generators_samples_blocks](generators_samples_blocks.png)" in md
     assert "sources and reused runs from `table1-smoke-abcd1234`" in md and "## Provenance" in md
-    frame = pd.read_csv(files.csv)
-    assert len(frame) == 18 and frame.loc[(frame.model == "linear") & (frame.s == "1/2"), "size"].item() == 20
-    assert files.png.stat().st_size > 10_000
+    sizes = pd.read_csv(files.csv).set_index(["model", "s"])["size"]
+    assert len(sizes) == 18 and sizes[("linear", "1/2")] == 20 and files.png.stat().st_size > 10_000
 
 
-def test_ablation_cells_verdicts_and_files_from_synthetic_runs(tmp_path):
+def test_ablation_cells_verdicts_and_files_from_synthetic_runs(tmp_path, prov, make_trial, tables):
     """Each change against Table 1's P8 and Mc8m: a change that lowers P_1/8 alone (parts) counts, one that
     moves P_1/8 and M~_1/8 alike (longer) does not, and a change without runs is not tested."""
     from experiments.reporting import ablations
 
     def runs(cell: str, model: str, mean: float) -> list[dict]:
-        return [trial(cell, "stage2", seed, **{model: mean + 0.003 * seed}) for seed in (0, 1)]
+        return [make_trial(cell, "stage2", seed, **{model: mean + 0.003 * seed}) for seed in (0, 1)]
 
     reference = pd.DataFrame(runs("P8", "s1_8", 2.30) + runs("Mc8m", "s1_8", 2.36))
     trials = pd.DataFrame(runs("P8_derived", "s1_8", 2.20) + runs("P8_long", "s1_8", 2.25)
@@ -288,22 +272,24 @@ def test_ablation_cells_verdicts_and_files_from_synthetic_runs(tmp_path):
     assert verdicts["parts"].held is True and verdicts["parts"].difference == pytest.approx(0.10, abs=1e-9)
     assert verdicts["longer"].held is False and verdicts["heads"].held is False
     assert verdicts["rank"].held is None  # no P8_r32 runs
-    files = ablations.write_report(tmp_path, cells, list(verdicts.values()), PROV, "table1-smoke-abcd1234")
+    files = ablations.write_report(tmp_path, cells, list(verdicts.values()), prov, "table1-smoke-abcd1234")
     md = files.markdown.read_text()
     assert "gap P_1/8 - M~_1/8 = -0.0600 nats/token" in md
-    assert "| parts | small model's parts derived from the source (small_parts=derived) | 2.202 ± 0.003 (n=2) | " \
-           "2.361 ± 0.003 (n=2) | -0.1600 | -0.1000 |" in md
-    assert "| rank | projector rank 32 instead of 8 | - | 2.361 ± 0.003 (n=2) | - | - | - | - | - | not tested |" in md
+    changes = {row[0]: row[1:] for row in tables(md, "change")}
+    assert changes["parts"][:5] == ["small model's parts derived from the source (small_parts=derived)",
+                                    "2.202 ± 0.003 (n=2)", "2.361 ± 0.003 (n=2)", "-0.1600", "-0.1000"]
+    assert changes["rank"] == ["projector rank 32 instead of 8", "-", "2.361 ± 0.003 (n=2)", *["-"] * 5, "not tested"]
+    assert toolkit.claim_rule_line(verdicts.values()) in md
     frame = pd.read_csv(files.csv)
     assert list(frame.change) == list(ablations.CHANGES) and frame.loc[0, "se"] > 0 and frame.loc[0, "df"] >= 1
     assert files.png.stat().st_size > 10_000 and "sources and reused runs from `table1-smoke-abcd1234`" in md
 
 
-def test_table1_pairs_the_source_with_the_control_by_lineage():
+def test_table1_pairs_the_source_with_the_control_by_lineage(make_trial):
     """Each stage-1 M_1 seed's luck (+-0.1) carries into every run that continues it: the source of P_s (three
     runs a lineage) and the control differ by ~0.001 within each lineage, so "loses nothing" holds when they are
     paired by lineage, and would not if the two cells' lineages were independent."""
-    luck = {0: 0.1, 1: -0.1}
+    trial, luck = make_trial, {0: 0.1, 1: -0.1}
     rows = [dict(trial("M1", "stage1", seed, s1=0.6 + luck[seed]), run_id=f"m1-{seed}") for seed in (0, 1)]
     for seed in (0, 1):
         start = {"init_from": f"runs:/m1-{seed}/model", "init_cell": "M1"}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from experiments.config import compose
-from experiments.reporting import claims, precision_check
+from experiments.reporting import claims, precision_check, toolkit
 from experiments.run.evaluate import val_key, width_key
 from experiments.tracking.evidence import RUN_COLUMNS, Evidence
 
@@ -55,13 +55,17 @@ def test_the_report_says_whether_bf16_is_adopted(tmp_path):
     evidence = synthetic(0.001, 0.0005)
     results = precision_check.verdicts(evidence, PAIRS, 0.01)
     table = precision_check.frame(results, PAIRS, evidence, 0.01)
-    text = precision_check.markdown(table, precision_check.step_times(evidence), evidence, tmp_path / "x.parquet")
+    text = precision_check.markdown(table, precision_check.step_times(evidence), evidence, tmp_path / "x.parquet",
+                                    results)
     assert "bf16 is adopted" in text and "AMD EPYC (avx512_bf16)" in text
     assert table.equivalent.tolist() == [True]
+    assert toolkit.claim_rule_line(results) in text.splitlines()
+    assert "`|difference| + t(0.975, df) x SE < 0.01`" in toolkit.claim_rule_line(results)  # the declared margin
     failing = synthetic(0.02, 0.0005)
-    table = precision_check.frame(precision_check.verdicts(failing, PAIRS, 0.01), PAIRS, failing, 0.01)
+    results = precision_check.verdicts(failing, PAIRS, 0.01)
+    table = precision_check.frame(results, PAIRS, failing, 0.01)
     assert "keeps fp32" in precision_check.markdown(table, precision_check.step_times(failing), failing,
-                                                    tmp_path / "x.parquet")
+                                                    tmp_path / "x.parquet", results)
 
 
 def test_equivalent_is_no_worse_in_both_directions():

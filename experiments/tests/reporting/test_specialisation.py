@@ -107,11 +107,12 @@ def test_one_failed_baseline_comparison_fails_the_claim_at_that_s():
     assert specialisation.both_beaten(verdicts, "1/2") == "does not hold"
 
 
-def test_the_report_files_render_with_bounds_instead_of_no_effect(report, tmp_path):
+def test_the_report_files_render_with_bounds_instead_of_no_effect(report, tmp_path, check_claims):
     cells, verdicts = report
     files = specialisation.write_report(tmp_path, cells, verdicts, PROV, "table1-smoke-abcd1234")
     md = files.markdown.read_text()
     assert md.startswith("# How much of P_s is specialisation? Scale `smoke`")
+    check_claims(md, verdicts)
     d = specialisation.decompose(cells, specialisation.ROWS[0])
     low, high = d.specialised.interval
     assert (f"| 1/2 | {toolkit.fmt_cell(cells['P2'])} | {toolkit.fmt_cell(cells['P2_mean'])} | "

@@ -23,15 +23,14 @@ def scored(row: dict, model: str, mean: float, rises: dict[str, float], seed: in
         row["per_image"][f"all{condition}/{model}"] = list(images)
 
 
-def runs() -> pd.DataFrame:
+@pytest.fixture
+def trials(make_trial) -> pd.DataFrame:
     """Three seeds: P_1/4 loses 0.3 nats under permuted t and 0.1 under mean t; M~_1/4 is indifferent to t;
     the co-trained source and M_1/4 read no t."""
     rows = []
     for seed in range(3):
         for cell, stage in (("M1", "stage1"), ("M4", "stage1"), ("Mc4", "stage1"), ("P4", "stage2")):
-            row = {"cell": cell, "stage": stage, "seed": seed, "status": "FINISHED", "trial": f"{cell}-{seed}",
-                   "run_id": f"{cell}{seed}", "steps": 20, "per_image": {},
-                   "init_cell": "M1" if cell == "P4" else None}
+            row = dict(make_trial(cell, stage, seed), init_cell="M1" if cell == "P4" else None)
             if cell == "P4":
                 scored(row, "s1_4", 1.0 + 0.01 * seed, {"permuted": 0.3, "mean": 0.1}, seed)
                 scored(row, "s1", 0.9, {}, seed + 10)
@@ -43,8 +42,7 @@ def runs() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_a_model_uses_t_when_its_loss_rises_under_permutation_beyond_the_bound(tmp_path):
-    trials = runs()
+def test_a_model_uses_t_when_its_loss_rises_under_permutation_beyond_the_bound(tmp_path, trials, prov, check_claims):
     uses = table1.task_use_of(trials)
     assert [use.label for use in uses] == ["M~_1/4", "P_1/4"]  # M_1/4 and the source read no t
     verdicts = {v.comparison: v for v in task_use.verdicts(uses)}
@@ -54,18 +52,12 @@ def test_a_model_uses_t_when_its_loss_rises_under_permutation_beyond_the_bound(t
     frame = task_use.frame(uses).set_index("model")
     assert frame.loc["P_1/4", "mean_minus_own"] == pytest.approx(0.1, abs=0.01)
     table = table1.table1_cells(trials)
-    files = table1.write_report(tmp_path, table, table1.verdicts_for(table, 0.01), _prov(), 0.01, trials,
-                                uses=uses)
+    claims = table1.verdicts_for(table, 0.01)
+    files = table1.write_report(tmp_path, table, claims, prov, 0.01, trials, uses=uses)
     md = files.markdown.read_text()
     assert "## Uses its task vector" in md
     assert "- **P_s uses t**: holds" in md and "- **M~_s uses t**: does not hold" in md
+    check_claims(md, [*claims, *verdicts.values()])  # Table 1's claims and the task-use claims, one rule line
     written = pd.read_csv(tmp_path / "table1_task_use.csv")
     assert written.model.tolist() == ["M~_1/4", "P_1/4"]
 
-
-def _prov():
-    from experiments.reporting import toolkit
-
-    return toolkit.Provenance(sweep_id="table1-smoke-x", commit="c0ffee", command="sweep.py", scale="smoke",
-                              stage_steps={"stage1": 20, "stage2": 10}, wall_time_s=1.0, machine="test",
-                              finished="2026-12-06", report_commit="beef")
