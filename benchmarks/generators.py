@@ -40,13 +40,11 @@ from common import (
     timeit,
 )
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, scale_name
-from projectable.generators import generator_params, match_budget
+from projectable.generators import GENERATORS, generator_class, generator_params, match_budget
 from projectable.generators.base import small_config
 from projectable.generators.blocks import TILES
 from projectable.projector import route_cost, scale_key
 from projectable.validation import group_size
-
-GENERATORS = ("projection", "blocks", "low_rank", "linear")
 
 
 def sized(source: GPTConfig, scale: float, generator: str, count: str, rank: int) -> ProjectorConfig:
@@ -103,8 +101,8 @@ def bench_params(args, source: GPTConfig) -> dict[tuple[str, float], ProjectorCo
             config = sized(source, scale, name, args.match, args.rank)
             configs[name, scale] = config
             own = generator_params(source, config, scale)
-            ranked = name in ("low_rank", "linear")
-            knob = f"generator_rank = {config.generator_rank}" if ranked else f"rank = {config.rank}"
+            size_knob = generator_class(name).size_knob
+            knob = f"{size_knob} = {getattr(config, size_knob)}"
             with_source = own.total + (source_params if config.reads_source else 0)
             rows.append([scale_name(scale), name, knob, f"{own.total:,}", f"{own.task:,}", f"{own.base + own.parts:,}",
                          f"{with_source:,}"])

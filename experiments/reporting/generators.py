@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
+from projectable.generators import GENERATOR_CLASSES, GENERATORS, SOURCE_FREE_GENERATORS
 
 from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, HolmResult, Verdict, holm_verdicts, less_than, summarise
@@ -31,33 +32,52 @@ from experiments.reporting.toolkit import (
 from experiments.tracking.store import MlflowClient
 from experiments.tracking.sweeps import load_trials
 
-GENERATORS = ("projection", "blocks", "low_rank", "linear")
-OTHERS = GENERATORS[1:]  # the generators compared with the projection
+REFERENCE = "projection"  # the paper's generator (Sec. 2.2), which every other is compared with
 WIDTHS = (0.5, 0.25, 0.125)
-PREFIX = {"projection": "P", "blocks": "B", "low_rank": "LR", "linear": "Lin", "M": "M", "Mc": "Mc"}
-LABELS = {"M": "M_s", "Mc": "M~_s", "projection": "P_s (projection)", "blocks": "blocks", "low_rank": "low_rank",
-          "linear": "linear"}
-COLOURS = {"M": "tab:gray", "Mc": "tab:blue", "projection": "tab:orange", "blocks": "tab:green",
-           "low_rank": "tab:red", "linear": "tab:purple"}
-WHAT = {
-    "projection": "W_s = P(t) W_1 Q(t) (Sec. 2.2); reads the source and co-trains it (Eq. 2)",
-    "blocks": "a t-weighted sum of the source's k x k blocks (App. B.2); reads the source and co-trains it",
-    "low_rank": "its own base weights + L(t) R(t) (Eq. 6); reads no source, base from stage 1's M_s",
-    "linear": "its own base weights + U C(t) V^T with C linear in t (Eq. 4); reads no source, base from M_s",
-}
+
+
+class Column(NamedTuple):
+    """How one column of the report is named and drawn."""
+
+    prefix: str  # of its cells in the experiment's config, followed by 1/s: "LR4", "Mc2"
+    label: str
+    colour: str  # matplotlib's name
+
+
+# Table 1's baselines of the same width beside the generators (not generators, so declared here).
+BASELINES = {"M": Column("M", "M_s", "tab:gray"), "Mc": Column("Mc", "M~_s", "tab:blue")}
+
+
+def columns() -> dict[str, Column]:
+    """The report's columns in order: the baselines, then every registered generator as its class declares it
+    (``projectable.generators.registry``), read at every call so that a generator registered later is a
+    column too."""
+    generators = {name: Column(cls.prefix, cls.label, cls.colour) for name, cls in GENERATOR_CLASSES.items()}
+    return {**BASELINES, **generators}
+
+
+def others() -> tuple[str, ...]:
+    """The generators compared with the projection."""
+    return tuple(name for name in GENERATORS if name != REFERENCE)
+
+
 MATCH_FIELDS = ("count", "knob", "size", "own_total", "own_task", "with_source", "source", "projection_rank",
                 "projection_total", "projection_task")  # the ``match/*`` tags a generator cell's runs carry
 
 
 def cell_of(column: str, s: float) -> str:
     """The sweep's cell of a column at width s: ('low_rank', 0.25) -> 'LR4', ('Mc', 0.5) -> 'Mc2'."""
-    return f"{PREFIX[column]}{round(1 / s)}"
+    return f"{columns()[column].prefix}{round(1 / s)}"
 
 
-# Cell -> (column, s) of the runs it is made of; stage-1 baselines read from their
-# stage-2 continuations with matched baselines (``toolkit.baseline_sources``).
-CELL_SOURCES = {cell_of(c, s): [(c, s)] for c in (*GENERATORS, "M", "Mc") for s in WIDTHS}
-MATCHED = {cell_of(c, s): f"{cell_of(c, s)}m" for c in ("M", "Mc") for s in WIDTHS}
+def cell_sources() -> dict[str, list[tuple[str, float]]]:
+    """Cell -> (column, s) of the runs it is made of; stage-1 baselines are read from their stage-2
+    continuations with matched baselines (``toolkit.baseline_sources``, ``MATCHED``)."""
+    return {cell_of(column, s): [(column, s)] for column in columns() for s in WIDTHS}
+
+
+SYMBOLS = {REFERENCE: "P", "Mc": "M~"}  # how comparisons name these columns; the others go by their names
+MATCHED = {cell_of(c, s): f"{cell_of(c, s)}m" for c in BASELINES for s in WIDTHS}
 
 
 class GeneratorRuns(NamedTuple):
@@ -105,33 +125,30 @@ def load_runs(tracking_uri: str, experiment: str, scale: str) -> GeneratorRuns:
 
 
 class GeneratorTable(NamedTuple):
-    cells: dict[tuple[str, float], Cell]  # (column, s) -> cell; columns M, Mc and GENERATORS
+    cells: dict[tuple[str, float], Cell]  # (column, s) -> cell; the columns of ``columns()``
     baselines: str  # 'matched' or 'stage1' (the sweep's experiment.baselines)
 
 
 def generator_cells(trials: pd.DataFrame, baselines: str = "matched", subset: str = "all") -> GeneratorTable:
     """Combine the trials (seeds) into the table's cells; with matched baselines M_s and M~_s are read from
     their stage-2 continuations, as in Table 1."""
-    sources = toolkit.baseline_sources(CELL_SOURCES, baselines, MATCHED)
+    sources = toolkit.baseline_sources(cell_sources(), baselines, MATCHED)
     return GeneratorTable(toolkit.gather_cells(trials, sources, subset), baselines)
 
 
 def generator_verdicts(cells: Mapping[tuple[str, float], Cell]) -> list[Verdict]:
-    """The family of 18 comparisons, each by Table 1's rule before any correction: for every other generator
-    X and s, "the projection beats X" (P_s < X_s) and "X beats M~_s" (X_s < M~_s)."""
-    get = cells.get
-    out = []
-    for generator in OTHERS:
-        for s in WIDTHS:
-            name = scale_label(s)
-            out.append(less_than(f"the projection beats {generator}", f"P_{name} < {generator}_{name}",
-                                 get(("projection", s)), get((generator, s))))
-    for generator in OTHERS:
-        for s in WIDTHS:
-            name = scale_label(s)
-            out.append(less_than(f"{generator} beats M~_s", f"{generator}_{name} < M~_{name}",
-                                 get((generator, s)), get(("Mc", s))))
-    return out
+    """The family of comparisons (18 with the four generators of App. B), each by Table 1's rule before any
+    correction: for every other generator X and s, "the projection beats X" (P_s < X_s), then for every X
+    and s "X beats M~_s" (X_s < M~_s)."""
+    claims = [*((f"the projection beats {g}", REFERENCE, g) for g in others()),
+              *((f"{g} beats M~_s", g, "Mc") for g in others())]
+    return [less_than(claim, f"{_symbol(lower, s)} < {_symbol(higher, s)}", cells.get((lower, s)),
+                      cells.get((higher, s))) for claim, lower, higher in claims for s in WIDTHS]
+
+
+def _symbol(column: str, s: float) -> str:
+    """A column at width s as comparisons name it: P_1/2, M~_1/4, blocks_1/8."""
+    return f"{SYMBOLS.get(column, column)}_{scale_label(s)}"
 
 
 class Claims(NamedTuple):
@@ -169,7 +186,7 @@ def params_frame(trials: pd.DataFrame) -> pd.DataFrame:
     for s in WIDTHS:
         generated = _first_number(trials, f"num_params/generated_{s}")  # the standalone small model, whatever made it
         planned = {}
-        for generator in OTHERS:
+        for generator in others():
             runs = trials[trials.cell == cell_of(generator, s)]
             if "match_size" in runs and runs.match_size.notna().any():
                 planned[generator] = runs[runs.match_size.notna()].iloc[0]
@@ -185,7 +202,7 @@ def params_frame(trials: pd.DataFrame) -> pd.DataFrame:
                 count = str(reference.match_count)
                 row.update(count=count, projection_total=_number(reference.match_projection_total),
                            projection_task=_number(reference.match_projection_task))
-                if generator == "projection":
+                if generator == REFERENCE:
                     row.update(knob="rank", size=_number(reference.match_projection_rank),
                                own_total=row["projection_total"], own_task=row["projection_task"],
                                with_source=row["projection_total"] + _number(reference.match_source))
@@ -205,10 +222,10 @@ def results_frame(table: GeneratorTable, params: pd.DataFrame) -> pd.DataFrame:
     """The CSV: one row per column and s, the loss with its standard error and, for the generators, the
     size knob and parameter counts."""
     rows = []
-    for column in ("M", "Mc", *GENERATORS):
+    for column, shown in columns().items():
         for s in WIDTHS:
             cell = table.cells.get((column, s))
-            row = {"model": LABELS[column], "s": scale_label(s), "ours_nats": getattr(cell, "mean", math.nan),
+            row = {"model": shown.label, "s": scale_label(s), "ours_nats": getattr(cell, "mean", math.nan),
                    "ours_se": getattr(cell, "se", math.nan), "seeds": getattr(cell, "seeds", 0)}
             counts = params[(params.generator == column) & (params.s == scale_label(s))]
             if len(counts):
@@ -219,6 +236,12 @@ def results_frame(table: GeneratorTable, params: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------
 # Markdown, figure, samples
+
+
+def _listed(names: Iterable[str]) -> str:
+    """Names in prose: "a", "a and b", "a, b and c" ("none" for none)."""
+    names = list(names)
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names) or "none"
 
 
 def _count(value) -> str:
@@ -270,31 +293,33 @@ def markdown(table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: 
     reused = json.loads(tags.get("reused", "{}"))
     count = next((c for c in params["count"] if c), "task")
     steps1, steps2 = runs.stage1_steps or "?", prov.stage_steps.get("stage2", "?")
-    rows = []
-    for s in WIDTHS:
-        rows.append([scale_label(s), *(fmt_cell(table.cells.get((column, s))) for column in ("M", "Mc", *GENERATORS))])
+    shown = columns()
+    rows = [[scale_label(s), *(fmt_cell(table.cells.get((column, s))) for column in shown)] for s in WIDTHS]
+    free = _listed(SOURCE_FREE_GENERATORS)
+    readers = [g for g in others() if GENERATOR_CLASSES[g].reads_source]
     counted = ("the t-dependent parameters only (MLPs, coefficient heads, subspace maps): the base weights and "
-               "small parts of low_rank and linear are an M_s of the target width, which every compared model of "
+               f"small parts of {free} are an M_s of the target width, which every compared model of "
                "that width holds too" if count == "task" else
-               "every own parameter (t-dependent machinery, base weights, small parts); low_rank and linear may "
+               f"every own parameter (t-dependent machinery, base weights, small parts); {free} may "
                "then sit at their smallest rank and still above the budget where a base M_s alone exceeds it")
     lines = [
         f"# Weight generators at scale `{prov.scale}`: validation loss (nats/token) on SynthMNIST",
         "",
-        "The small model's dense weights made from t in four ways (App. B), at equal parameter budgets, beside "
+        "The small model's dense weights made from t by each generator of App. B, at equal parameter budgets, beside "
         "the baselines of the same width. Ours: mean ± standard error (n = independent lineages averaged, with the runs where several continue one stage-1 model).",
         "",
-        *md_table(["s", "M_s", "M~_s", "P_s (projection)", "blocks", "low_rank", "linear"], rows),
+        *md_table(["s", *(column.label for column in shown.values())], rows),
         "",
         "![loss per s per generator](generators.png)",
         "",
-        *section("The generators", *(f"- `{g}`: {WHAT[g]}." for g in GENERATORS)),
+        *section("The generators", *(f"- `{g}`: {cls.what}." for g, cls in GENERATOR_CLASSES.items())),
         *section(
             "Parameters",
             f"Each generator cell was sized when planned (`experiments.orchestration.plan.size_generator`, "
             f"`projectable.generators.match_budget`) so that its own parameters, the source never counted, come "
             f"closest to the projection's at its rank (`experiment.match={count}`: {counted}). Counts are "
-            "per P_s; the co-trained source is M_1's parameters, read by the projection and blocks only. "
+            f"per P_s; the co-trained source is M_1's parameters, read by {_listed(['the projection', *readers])} "
+            "only. "
             "\"Logged by the runs\" is `num_params/projector_<s>`, every own parameter of the built model; "
             "\"generated model\" is `num_params/generated_<s>`, the standalone GPT that `generate(t, s)` returns "
             "(the same for every generator at s).",
@@ -306,9 +331,10 @@ def markdown(table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: 
             f"- Sources: stage 1's M_1, M_1/2, M_1/4, M_1/8 of Table 1 sweep `{runs.source_sweep or '?'}` "
             f"({steps1} steps from scratch). Every new cell trains for {steps2} steps, Table 1's stage-2 budget, "
             "with the same schedule and seeds (seed i starts from seed i of its stage-1 cell).",
-            "- blocks co-trains stage 1's M_1 with its generator exactly as P_s does (Eq. 2, w_src = 1). low_rank "
-            "and linear read no source: each starts its base weights and small parts from stage 1's M_s of its "
-            "width (`ProjectableGPT.load_base`), so it starts as that M_s for every t, and has no source loss.",
+            f"- The generators that read the source ({_listed(readers)}) co-train stage 1's M_1 exactly as P_s does "
+            f"(Eq. 2, w_src = 1). Those that read none ({free}) start their base weights and small parts from "
+            "stage 1's M_s of their width (`ProjectableGPT.load_base`), so each starts as that M_s for every t, "
+            "and has no source loss.",
             "- Reused from Table 1 (same config, not retrained): "
             + (", ".join(f"{mine}" + (f" ({theirs})" if theirs != mine else "") for mine, theirs in reused.items())
                or "none") + ".",
@@ -339,16 +365,14 @@ def markdown(table: GeneratorTable, claims: Claims, params: pd.DataFrame, prov: 
 
 def plot(table: GeneratorTable, path, title: str):
     """Loss against s, one line per generator and baseline, ±1 SE bars."""
-    fig, ax = toolkit.new_figure((6.5, 4.2))
-    for column in ("M", "Mc", *GENERATORS):
+    fig, ax = toolkit.new_figure((6.5, 4.2), "s (width / source width)", "validation loss (nats/token), ±1 SE")
+    for column, shown in columns().items():
         points = [(1 / s, c.mean, c.se) for s in WIDTHS if (c := table.cells.get((column, s))) is not None]
         if points:
             x, y, e = zip(*points)
-            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=COLOURS[column], label=LABELS[column])
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=shown.colour, label=shown.label)
     ax.set_xscale("log", base=2)
     ax.set_xticks([1 / s for s in WIDTHS], [scale_label(s) for s in WIDTHS])
-    ax.set_xlabel("s (width / source width)")
-    ax.set_ylabel("validation loss (nats/token), ±1 SE")
     ax.legend(fontsize=8)
     return toolkit.save_figure(fig, title, path)
 

@@ -98,13 +98,12 @@ def markdown(frame: pd.DataFrame, choice: Choice, prov: Provenance, total_steps:
 
 
 def plot(frame: pd.DataFrame, path, title: str):
-    fig, ax = toolkit.new_figure((5.5, 4))
+    fig, ax = toolkit.new_figure((5.5, 4), "pre-training fraction f of the total steps",
+                                 "selection-set loss (nats/token)")
     for s in WIDTHS:
         part = frame[frame.s == s]
         ax.errorbar(part.f, part.selection_nats, yerr=2 * part.selection_se, marker="o", capsize=3,
                     label=f"P_{toolkit.scale_label(s)}")
-    ax.set_xlabel("pre-training fraction f of the total steps")
-    ax.set_ylabel("selection-set loss (nats/token)")
     ax.legend(fontsize=8)
     return toolkit.save_figure(fig, title, path)
 

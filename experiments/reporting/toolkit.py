@@ -597,14 +597,17 @@ def runs_per_cell(trials: pd.DataFrame) -> list[str]:
 # Figures and files
 
 
-def new_figure(figsize: tuple[float, float]):
-    """(figure, axes) of one panel, drawn off-screen."""
+def new_figure(figsize: tuple[float, float], xlabel: str = "", ylabel: str = ""):
+    """(figure, axes) of one panel with these axis labels, drawn off-screen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=figsize)
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return fig, ax
 
 
 def save_figure(fig, title: str, path: str | Path) -> Path:

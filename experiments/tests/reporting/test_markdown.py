@@ -13,6 +13,7 @@ import pytest
 from experiments.reporting import figure3, figure4, generators, table1, table2, table3, table4, toolkit
 from experiments.reporting.claims import Cell, contrast_se
 from experiments.run.evaluate import width_key
+from experiments.tests.reporting.conftest import trial
 
 EVALUATION = {"commit": "beef", "machine": "test machine", "wall_time_s": 3.0, "images": 64, "seed": 0}
 KEY = {1: "s1", 2: "s1_2", 4: "s1_4", 8: "s1_8"}
@@ -184,24 +185,25 @@ def test_split_study_rule_picks_the_lowest_mean_and_breaks_ties_to_the_largest_f
     assert "| 0.6 | 600 + 400 |" in md and "a tie goes to the paper's protocol, the largest f" in md
 
 
-@pytest.fixture
-def generator_trials(make_trial) -> pd.DataFrame:
+def make_generator_trials(new: dict[str, float] | None = None) -> pd.DataFrame:
     """Three seeds per cell (with two, every seeded contrast has df 1 and no p value can pass Holm's 0.05 / 18):
-    the projection best, blocks close behind, low_rank and linear between it and M~_s;
-    generator cells carry the match/* tags their plan gave them (as ``generators.load_runs`` reads them)."""
+    the projection best, blocks close behind, low_rank and linear between it and M~_s, and the cells of ``new``
+    (prefix -> loss at s = 1/2); generator cells carry the match/* tags their plan gave them (as
+    ``generators.load_runs`` reads them)."""
     rows = []
+    reused = ("P", "Mm", "Mcm")  # Table 1's cells
     for i, k in enumerate((2, 4, 8)):
         s = 1 / k
-        losses = {"P": 0.50, "B": 0.5005, "LR": 0.56, "Lin": 0.58, "Mm": 0.70, "Mcm": 0.65}
+        losses = {"P": 0.50, "B": 0.5005, "LR": 0.56, "Lin": 0.58, "Mm": 0.70, "Mcm": 0.65, **(new or {})}
         for prefix, loss in losses.items():
             cell = f"{prefix[:-1]}{k}m" if prefix.endswith("m") else f"{prefix}{k}"
             for seed in (0, 1, 2):
-                row = make_trial(cell, "stage2", seed, **{KEY[k]: loss + 0.1 * i + 0.001 * seed})
-                row["reused_from"] = "table1-smoke-abcd1234/" + cell if prefix in ("P", "Mm", "Mcm") else ""
+                row = trial(cell, "stage2", seed, **{KEY[k]: loss + 0.1 * i + 0.001 * seed})
+                row["reused_from"] = "table1-smoke-abcd1234/" + cell if prefix in reused else ""
                 row[f"num_params/projector_{s}"] = 1000 + k
                 if prefix == "LR":  # logged by the new cells only (reused Table 1 runs may predate the metric)
                     row[f"num_params/generated_{s}"] = 300 // k
-                if prefix in ("B", "LR", "Lin"):
+                if prefix not in reused:
                     row.update(match_count="task", match_knob="rank" if prefix == "B" else "generator_rank",
                                match_size=str(10 * k), match_own_total=str(5000 + k), match_own_task=str(1010 + k),
                                match_with_source=str(9000 + k if prefix == "B" else 5000 + k), match_source="4000",
@@ -209,6 +211,11 @@ def generator_trials(make_trial) -> pd.DataFrame:
                                match_projection_task="1000")
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def generator_trials() -> pd.DataFrame:
+    return make_generator_trials()
 
 
 def test_generators_files_from_synthetic_runs(tmp_path, prov, generator_trials, tables, check_claims):
@@ -252,6 +259,65 @@ def test_generators_files_from_synthetic_runs(tmp_path, prov, generator_trials, 
     assert "sources and reused runs from `table1-smoke-abcd1234`" in md and "## Provenance" in md
     sizes = pd.read_csv(files.csv).set_index(["model", "s"])["size"]
     assert len(sizes) == 18 and sizes[("linear", "1/2")] == 20 and files.png.stat().st_size > 10_000
+
+
+@pytest.fixture
+def declared_generator():
+    """A generator declared only in this test (the projection's maths under a name, cell prefix, label, colour
+    and description of its own), registered for the test and removed after it."""
+    from projectable.generators import ProjectionGenerator, register, unregister
+
+    class Declared(ProjectionGenerator):
+        name, prefix, label, colour = "declared", "D", "declared (test)", "tab:brown"
+        what = "the projection's maths under another name"
+
+    register(Declared)
+    yield Declared
+    unregister(Declared.name)
+
+
+def test_a_generator_declared_once_is_a_column_of_the_generators_report(declared_generator, tmp_path, monkeypatch,
+                                                                      prov):
+    """Its declaration alone gives it a column, cells, claims, a table column, a CSV row per s and a line in
+    the figure, in its colour and under its label."""
+    shown = generators.columns()
+    assert list(shown) == ["M", "Mc", "projection", "blocks", "low_rank", "linear", "declared"]
+    assert shown["declared"] == ("D", "declared (test)", "tab:brown")
+    assert generators.cell_sources()["D4"] == [("declared", 0.25)]
+    trials = make_generator_trials({"D": 0.53})
+    table = generators.generator_cells(trials, "matched")
+    assert table.cells[("declared", 0.25)].mean == pytest.approx(0.631) and table.cells[("declared", 0.5)].seeds == 3
+    claims = generators.judge(table.cells)
+    assert len(claims.corrected) == 24  # 4 others x 3 widths x 2 claims
+    held = {v.comparison: v.held for v in claims.uncorrected}
+    assert held["P_1/2 < declared_1/2"] and held["declared_1/8 < M~_1/8"]
+
+    class SweepRun:
+        class data:
+            tags = {"sweep_id": "generators-smoke-0123abcd", "source_sweep": "table1-smoke-abcd1234", "reused": "{}"}
+
+    runs = generators.GeneratorRuns(SweepRun, trials, "table1-smoke-abcd1234", 20)
+    drawn = {}
+    save = toolkit.save_figure
+
+    def record(fig, title, path):  # what the figure draws: each line's colour under its label
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        drawn.update({label: handle.lines[0].get_color() for handle, label in zip(handles, labels)})
+        return save(fig, title, path)
+
+    monkeypatch.setattr(toolkit, "save_figure", record)
+    params = generators.params_frame(trials)
+    assert params[params.generator == "declared"].s.tolist() == ["1/2", "1/4", "1/8"]
+    files = generators.write_report(tmp_path, table, claims, params, prov, runs)
+    assert drawn["declared (test)"] == "tab:brown" and drawn["P_s (projection)"] == "tab:orange" and len(drawn) == 7
+    md = files.markdown.read_text()
+    assert "| s | M_s | M~_s | P_s (projection) | blocks | low_rank | linear | declared (test) |" in md
+    (row,) = [line for line in md.splitlines() if line.startswith("| 1/4 | 0.801")]
+    assert row.endswith("| 0.681 ± 0.002 (n=3) | 0.631 ± 0.002 (n=3) |")  # linear's column, then its own
+    assert "- `declared`: the projection's maths under another name." in md
+    assert "read the source (blocks and declared)" in md
+    frame = pd.read_csv(files.csv)
+    assert frame.loc[frame.model == "declared (test)", "ours_nats"].round(3).tolist() == [0.531, 0.631, 0.731]
 
 
 def test_ablation_cells_verdicts_and_files_from_synthetic_runs(tmp_path, prov, make_trial, tables):

@@ -10,10 +10,23 @@ import torch
 from einops import rearrange
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig
 from projectable.cli import main
-from projectable.generators import GENERATOR_CLASSES, generator_params, match_budget, max_rank
+from projectable.generators import (
+    GENERATOR_CLASSES,
+    GENERATORS,
+    RANKED_GENERATORS,
+    SOURCE_FREE_GENERATORS,
+    LowRankGenerator,
+    ProjectionGenerator,
+    WeightGenerator,
+    generator_params,
+    match_budget,
+    max_rank,
+    register,
+    unregister,
+)
 from projectable.gpt import DENSE_KINDS
 from projectable.projected import DerivedParts
-from projectable.projector import GENERATORS, route_cost, scale_key
+from projectable.projector import route_cost, scale_key
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -59,10 +72,95 @@ def random_small(model: ProjectableGPT, scale: float) -> GPT:
 
 def test_every_config_choice_has_a_generator():
     assert tuple(GENERATOR_CLASSES) == GENERATORS == ALL
+    assert RANKED_GENERATORS == SOURCE_FREE_GENERATORS == SOURCE_FREE
     for name, cls in GENERATOR_CLASSES.items():
         assert cls.name == name
         assert cls.reads_source == config(name).reads_source == (name not in SOURCE_FREE)
         assert cls.size_knob == ("generator_rank" if name in SOURCE_FREE else "rank")
+    prefixes = [cls.prefix for cls in GENERATOR_CLASSES.values()]
+    assert prefixes == ["P", "B", "LR", "Lin"]  # the cells of experiment=generators: P2, B4, LR8, Lin2, ...
+
+
+# ---- one declaration: a generator defined and registered here reaches every list, config and budget ---------
+
+# (the built-in generator it reuses the maths of, whether it reads no source and is sized by generator_rank)
+DECLARED = [(ProjectionGenerator, False), (LowRankGenerator, True)]
+
+
+@pytest.fixture(params=DECLARED, ids=lambda param: param[0].name)
+def declared(request):
+    """A generator declared only in this test: a built-in one's maths under a name, cell prefix, label, colour
+    and description of its own; registered for the test, removed after it."""
+    maths, _ = request.param
+    cls = type(f"Declared{maths.__name__}", (maths,), {
+        "name": f"declared_{maths.name}", "prefix": f"D{maths.prefix}", "label": f"declared {maths.name}",
+        "colour": "tab:brown", "what": f"{maths.name}'s maths under another name"})
+    register(cls)
+    yield cls, maths, request.param[1]
+    unregister(cls.name)
+
+
+def test_a_generator_declared_once_is_in_every_list_config_and_budget(declared, tiny_source):
+    cls, maths, source_free = declared
+    name = cls.name
+    assert GENERATORS == (*ALL, name) and GENERATOR_CLASSES[name] is cls
+    assert (name in SOURCE_FREE_GENERATORS, name in RANKED_GENERATORS) == (source_free, source_free)
+    size = {"generator_rank": 2} if source_free else {}
+    assert ProjectorConfig(task_dim=3, generator=name, **size).reads_source is not source_free
+    with pytest.raises(ValueError, match="needs generator_rank >= 1" if source_free else
+                       f"applies to low_rank and linear only; the '{name}' generator is sized by rank"):
+        ProjectorConfig(task_dim=3, generator=name, generator_rank=0 if source_free else 2)
+    if source_free:
+        with pytest.raises(ValueError, match=f"needs a source, which the '{name}' generator does not read"):
+            ProjectorConfig(task_dim=3, generator=name, generator_rank=2, small_parts="derived")
+    # sized by its own knob, to what the built-in maths it shares is sized to, with the settings it needs
+    reference = ProjectorConfig(task_dim=3, rank=4, scales=(0.5,), small_parts="derived")
+    match, theirs = (match_budget(tiny_source.config, reference, 0.5, g) for g in (name, maths.name))
+    assert (match.config.generator, match.knob, match.size) == (name, cls.size_knob, theirs.size)
+    assert match.params.total == theirs.params.total and match.config.small_parts == theirs.config.small_parts
+    # and it builds: the same module as the maths it shares, from the same seed
+    models = []
+    for config_of in (match.config, theirs.config):
+        torch.manual_seed(0)
+        models.append(projectable(tiny_source, config_of))
+    tasks, tokens = torch.rand(2, 3), torch.randint(0, 16, (2, 12))
+    mine, built_in = (model.projected_logits(tokens, tasks, 0.5) for model in models)
+    assert isinstance(models[0].generators["1_2"], cls) and torch.equal(mine, built_in)
+
+
+def test_after_unregister_a_declared_generator_is_gone_everywhere():
+    cls = type("Declared", (ProjectionGenerator,), {"name": "declared", "prefix": "D", "label": "declared",
+                                                      "colour": "tab:brown", "what": "the projection again"})
+    register(cls)
+    assert "declared" in GENERATORS and ProjectorConfig(task_dim=3, generator="declared").reads_source
+    assert unregister("declared") is cls
+    assert GENERATORS == ALL
+    with pytest.raises(ValueError, match="generator='declared' is not one of"):
+        ProjectorConfig(task_dim=3, generator="declared")
+
+
+@pytest.mark.parametrize("attributes, match", [
+    ({"size_knob": "width"}, "size_knob='width' is not one of"),
+    ({"reads_source": 1}, "reads_source and .has_mlp must be True or False"),
+    ({"name": "blocks"}, "but BlockGenerator already has name='blocks'.*a name and a cell prefix of its own"),
+    ({"prefix": "LR"}, "but LowRankGenerator already has .*prefix='LR'"),
+])
+def test_a_declaration_that_does_not_fit_is_refused(attributes, match):
+    declaration = {"name": "declared", "prefix": "D", "label": "declared", "colour": "tab:brown",
+                   "what": "the projection again", **attributes}
+    with pytest.raises(ValueError, match=match):
+        register(type("DeclaredBadly", (ProjectionGenerator,), declaration))
+    assert GENERATORS == ALL
+
+
+def test_a_declaration_must_say_everything_and_be_a_generator():
+    undeclared = type("Undeclared", (WeightGenerator,), {"name": "undeclared", "reads_source": True,
+                                                         "size_knob": "rank", "label": "undeclared"})
+    with pytest.raises(ValueError, match="Undeclared does not declare prefix, colour, what; set them as class"):
+        register(undeclared)
+    with pytest.raises(TypeError, match="takes a WeightGenerator subclass"):
+        register(ProjectorConfig)
+    assert GENERATORS == ALL
 
 
 # ---- blocks: one-hot coefficients select one block, aligned with heads ---------------------------------

@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -28,14 +29,59 @@ from einops import rearrange, repeat
 from projectable.gpt import DENSE_KINDS, GPTConfig, layer_views, rename_legacy_kinds
 from projectable.validation import check_scale, group_size
 
-# The ways to produce the small model's dense weights from t (App. B), each in ``projectable.generators``:
-# "projection" W_s = P(t) W_1 Q(t) (Sec. 2.2, this file), "blocks" a t-weighted sum of W_1's blocks (B.2),
-# "low_rank" own base weights + L(t) R(t) (Eq. 6), "linear" own base weights + S t in a subspace (Eq. 4).
-GENERATORS = ("projection", "blocks", "low_rank", "linear")
-# The generators whose delta needs a size of its own (``generator_rank``); the others are sized by ``rank``.
-RANKED_GENERATORS = ("low_rank", "linear")
-# The generators that never read the source: they hold base weights of their own and train no source.
-SOURCE_FREE_GENERATORS = ("low_rank", "linear")
+if TYPE_CHECKING:
+    from projectable.generators.base import WeightGenerator
+
+# The weight generators of App. B by name, the choices of ``ProjectorConfig.generator``: name -> the class that
+# builds it, whose attributes declare all the rest of the code needs to know of it (``WeightGenerator``). Kept
+# here, beside the config that names them, and filled by ``projectable.generators.registry.register``, with
+# which ``projectable.generators`` registers its own (imported with ``projectable``): the generator classes
+# take a ProjectorConfig, so this module cannot import them.
+GENERATOR_CLASSES: dict[str, type[WeightGenerator]] = {}
+
+
+class GeneratorNames(Sequence[str]):
+    """The names of the registered generators that ``keep`` selects, in registration order, read from
+    ``GENERATOR_CLASSES`` on every use: a generator registered later is in every list that selects it."""
+
+    def __init__(self, keep: Callable[[type[WeightGenerator]], bool]):
+        self._keep = keep
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(name for name, cls in GENERATOR_CLASSES.items() if self._keep(cls))
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return self._names() == tuple(other)
+
+    __hash__ = None  # equal to a tuple whose hash it cannot share: the names change as generators register
+
+    def __repr__(self) -> str:
+        return repr(self._names())  # messages list the choices as a tuple
+
+
+GENERATORS = GeneratorNames(lambda cls: True)
+# Sized by a delta rank of their own (``generator_rank``); the others by the MLPs' width (``rank``).
+RANKED_GENERATORS = GeneratorNames(lambda cls: cls.size_knob == "generator_rank")
+# Never read the source: they hold base weights of their own and train no source.
+SOURCE_FREE_GENERATORS = GeneratorNames(lambda cls: not cls.reads_source)
+
+
+def generator_class(name: str) -> type[WeightGenerator]:
+    """The class of generator ``name``; an unknown name is an error naming the choices."""
+    if name not in GENERATOR_CLASSES:
+        raise ValueError(f"generator={name!r} is not one of {GENERATORS}")
+    return GENERATOR_CLASSES[name]
 
 
 @dataclass(frozen=True)
@@ -79,25 +125,28 @@ class ProjectorConfig:
         self._check_generator()
 
     def _check_generator(self):
+        """The settings the chosen generator's class declares it needs (``WeightGenerator``'s attributes)."""
         rank, generator = self.generator_rank, self.generator
+        declared = generator_class(generator)
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
             raise ValueError(f"ProjectorConfig.generator_rank must be an int >= 0, got {rank!r}")
-        if generator in RANKED_GENERATORS and rank == 0:
+        ranked = declared.size_knob == "generator_rank"
+        if ranked and rank == 0:
             raise ValueError(
                 f"ProjectorConfig.generator={generator!r} needs generator_rank >= 1 (the rank of its t-dependent "
                 "delta); pick one, e.g. with projectable.generators.match_budget"
             )
-        if generator not in RANKED_GENERATORS and rank != 0:
+        if not ranked and rank != 0:
             raise ValueError(
-                f"ProjectorConfig.generator_rank={rank} applies to {' and '.join(RANKED_GENERATORS)} only; the "
-                f"{generator!r} generator is sized by rank, so leave generator_rank at 0"
+                f"ProjectorConfig.generator_rank={rank} applies to {' and '.join(RANKED_GENERATORS)} "
+                f"only; the {generator!r} generator is sized by rank, so leave generator_rank at 0"
             )
-        if generator == "linear" and self.mlp != "per_operator":
+        if not declared.has_mlp and self.mlp != "per_operator":
             raise ValueError(
-                f"ProjectorConfig.mlp={self.mlp!r} has no meaning for the linear generator (it has no MLP); "
+                f"ProjectorConfig.mlp={self.mlp!r} has no meaning for the {generator} generator (it has no MLP); "
                 "leave mlp at 'per_operator'"
             )
-        if generator in SOURCE_FREE_GENERATORS and self.small_parts != "own":
+        if not declared.reads_source and self.small_parts != "own":
             raise ValueError(
                 f"ProjectorConfig.small_parts={self.small_parts!r} needs a source, which the {generator!r} "
                 "generator does not read; use small_parts='own'"
@@ -106,7 +155,7 @@ class ProjectorConfig:
     @property
     def reads_source(self) -> bool:
         """Whether the generator reads the source's weights (then the source is co-trained, Eq. 2)."""
-        return self.generator not in SOURCE_FREE_GENERATORS
+        return generator_class(self.generator).reads_source
 
 
 def scale_key(scale: float) -> str:
@@ -433,6 +482,9 @@ def identity_diagonals(source: GPTConfig, batch: int = 1) -> Diagonals:
 __all__ = [
     "DENSE_KINDS",
     "GENERATORS",
+    "GENERATOR_CLASSES",
+    "RANKED_GENERATORS",
+    "SOURCE_FREE_GENERATORS",
     "Diagonals",
     "DiagonalGenerator",
     "ExpandedLinears",
@@ -442,6 +494,7 @@ __all__ = [
     "RouteCalibration",
     "autocast_precision",
     "choose_route",
+    "generator_class",
     "identity_diagonals",
     "project_bias",
     "project_weight",

@@ -39,6 +39,8 @@ from projectable.validation import check_scale
 DenseWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
 # Per-task weights above this many bytes make ``auto`` take the expand route.
 MEMORY_LIMIT_BYTES = 2e9
+# The ProjectorConfig fields a generator can be sized by: the MLPs' hidden width, or a delta rank of its own.
+SIZE_KNOBS = ("rank", "generator_rank")
 
 
 class OwnParams(NamedTuple):
@@ -54,7 +56,15 @@ class WeightGenerator(nn.Module):
 
     name: ClassVar[str]  # the ``ProjectorConfig.generator`` value that selects it
     reads_source: ClassVar[bool]  # whether it reads the source's dense weights (then the source is co-trained)
-    size_knob: ClassVar[str]  # the ProjectorConfig field that sizes it: "rank" or "generator_rank"
+    size_knob: ClassVar[str]  # the ProjectorConfig field that sizes it: "rank" or "generator_rank" (SIZE_KNOBS)
+    has_mlp: ClassVar[bool] = True  # whether ``ProjectorConfig.mlp`` means anything to it (its t-map is an MLP)
+    # How reports name and draw it (experiments/reporting/generators.py): the prefix of its cells in an
+    # experiment's config (prefix + 1/s: "LR4" is low_rank at s = 1/4), its label and matplotlib colour in tables
+    # and figures, and one line on what it computes.
+    prefix: ClassVar[str]
+    label: ClassVar[str]
+    colour: ClassVar[str]
+    what: ClassVar[str]
     # How a small model's residual unit c stands for source units when the small parts are derived from the
     # source: "interleaved" c <-> c*k .. c*k+k-1 (the projection's groups), "blocked" c <-> a*C/k + c.
     unit_layout: ClassVar[str] = "interleaved"

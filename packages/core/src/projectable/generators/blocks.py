@@ -101,6 +101,8 @@ class BlockGenerator(TaskMLPGenerator):
     reads_source = True
     size_knob = "rank"
     unit_layout = "blocked"
+    prefix, label, colour = "B", "blocks", "tab:green"
+    what = "a t-weighted sum of the source's k x k blocks (App. B.2); reads the source and co-trains it"
 
     def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
         super().__init__()

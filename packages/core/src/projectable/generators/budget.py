@@ -14,7 +14,7 @@ from typing import NamedTuple
 from projectable.generators.base import max_rank, small_config
 from projectable.generators.registry import generator_class
 from projectable.gpt import GPTConfig
-from projectable.projector import GENERATORS, RANKED_GENERATORS, SOURCE_FREE_GENERATORS, ProjectorConfig
+from projectable.projector import ProjectorConfig
 from projectable.validation import as_scale
 
 COUNTS = ("total", "task")  # what match_budget compares: all own parameters, or the t-dependent ones only
@@ -35,7 +35,7 @@ class BudgetMatch(NamedTuple):
     """The size of a generator whose own parameters come closest to the projection's at one scale."""
 
     config: ProjectorConfig  # the given config with this generator and its size set
-    knob: str  # the field that was sized: "rank" (projection, blocks) or "generator_rank" (low_rank, linear)
+    knob: str  # the field that was sized: the generator's ``size_knob``, "rank" or "generator_rank"
     size: int
     params: GeneratorParams  # what this size gives
     target: int  # the projection's count it was matched to
@@ -57,16 +57,15 @@ def generator_params(source: GPTConfig, config: ProjectorConfig, scale: float) -
 
 
 def sized(config: ProjectorConfig, generator: str, size: int) -> ProjectorConfig:
-    """``config`` switched to ``generator`` with its size knob at ``size`` (and the settings it requires)."""
-    if generator in RANKED_GENERATORS:
-        config = replace(config, generator=generator, generator_rank=size)
-    else:
-        config = replace(config, generator=generator, generator_rank=0, rank=size)
-    if generator in SOURCE_FREE_GENERATORS:
-        config = replace(config, small_parts="own")  # they have no source to derive parts from
-    if generator == "linear":
-        config = replace(config, mlp="per_operator")  # it has no MLP
-    return config
+    """``config`` switched to ``generator`` with its size knob at ``size`` and the settings its class declares
+    it needs: ``small_parts="own"`` without a source to derive them from, ``mlp="per_operator"`` without an MLP."""
+    declared = generator_class(generator)
+    changes = {"generator": generator, "generator_rank": 0, declared.size_knob: size}
+    if not declared.reads_source:
+        changes["small_parts"] = "own"
+    if not declared.has_mlp:
+        changes["mlp"] = "per_operator"
+    return replace(config, **changes)  # at once: each setting alone may not fit the config it replaces
 
 
 def match_budget(source: GPTConfig, config: ProjectorConfig, scale: float, generator: str,
@@ -80,15 +79,13 @@ def match_budget(source: GPTConfig, config: ProjectorConfig, scale: float, gener
     larger than the projection, e.g. low_rank at s = 1/2 of the paper's source) the smallest size is returned,
     and when the largest rank that fits the small model stays below it, that rank.
     """
-    if generator not in GENERATORS:
-        raise ValueError(f"generator={generator!r} is not one of {GENERATORS}")
+    knob = generator_class(generator).size_knob  # an unknown generator is an error naming the choices
     if count not in COUNTS:
         raise ValueError(f"count={count!r} is not one of {COUNTS}")
     scale = as_scale(scale)
     reference = generator_params(source, sized(config, "projection", config.rank), scale)
     target = getattr(reference, count)
-    ranked = generator in RANKED_GENERATORS
-    largest = max_rank(source, scale) if ranked else _LARGEST_WIDTH
+    largest = max_rank(source, scale) if knob == "generator_rank" else _LARGEST_WIDTH  # a delta rank or a width
 
     def params(size: int) -> GeneratorParams:
         return generator_params(source, sized(config, generator, size), scale)
@@ -101,6 +98,5 @@ def match_budget(source: GPTConfig, config: ProjectorConfig, scale: float, gener
         else:
             low = middle + 1
     best = min({max(low - 1, 1), low}, key=lambda size: (abs(getattr(params(size), count) - target), size))
-    return BudgetMatch(sized(config, generator, best), "generator_rank" if ranked else "rank", best, params(best),
-                       target)
+    return BudgetMatch(sized(config, generator, best), knob, best, params(best), target)
 

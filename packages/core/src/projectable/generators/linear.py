@@ -49,6 +49,9 @@ class LinearGenerator(SourceFreeGenerator):
     """Base dense weights of the small model plus, per dense operator, the subspace map t -> U C(t) V^T."""
 
     name = "linear"
+    has_mlp = False
+    prefix, label, colour = "Lin", "linear", "tab:purple"
+    what = "its own base weights + U C(t) V^T with C linear in t (Eq. 4); reads no source, base from M_s"
 
     def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
         super().__init__()

@@ -45,6 +45,8 @@ class LowRankGenerator(SourceFreeGenerator, TaskMLPGenerator):
     """Base dense weights of the small model plus the MLPs t -> (L(t), R(t)) of every dense operator."""
 
     name = "low_rank"
+    prefix, label, colour = "LR", "low_rank", "tab:red"
+    what = "its own base weights + L(t) R(t) (Eq. 6); reads no source, base from stage 1's M_s"
 
     def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
         super().__init__()

@@ -32,6 +32,8 @@ class ProjectionGenerator(DiagonalGenerator, WeightGenerator):
     reads_source = True
     size_knob = "rank"
     unit_layout = "interleaved"
+    prefix, label, colour = "P", "P_s (projection)", "tab:orange"
+    what = "W_s = P(t) W_1 Q(t) (Sec. 2.2); reads the source and co-trains it (Eq. 2)"
 
     def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
         super().__init__(source, config, scale)
