@@ -24,17 +24,13 @@ from experiments import telemetry
 
 telemetry.apply()  # before MLflow is imported
 
-from IPython.display import Image, Markdown, display
-
 from experiments.reporting import ablations, toolkit
-
-params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The ablation runs and Table 1's reference cells
 
 # %%
-sweep_run, trials = toolkit.sweep_and_trials(params, "ablations", per_image=True)
+params, sweep_run, trials, prov = toolkit.report_inputs("ablations", per_image=True)
 source_sweep = sweep_run.data.tags["source_sweep"]
 cells = ablations.ablation_cells(trials, toolkit.reference_trials(params, sweep_run, ["P8", "Mc8m"]))
 verdicts = ablations.ablation_verdicts(cells)
@@ -44,7 +40,4 @@ ablations.results_frame(cells, verdicts)
 # ## Report files
 
 # %%
-prov = toolkit.provenance(sweep_run, trials)
-files = ablations.write_report(params.out_dir, cells, verdicts, prov, source_sweep)
-display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
-toolkit.log_to_sweep(params, sweep_run, files)
+toolkit.publish_report(params, sweep_run, ablations.write_report, cells, verdicts, prov, source_sweep)

@@ -36,13 +36,12 @@ from IPython.display import Image, display
 from experiments.reporting import figure3, toolkit
 
 torch.set_num_threads(1)
-params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## Seed-0 runs of P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8
 
 # %%
-sweep_run, trials = toolkit.sweep_and_trials(params, "figure3")
+params, sweep_run, trials, prov = toolkit.report_inputs("figure3")
 models = figure3.load_table1_models(trials, params.tracking_uri, params.cache)
 models.runs[["trial", "cell", "run_id"]]
 
@@ -61,5 +60,5 @@ display(Image(filename=str(out)))
 
 # %%
 evaluation = toolkit.evaluation_provenance(tick, seed=0)
-figure3.write_markdown(params.out_dir, toolkit.provenance(sweep_run, trials), rows, evaluation, models.baselines)
+figure3.write_markdown(params.out_dir, prov, rows, evaluation, models.baselines)
 toolkit.log_to_sweep(params, sweep_run, toolkit.ReportFiles(params.out_dir / "figure3.md", None, out))

@@ -30,12 +30,8 @@ telemetry.apply()  # before MLflow is imported
 
 import time
 
-from IPython.display import Image, Markdown, display
-
 from experiments.reporting import evidence as report_evidence
 from experiments.reporting import figure4, toolkit
-
-params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## Losses over the t1 grid (per image)
@@ -44,7 +40,7 @@ params = toolkit.notebook_params()
 # evidence file: the same evaluation, made by the sweep's driver as each run finished.
 
 # %%
-sweep_run, trials = toolkit.sweep_and_trials(params, "figure4")
+params, sweep_run, trials, prov = toolkit.report_inputs("figure4")
 evidence = toolkit.evidence_of(sweep_run)
 if evidence is None:
     loaded = figure4.load_table1_models(trials, params.tracking_uri, params.cache)
@@ -69,7 +65,5 @@ toolkit.verdicts_frame(verdicts)
 # ## Report files
 
 # %%
-prov = toolkit.provenance(sweep_run, trials)
-files = figure4.write_report(params.out_dir, frame, summary, verdicts, ranges, prov, evaluation, baselines)
-display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
-toolkit.log_to_sweep(params, sweep_run, files)
+toolkit.publish_report(params, sweep_run, figure4.write_report, frame, summary, verdicts, ranges, prov,
+                       evaluation, baselines)

@@ -29,7 +29,7 @@ from experiments import telemetry
 telemetry.apply()  # before MLflow is imported
 
 import torch
-from IPython.display import Image, Markdown, display
+from IPython.display import Image, display
 
 from experiments.reporting import figure3, generators, toolkit
 from experiments.tracking.sweeps import attach_per_image
@@ -73,6 +73,5 @@ for path in samples:
 
 # %%
 prov = toolkit.provenance(runs.sweep_run, trials[trials.reused_from == ""])
-files = generators.write_report(params.out_dir, table, claims, counts, prov, runs, samples)
-display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
-toolkit.log_to_sweep(params, runs.sweep_run, files, extra=samples)
+toolkit.publish_report(params, runs.sweep_run, generators.write_report, table, claims, counts, prov, runs,
+                       samples, extra=samples)

@@ -26,17 +26,13 @@ from experiments import telemetry
 
 telemetry.apply()  # before MLflow is imported
 
-from IPython.display import Image, Markdown, display
-
 from experiments.reporting import specialisation, toolkit
-
-params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The specialisation runs and Table 1's reference cells
 
 # %%
-sweep_run, trials = toolkit.sweep_and_trials(params, "specialisation", per_image=True)
+params, sweep_run, trials, prov = toolkit.report_inputs("specialisation", per_image=True)
 source_sweep = sweep_run.data.tags["source_sweep"]
 reference = toolkit.reference_trials(params, sweep_run, specialisation.REFERENCE_CELLS)
 cells = specialisation.specialisation_cells(trials, reference)
@@ -47,7 +43,4 @@ specialisation.results_frame(cells, verdicts)
 # ## Report files
 
 # %%
-prov = toolkit.provenance(sweep_run, trials)
-files = specialisation.write_report(params.out_dir, cells, verdicts, prov, source_sweep)
-display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
-toolkit.log_to_sweep(params, sweep_run, files)
+toolkit.publish_report(params, sweep_run, specialisation.write_report, cells, verdicts, prov, source_sweep)

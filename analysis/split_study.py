@@ -25,17 +25,13 @@ from experiments import telemetry
 
 telemetry.apply()  # before MLflow is imported
 
-from IPython.display import Image, Markdown, display
-
 from experiments.reporting import split_study, toolkit
-
-params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The sweep and its P_s runs
 
 # %%
-sweep_run, trials = toolkit.sweep_and_trials(params, "split_study")
+params, sweep_run, trials, prov = toolkit.report_inputs("split_study")
 frame = split_study.study_frame(trials)
 frame
 
@@ -51,8 +47,5 @@ print(choice.reason)
 # ## Report files
 
 # %%
-prov = toolkit.provenance(sweep_run, trials)
 total = int(float(sweep_run.data.params.get("budget.total_steps", 0)))
-files = split_study.write_report(params.out_dir, frame, choice, prov, total, tie)
-display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
-toolkit.log_to_sweep(params, sweep_run, files)
+toolkit.publish_report(params, sweep_run, split_study.write_report, frame, choice, prov, total, tie)

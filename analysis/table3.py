@@ -30,8 +30,6 @@ telemetry.apply()  # before MLflow is imported
 
 import time
 
-from IPython.display import Markdown, display
-
 from experiments.reporting import table3, toolkit
 from experiments.tracking.sweeps import attach_per_image
 
@@ -68,6 +66,5 @@ toolkit.verdicts_frame(verdicts)
 
 # %%
 prov = toolkit.provenance(sweep_run, trials[trials.reused_from == ""])
-files = table3.write_report(params.out_dir, table, verdicts, matched, prov, sweep_run, evaluation)
-display(Markdown(files.markdown.read_text()))
-toolkit.log_to_sweep(params, sweep_run, files)
+toolkit.publish_report(params, sweep_run, table3.write_report, table, verdicts, matched, prov, sweep_run,
+                       evaluation)

@@ -27,17 +27,13 @@ from experiments import telemetry
 
 telemetry.apply()  # before MLflow is imported
 
-from IPython.display import Markdown, display
-
 from experiments.reporting import table4, toolkit
-
-params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The newest complete sweep of this scale, its runs and its data
 
 # %%
-sweep_run, trials = toolkit.sweep_and_trials(params, "table4", per_image=True)
+params, sweep_run, trials, prov = toolkit.report_inputs("table4", per_image=True)
 summary = toolkit.sweep_data_summary(params.tracking_uri, sweep_run)
 trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 
@@ -53,7 +49,4 @@ toolkit.verdicts_frame(verdicts)
 # ## Report files
 
 # %%
-prov = toolkit.provenance(sweep_run, trials)
-files = table4.write_report(params.out_dir, table, verdicts, prov, summary, trials)
-display(Markdown(files.markdown.read_text()))
-toolkit.log_to_sweep(params, sweep_run, files)
+toolkit.publish_report(params, sweep_run, table4.write_report, table, verdicts, prov, summary, trials)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows
-from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_cell, md_table, section
+from experiments.reporting.toolkit import Provenance, fmt_cell, md_table, section
 
 WIDTH = 0.125
 # change -> (its P_1/8 cell, its M~_1/8 cell; None: the reference's), and what it changes
@@ -95,9 +95,6 @@ def plot(frame: pd.DataFrame, path, title: str):
     return toolkit.save_figure(fig, title, path)
 
 
-def write_report(out_dir, cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance,
-                 source_sweep: str) -> ReportFiles:
-    frame = results_frame(cells, verdicts)
-    title = f"Ablations at s = 1/8, scale {prov.scale} (sweep {prov.sweep_id})"
-    return toolkit.write_report(out_dir, "ablations", markdown(cells, verdicts, prov, source_sweep), frame,
-                                lambda path: plot(frame, path, title))
+# reports/<scale>/ablations.{md,csv,png}: the markdown, the results frame and its plot (``toolkit.StudyReport``)
+REPORT = toolkit.StudyReport("ablations", "Ablations at s = 1/8", results_frame, markdown, plot)
+write_report = REPORT.write

@@ -14,7 +14,7 @@ import pandas as pd
 
 from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, Verdict, contrast_error, less_than, t_critical
-from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_cell, md_table, scale_label, section
+from experiments.reporting.toolkit import Provenance, fmt_cell, md_table, scale_label, section
 
 
 class Row(NamedTuple):
@@ -233,9 +233,6 @@ def plot(frame: pd.DataFrame, path, title: str):
     return toolkit.save_figure(fig, title, path)
 
 
-def write_report(out_dir, cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance,
-                 source_sweep: str) -> ReportFiles:
-    frame = results_frame(cells, verdicts)
-    title = f"Specialisation, scale {prov.scale} (sweep {prov.sweep_id})"
-    return toolkit.write_report(out_dir, "specialisation", markdown(cells, verdicts, prov, source_sweep), frame,
-                                lambda path: plot(frame, path, title))
+# reports/<scale>/specialisation.{md,csv,png}: the markdown, the results frame and its plot (``toolkit.StudyReport``)
+REPORT = toolkit.StudyReport("specialisation", "Specialisation", results_frame, markdown, plot)
+write_report = REPORT.write

@@ -242,6 +242,24 @@ def metric_source(params: NotebookParams, sweep_run) -> str | Evidence:
     return evidence_of(sweep_run) or params.tracking_uri
 
 
+class ReportInputs(NamedTuple):
+    """What a report's notebook starts from (``report_inputs``)."""
+
+    params: NotebookParams
+    sweep_run: object  # the sweep's MLflow run, or its stand-in read from evidence files
+    trials: pd.DataFrame
+    prov: Provenance  # where the trials' numbers come from
+
+
+def report_inputs(artefact: str, per_image: bool = False, params: NotebookParams | None = None) -> ReportInputs:
+    """The first step of every report's notebook: its parameters (``notebook_params``, from the environment
+    unless given), the newest finished sweep ``artefact`` reads with its trials (``sweep_and_trials``, per-image
+    losses with ``per_image``), and their provenance."""
+    params = notebook_params() if params is None else params
+    sweep_run, trials = sweep_and_trials(params, artefact, per_image)
+    return ReportInputs(params, sweep_run, trials, provenance(sweep_run, trials))
+
+
 class SavedModels(NamedTuple):
     runs: pd.DataFrame  # the finished trials loaded, in cell and seed order
     models: list  # the GPT or ProjectableGPT of each run, in eval mode on ``device``
@@ -741,6 +759,19 @@ def log_to_sweep(params: NotebookParams, sweep_run, files: ReportFiles, extra: S
             client.log_artifact(sweep_run.info.run_id, str(path), f"reports/{params.scale}")
 
 
+def publish_report(params: NotebookParams, sweep_run, write: Callable[..., ReportFiles], *args,
+                   extra: Sequence[Path] = ()) -> ReportFiles:
+    """The last step of every report's notebook: write the report (``write(params.out_dir, *args)``, the
+    artefact module's ``write_report``), show it (its markdown, and its figure where it has one) and attach its
+    files and ``extra`` to the sweep's run (``log_to_sweep``)."""
+    from IPython.display import Image, Markdown, display  # the notebooks' display: writing reports needs none
+
+    files = write(params.out_dir, *args)
+    display(Markdown(files.markdown.read_text()), *([Image(filename=str(files.png))] if files.png else []))
+    log_to_sweep(params, sweep_run, files, extra)
+    return files
+
+
 def write_report(out_dir: str | Path, name: str, markdown: str, frame: pd.DataFrame | None = None,
                  figure: Callable[[Path], Path] | None = None) -> ReportFiles:
     """``<out_dir>/<name>.md``, ``.csv`` (floats to 5 decimals) from ``frame`` and ``.png`` from
@@ -755,3 +786,26 @@ def write_report(out_dir: str | Path, name: str, markdown: str, frame: pd.DataFr
     md = out_dir / f"{name}.md"
     md.write_text(markdown)
     return ReportFiles(md, csv, png)
+
+
+# ------------------------------------------------------------------------------------------------
+# Studies that start from a Table 1 sweep (ablations, specialisation)
+
+
+class StudyReport(NamedTuple):
+    """How a study started from a Table 1 sweep is reported: ``reports/<scale>/<name>.md`` from ``markdown(cells,
+    verdicts, prov, source_sweep)``, ``.csv`` from ``results_frame(cells, verdicts)`` and ``.png`` from
+    ``plot(frame, path, title)`` of that frame, titled ``<title>, scale <scale> (sweep <id>)``."""
+
+    name: str
+    title: str
+    results_frame: Callable[[dict[str, Cell], list[Verdict]], pd.DataFrame]
+    markdown: Callable[[dict[str, Cell], list[Verdict], Provenance, str], str]
+    plot: Callable[[pd.DataFrame, Path, str], Path]
+
+    def write(self, out_dir, cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance,
+              source_sweep: str) -> ReportFiles:
+        frame = self.results_frame(cells, verdicts)
+        title = f"{self.title}, scale {prov.scale} (sweep {prov.sweep_id})"
+        return write_report(out_dir, self.name, self.markdown(cells, verdicts, prov, source_sweep), frame,
+                            lambda path: self.plot(frame, path, title))

@@ -27,6 +27,11 @@ def table1(*overrides: str):
     return compose(["experiment=table1", "scale=smoke", *overrides])
 
 
+def m1_seeds(seeds: str) -> list[str]:
+    """The override declaring Table 1's cell M1 with ``seeds`` (a count or a list)."""
+    return [f"+experiment.stages.stage1.cells.M1.seeds={seeds}"]
+
+
 # -- the plan ------------------------------------------------------------------------------------------
 
 
@@ -34,12 +39,12 @@ def table1(*overrides: str):
     ({"name": "x", "stages": {}}, r"experiment\.stages is empty"),
     ({"name": "x", "stages": {"stage1": {"steps": 5, "cells": {}}}},
      r"experiment\.stages\.stage1 has no cells.*~experiment\.stages\.stage1"),
-    (["+experiment.stages.stage1.cells.M1.seeds=0"], r"seeds=0 must be >= 1"),
-    (["+experiment.stages.stage1.cells.M1.seeds=-2"], r"seeds=-2 must be >= 1"),
+    (m1_seeds("0"), r"seeds=0 must be >= 1"),
+    (m1_seeds("-2"), r"seeds=-2 must be >= 1"),
     (["budget.seeds=0"], r"seeds=0 must be >= 1"),
-    (["+experiment.stages.stage1.cells.M1.seeds=[1,1]"], r"seeds=\[1, 1\] must list distinct seeds"),
-    (["+experiment.stages.stage1.cells.M1.seeds=[]"], r"seeds=\[\] must list distinct seeds"),
-    (["+experiment.stages.stage1.cells.M1.seeds=two"], r"seeds='two' fits none of its types"),
+    (m1_seeds("[1,1]"), r"seeds=\[1, 1\] must list distinct seeds"),
+    (m1_seeds("[]"), r"seeds=\[\] must list distinct seeds"),
+    (m1_seeds("two"), r"seeds='two' fits none of its types"),
     (["+budget.seed_overrides.table1={M9: 2}"], r"seed_overrides\.table1 names cells \['M9'\]"),
     (["experiment.stages.stage1.steps=-1"], r"steps=-1 must be >= 0"),
     (["+experiment.stages.stage2.cells.M1={kind: unconditional}"],

@@ -206,16 +206,14 @@ def merge_evidence(parts: Sequence[Evidence]) -> Evidence:
         raise EvidenceError("no evidence to merge")
     sweeps = [sweep for part in parts for sweep in part.sweeps]
     for tag in ("experiment", "scale"):
-        values = {sweep["tags"].get(tag) for sweep in sweeps}
-        if len(values) > 1:
-            raise EvidenceError(f"evidence of sweeps {_ids(sweeps)} is of different {tag}s {sorted(map(str, values))}; "
+        if values := _disagreeing(sweeps, "tags", tag):
+            raise EvidenceError(f"evidence of sweeps {_ids(sweeps)} is of different {tag}s {values}; "
                                 "merge only the partial sweeps of one experiment at one scale")
     for key in sorted({k for sweep in sweeps for k in sweep["params"]}):
-        if key in REPORTED_PARAMS or (key.startswith("experiment.stages.") and key.endswith(".steps")):
-            values = {sweep["params"].get(key) for sweep in sweeps}
-            if len(values) > 1:
-                raise EvidenceError(f"sweeps {_ids(sweeps)} differ in {key} ({sorted(map(str, values))}); their "
-                                    "runs are not one experiment. Remove the evidence file of the one not meant")
+        reported = key in REPORTED_PARAMS or (key.startswith("experiment.stages.") and key.endswith(".steps"))
+        if reported and (values := _disagreeing(sweeps, "params", key)):
+            raise EvidenceError(f"sweeps {_ids(sweeps)} differ in {key} ({values}); their runs are not one "
+                                "experiment. Remove the evidence file of the one not meant")
     precisions = [set(part.runs.precision) for part in parts]
     if len(parts) > 1 and any(p != precisions[0] for p in precisions):
         raise EvidenceError(f"sweeps {_ids(sweeps)} were trained in different precisions "
@@ -235,6 +233,13 @@ def merge_evidence(parts: Sequence[Evidence]) -> Evidence:
         raise EvidenceError(f"sweeps {_ids(sweeps)} both hold cell and seed {pairs}; keep one evidence file of each")
     join = lambda field: pd.concat([getattr(part, field) for part in parts], ignore_index=True)
     return Evidence(sweeps, runs, join("metrics"), join("curves"), join("images"), join("extras"))
+
+
+def _disagreeing(sweeps: Sequence[dict], field: str, key: str) -> list[str]:
+    """The different values the sweeps' ``field`` (tags or params) holds under ``key``, sorted; [] where they
+    agree (a sweep without it counts as None)."""
+    values = {sweep[field].get(key) for sweep in sweeps}
+    return sorted(map(str, values)) if len(values) > 1 else []
 
 
 def _ids(sweeps: Sequence[dict]) -> str:
