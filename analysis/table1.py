@@ -29,17 +29,13 @@ from experiments import telemetry
 
 telemetry.apply()  # before MLflow is imported
 
-from IPython.display import Image, Markdown, display
-
 from experiments.reporting import table1, toolkit
-
-params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The newest complete sweep of this scale and its runs
 
 # %%
-sweep_run, trials = toolkit.sweep_and_trials(params, "table1", per_image=True)  # per-image: paired SEs
+params, sweep_run, trials, prov = toolkit.report_inputs("table1", per_image=True)  # per-image: paired SEs
 trials[["trial", "stage", "cell", "seed", "status", "steps"]]
 
 # %% [markdown]
@@ -58,12 +54,9 @@ verdicts = table1.verdicts_for(table, margin)
 toolkit.verdicts_frame(verdicts)
 
 # %% [markdown]
-# ## Report files
+# ## Report files (with the learning curves and own, permuted and mean t of every model that reads t)
 
 # %%
-prov = toolkit.provenance(sweep_run, trials)
-curves = toolkit.learning_curves(trials, toolkit.metric_source(params, sweep_run), table1.curve_specs(table.baselines), prov.stage_steps)
-uses = table1.task_use_of(trials, table.baselines)  # own, permuted and mean t of every model that reads t
-files = table1.write_report(params.out_dir, table, verdicts, prov, margin, trials, curves, uses)
-display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
-toolkit.log_to_sweep(params, sweep_run, files, extra=[params.out_dir / "table1_curves.png"])
+curves, uses = table1.SPEC.curves_and_uses(params, sweep_run, trials, table, prov)
+toolkit.publish_report(params, sweep_run, table1.write_report, table, verdicts, prov, margin, trials, curves, uses,
+                       extra=[params.out_dir / "table1_curves.png"])

@@ -27,17 +27,13 @@ from experiments import telemetry
 
 telemetry.apply()  # before MLflow is imported
 
-from IPython.display import Image, Markdown, display
-
 from experiments.reporting import table2, toolkit
-
-params = toolkit.notebook_params()
 
 # %% [markdown]
 # ## The newest complete sweep of this scale, its runs and its data
 
 # %%
-sweep_run, trials = toolkit.sweep_and_trials(params, "table2", per_image=True)
+params, sweep_run, trials, prov = toolkit.report_inputs("table2", per_image=True)
 summary = toolkit.sweep_data_summary(params.tracking_uri, sweep_run)
 print("\n".join(toolkit.data_lines(summary)))
 trials[["trial", "stage", "cell", "seed", "status", "steps"]]
@@ -55,9 +51,6 @@ toolkit.verdicts_frame(verdicts)
 # ## Report files
 
 # %%
-prov = toolkit.provenance(sweep_run, trials)
-curves = toolkit.learning_curves(trials, toolkit.metric_source(params, sweep_run), table2.curve_specs(table.baselines), prov.stage_steps)
-uses = table2.task_use_of(trials, table.baselines)  # own, permuted and mean t of every model that reads t
-files = table2.write_report(params.out_dir, table, verdicts, prov, margin, summary, trials, curves, uses)
-display(Markdown(files.markdown.read_text()), Image(filename=str(files.png)))
-toolkit.log_to_sweep(params, sweep_run, files, extra=[params.out_dir / "table2_curves.png"])
+curves, uses = table2.SPEC.curves_and_uses(params, sweep_run, trials, table, prov)
+toolkit.publish_report(params, sweep_run, table2.write_report, table, verdicts, prov, margin, summary, trials, curves,
+                       uses, extra=[params.out_dir / "table2_curves.png"])

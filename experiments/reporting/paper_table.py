@@ -97,6 +97,14 @@ class PaperTable:
         """Every model that reads t, scored under own, permuted and mean t (``reporting.task_use``)."""
         return task_use.of_table(trials, self.declaration, baselines)
 
+    def curves_and_uses(self, params, sweep_run, trials: pd.DataFrame, table: TableCells,
+                        prov: Provenance) -> tuple[pd.DataFrame, list[TaskUse]]:
+        """What the notebook adds to the cells: the learning curves (from the store or the sweep's evidence,
+        ``toolkit.metric_source``) and the task-use section's cells."""
+        source = toolkit.metric_source(params, sweep_run)
+        curves = toolkit.learning_curves(trials, source, self.curve_specs(table.baselines), prov.stage_steps)
+        return curves, self.task_use(trials, table.baselines)
+
     def plot(self, table: TableCells, path, title: str):
         """Loss against s for each shown column, ours with 2-SE bars, the paper's dashed; the control (where
         the table shows M_s) as a square at s = 1."""
