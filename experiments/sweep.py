@@ -24,7 +24,6 @@ telemetry.apply()  # an entry point: before MLflow and Ray are imported
 
 import dataclasses
 import json
-import os
 import signal
 import sys
 import time
@@ -222,7 +221,9 @@ def evidence_writer(cfg: DictConfig, sweep: SweepConfig, tracking_cfg: TrackingC
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # SIGTERM (a scheduler's or a session's end) as Ctrl-C: Tune catches SIGINT alone, saving its state
-    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    # (raised in this thread, the main one, where Python runs handlers: a process-wide kill may be delivered to
+    # another thread and wait there)
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         with refusing_bad_input():
             result = run_sweep(cfg)
