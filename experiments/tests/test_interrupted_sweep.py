@@ -5,7 +5,8 @@ sweep's MLflow run ends KILLED, and the command says how to resume and exits 130
 from __future__ import annotations
 
 import signal
-import time
+import subprocess
+import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -55,31 +56,50 @@ def interrupted_stage(specs, sweep, name, **hooks):
     raise StageInterrupted(f"{name}: 0 of {len(specs)} trials finished before the sweep was interrupted")
 
 
-def sigterm_during_stage(specs, sweep, name, **hooks):
-    signal.raise_signal(signal.SIGTERM)  # in this thread: another test's threads must not take the signal
-    for _ in range(300):  # the SIGINT it becomes interrupts this, at the next check of pending signals
+# A SIGTERM, as a scheduler or a session's end sends it, to a sweep's own process (a fresh one: another test's
+# threads and handlers cannot take or change the signal) while a stage runs.
+SIGTERM_DURING_STAGE = """
+import os, signal, sys, time
+from experiments import sweep
+from experiments.config import compose
+
+def stage(specs, sweep_cfg, name, **hooks):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(300):  # the SIGINT it becomes interrupts this at the next check of pending signals
         time.sleep(0.1)
-    raise AssertionError("SIGTERM did not interrupt the stage")
+    sys.exit("SIGTERM did not interrupt the stage")
+
+sweep.run_stage, sweep.start_ray = stage, lambda cluster: False
+sweep.main.__wrapped__(compose(sys.argv[1:]))
+"""
 
 
-@pytest.mark.parametrize("stage, message", [
-    (interrupted_stage, "sweep interrupted: {id}-stage1: 0 of"),
-    (sigterm_during_stage, "sweep interrupted before or between its stages; the same command resumes it"),
+def run_in_process(code: str, overrides: list[str]) -> tuple[int, str]:
+    proc = subprocess.run([sys.executable, "-c", code, *overrides], capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize("how, message", [
+    ("stage", "sweep interrupted: {id}-stage1: 0 of"),
+    ("sigterm", "sweep interrupted before or between its stages; the same command resumes it"),
 ])
-def test_an_interrupted_sweep_ends_killed_and_exits_130(stage, message, monkeypatch, store, tmp_path, capsys):
-    sweep_id = f"interrupted-{stage.__name__}"
-    monkeypatch.setattr(sweep_module, "run_stage", stage)
-    monkeypatch.setattr(sweep_module, "start_ray", lambda cluster: False)
-    cfg = compose(["experiment=table1", "scale=smoke", f"sweep.id={sweep_id}",
-                   *store.overrides(runs=str(tmp_path / "runs"))])
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            sweep_module.main.__wrapped__(cfg)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert exit_info.value.code == 130
-    assert message.format(id=sweep_id) in capsys.readouterr().err
+def test_an_interrupted_sweep_ends_killed_and_exits_130(how, message, monkeypatch, store, tmp_path, capsys):
+    sweep_id = f"interrupted-{how}"
+    overrides = ["experiment=table1", "scale=smoke", f"sweep.id={sweep_id}", *store.overrides(runs=str(tmp_path / "runs"))]
+    if how == "sigterm":
+        code, err = run_in_process(SIGTERM_DURING_STAGE, overrides)
+    else:
+        monkeypatch.setattr(sweep_module, "run_stage", interrupted_stage)
+        monkeypatch.setattr(sweep_module, "start_ray", lambda cluster: False)
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                sweep_module.main.__wrapped__(compose(overrides))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        code, err = exit_info.value.code, capsys.readouterr().err
+    assert code == 130, err
+    assert message.format(id=sweep_id) in err
     client = MlflowClient(store.uri)
     experiment = client.get_experiment_by_name("projectable")
     parents = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.role = 'sweep'")
