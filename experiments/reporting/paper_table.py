@@ -24,6 +24,15 @@ from experiments.reporting.declared import Declared, declared
 from experiments.reporting.task_use import TaskUse
 from experiments.reporting.toolkit import Provenance, ReportFiles, fmt_cell, md_table
 
+# How every paper table's cells read, the first words of its introduction
+OURS = ("Ours: mean ± standard error (n = independent lineages averaged, with the runs where several continue one "
+        "stage-1 model).")
+
+
+def stage_steps(prov: Provenance) -> tuple:
+    """(stage-1 steps, stage-2 steps) of the sweep, '?' where unknown."""
+    return prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")
+
 
 class TableCells(NamedTuple):
     cells: dict[tuple[str, float], Cell]  # (column, s) -> cell

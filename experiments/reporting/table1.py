@@ -58,10 +58,9 @@ task_use_of, verdicts_for = SPEC.task_use, SPEC.verdicts
 
 def markdown_parts(table: TableCells, prov: Provenance) -> tuple[str, list[str], list[str]]:
     """reports/<scale>/table1.md's heading, the lines above the table and its protocol below it."""
-    steps1, steps2 = prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")
+    steps1, steps2 = paper_table.stage_steps(prov)
     intro = [
-        "Ours: mean ± standard error (n = independent lineages averaged, with the runs where several continue one "
-        "stage-1 model). Paper: Table 1 of Zhmoginov et al. (32x32 tokens, 512 colours, 24-layer source). The s = 1 "
+        f"{paper_table.OURS} Paper: Table 1 of Zhmoginov et al. (32x32 tokens, 512 colours, 24-layer source). The s = 1 "
         "cells of P_s and P~ are the co-trained source's loss (for P_s the mean over all P_s runs, every width and "
         "seed).",
     ]

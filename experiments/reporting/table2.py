@@ -72,10 +72,9 @@ def markdown(table: TableCells, verdicts: list[Verdict], prov: Provenance, margi
     """reports/<scale>/table2.md, without its learning curves."""
     stand_in = bool(summary and summary.get("stand_in"))
     title = "ImageNet STAND-IN (SynthMNIST renders)" if stand_in else "ImageNet 64x64"
-    steps1, steps2 = prov.stage_steps.get("stage1", "?"), prov.stage_steps.get("stage2", "?")
+    steps1, steps2 = paper_table.stage_steps(prov)
     intro = [
-        "Ours: mean ± standard error (n = independent lineages averaged, with the runs where several continue one "
-        "stage-1 model). Paper: Table 2 of Zhmoginov et al. (ImageNet 64x64, 32x32 tokens of 512 codes, SimCLRv2 "
+        f"{paper_table.OURS} Paper: Table 2 of Zhmoginov et al. (ImageNet 64x64, 32x32 tokens of 512 codes, SimCLRv2 "
         "task vectors, 24-layer source; statistical error ~0.001 for M~_s, ~0.002 for P_s). The s = 1 cell of P_s "
         "is the co-trained source (mean over all P_s runs, every width and seed).",
     ]
