@@ -50,6 +50,7 @@ from experiments.orchestration.plan import (
     derive_sweep_id,
     parse_sources,
     plan_stage,
+    seed_subset,
 )
 from experiments.orchestration.ray_tune import (
     StageInterrupted,
@@ -91,22 +92,34 @@ def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, 
         return {}
     scale = str(cfg.budget.name)
     stages = active_stages(cfg.experiment)
+    subset = seed_subset(cfg.experiment)
     starts, earlier = [], set()  # the source sweep's cells that a cell starts from
+    seeds: dict[str, set[int]] = {}  # with a seed subset: the seeds of each that this sweep's cells continue
     for stage in stages.values():
         for cell in stage.cells.values():
             start = cell.init_from or stage.init_from
-            if start is not None and start not in earlier and start not in starts:
-                starts.append(start)
+            if start is not None and start not in earlier:
+                starts += [start] if start not in starts else []
+                if subset is not None:
+                    seeds.setdefault(start, set()).update(s for s in cell.seed_list if s in subset)
         earlier |= set(stage.cells)
-    needed = [*starts, *(v for v in (cfg.experiment.get("reference") or {}).values() if v not in starts)]
-    found = find_sweep(tracking_cfg.uri, tracking_cfg.experiment, scale, sources.experiment, cells=needed)
+    references = [v for v in (cfg.experiment.get("reference") or {}).values() if v not in starts]
+    needed = [*starts, *references]
+    if subset is not None:
+        # A declared partial sweep continues the same seeds of its source (seed i from seed i, never i mod n)
+        # and is compared with the same seeds of the reference: the source sweep must hold them all.
+        seeds.update({cell: set(subset) for cell in references})
+    found = find_sweep(tracking_cfg.uri, tracking_cfg.experiment, scale, sources.experiment, cells=needed,
+                       seeds=seeds)
     if found is None:
+        which = f" and seeds {list(subset)}" if subset is not None else ""
         raise ConfigError(
             f"experiment {cfg.experiment.name} starts from the {sources.stage} models of a finished "
-            f"{sources.experiment} sweep at scale {scale} with finished runs of cells {needed}, and there is "
-            f"none in {tracking_cfg.uri} (experiment {tracking_cfg.experiment}); run "
+            f"{sources.experiment} sweep at scale {scale} with finished runs of cells {needed}{which}, and there "
+            f"is none in {tracking_cfg.uri} (experiment {tracking_cfg.experiment}); run "
             f"`nox -s reproduce_{sources.experiment} -- scale={scale}` first (with the same tracking/paths "
-            "overrides), or a sweep of only those cells (see the README's \"Some cells of an experiment\")"
+            "overrides and seed subset), or a sweep of only those cells (see the README's \"Some cells of an "
+            "experiment\")"
         )
     source_id = found.data.tags["sweep_id"]
     uris: dict[str, dict[int, str]] = {start: stage_run_uris(tracking_cfg, source_id, start) for start in starts}

@@ -159,7 +159,7 @@ def newest_sweep(params: NotebookParams, artefact: str):
 
 # The reports that render from evidence files alone; the others need what
 # ``experiments.reporting.evidence`` does not hold yet, so they read the store.
-FROM_EVIDENCE = ("table1", "figure4", "split_study")
+FROM_EVIDENCE = ("table1", "figure4", "split_study", "specialisation", "ablations")
 
 
 def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:
@@ -227,9 +227,21 @@ def sweep_and_trials(params: NotebookParams, artefact: str, per_image: bool = Fa
 
 def reference_trials(params: NotebookParams, sweep_run, cells: Sequence[str]) -> pd.DataFrame:
     """The finished trials of ``cells`` in the sweep this one started from (its ``source_sweep`` tag: the
-    Table 1 sweep of an ablation or a specialisation study), with their per-image losses."""
-    reference = load_trials(params.tracking_uri, params.experiment, sweep_run.data.tags["source_sweep"])
-    return attach_per_image(reference[reference.cell.isin(list(cells))], params.tracking_uri)
+    Table 1 sweep of an ablation or a specialisation study), with their per-image losses. A report read from
+    evidence reads them from the committed evidence of those sweeps, merged: each partial sweep
+    (``experiment.seed_subset``) names the partial Table 1 sweep of its own seeds."""
+    evidence = evidence_of(sweep_run)
+    if evidence is None:
+        reference = load_trials(params.tracking_uri, params.experiment, sweep_run.data.tags["source_sweep"])
+        return attach_per_image(reference[reference.cell.isin(list(cells))], params.tracking_uri)
+    sources = list(dict.fromkeys(sweep["tags"].get("source_sweep", "?") for sweep in evidence.sweeps))
+    paths = [params.evidence_dir / f"{sweep_id}.parquet" for sweep_id in sources]
+    if missing := [str(path) for path in paths if not path.is_file()]:
+        raise MissingRuns(f"the evidence of {', '.join(evidence.sweep_ids)} started from sweeps {', '.join(sources)}, "
+                          f"whose evidence is not committed ({', '.join(missing)}); commit it, or render from the "
+                          "store (PROJECTABLE_REPORT_SOURCE=store)")
+    reference = trials_of(merge_evidence([load_evidence(path) for path in paths]), per_image=True)
+    return reference[reference.cell.isin(list(cells))].reset_index(drop=True)
 
 
 def evidence_of(sweep_run) -> Evidence | None:

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -88,10 +88,13 @@ def finished_runs_of_cell(tracking_cfg, sweep_id: str, cell: str) -> dict[int, d
     return {seed: dict(run.data.params) for seed, run in finished_runs(tracking_cfg, sweep_id, cell).items()}
 
 
-def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "table1", cells=()):
+def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "table1", cells=(),
+               seeds: Mapping[str, Iterable[int]] | None = None):
     """The newest FINISHED sweep run of ``name`` at ``scale`` that has a FINISHED run of every cell in ``cells``
     (None if there is none). A sweep made with some of its experiment's cells (Hydra's ``~`` deletes the
-    others) then never shadows an older complete one for a reader that needs the cells it lacks."""
+    others) then never shadows an older complete one for a reader that needs the cells it lacks. ``seeds``
+    (cell -> seeds) asks for FINISHED runs of those seeds too: a partial sweep of other seeds
+    (``experiment.seed_subset``) is skipped."""
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -102,19 +105,21 @@ def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "tabl
         f"tags.role = 'sweep' and tags.scale = '{scale}' and tags.experiment = '{name}' "
         "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
-        max_results=1 if not cells else 1000,
+        max_results=1 if not (cells or seeds) else 1000,
     )
+    wanted = {(cell, int(seed)) for cell, cell_seeds in (seeds or {}).items() for seed in cell_seeds}
     for run in runs:
-        if not cells or set(cells) <= finished_cells(client, exp_id, run.data.tags["sweep_id"]):
+        have = finished_cell_seeds(client, exp_id, run.data.tags["sweep_id"])
+        if set(cells) <= {cell for cell, _ in have} and wanted <= have:
             return run
     return None
 
 
-def finished_cells(client, exp_id: str, sweep_id: str) -> set[str]:
-    """The cells of a sweep with at least one FINISHED trial run."""
+def finished_cell_seeds(client, exp_id: str, sweep_id: str) -> set[tuple[str, int]]:
+    """(cell, seed) of every FINISHED trial run of a sweep."""
     trials = client.search_runs([exp_id], f"tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'",
                                 max_results=10000)
-    return {run.data.tags["cell"] for run in trials if "cell" in run.data.tags}
+    return {(run.data.tags["cell"], int(run.data.tags.get("seed", 0))) for run in trials if "cell" in run.data.tags}
 
 
 # ------------------------------------------------------------------------------------------------

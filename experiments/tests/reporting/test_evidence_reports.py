@@ -72,3 +72,33 @@ def test_reports_without_evidence_say_what_makes_their_runs(tmp_path):
     with pytest.raises(toolkit.MissingRuns, match="nor an evidence file"):
         toolkit.check_runs(other, "table1")
     assert not (tmp_path / "none").exists()
+
+
+def test_a_study_read_from_evidence_reads_its_table1_cells_from_the_evidence_of_its_source_sweeps(tmp_path):
+    """An ablation or specialisation sweep read from evidence: its reference cells come from the committed
+    evidence of the Table 1 sweeps its parts started from (``source_sweep``), with per-image losses, the same
+    trials the Table 1 report reads; a source whose evidence is not committed is named, never guessed."""
+    from types import SimpleNamespace
+
+    from experiments.tracking.evidence import load_evidence, trials_of
+
+    shutil.copytree(SMOKE / "evidence", tmp_path / "smoke" / "evidence")
+    params = toolkit.notebook_params({"PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_REPORTS": str(tmp_path),
+                                      "PROJECTABLE_REPORT_TRACKING_URI": f"sqlite:///{tmp_path}/none/mlflow.db"},
+                                     quiet=True)
+    (table1_file,) = sorted((tmp_path / "smoke" / "evidence").glob("table1-*.parquet"))
+    table1 = load_evidence(table1_file)
+
+    def study(*sources):
+        sweeps = [{"tags": {"sweep_id": f"ablations-smoke-{i}", "source_sweep": source}} for i, source in
+                  enumerate(sources)]
+        return SimpleNamespace(evidence=table1._replace(sweeps=sweeps))
+
+    reference = toolkit.reference_trials(params, study(table1.sweep_ids[0]), ["P8", "Mc8m"])
+    expected = trials_of(table1, per_image=True)
+    expected = expected[expected.cell.isin(["P8", "Mc8m"])]
+    assert sorted(reference.run_id) == sorted(expected.run_id) and len(reference) > 0
+    assert all(isinstance(losses, dict) and losses for losses in reference.per_image)
+    with pytest.raises(toolkit.MissingRuns, match=r"table1-smoke-gone\.parquet"):
+        toolkit.reference_trials(params, study(table1.sweep_ids[0], "table1-smoke-gone"), ["P8"])
+    assert not (tmp_path / "none").exists()

@@ -11,15 +11,17 @@ from experiments.tracking.sweeps import find_sweep
 
 
 def make_sweep(client: MlflowClient, exp_id: str, sweep_id: str, start: int, cells: dict[str, str],
-               status: str = "FINISHED") -> str:
-    """A sweep's parent run started at ``start`` (ms) and one trial run per cell, ending with its status."""
+               status: str = "FINISHED", seeds=(0,)) -> str:
+    """A sweep's parent run started at ``start`` (ms) and one trial run per cell and seed, ending with the
+    cell's status."""
     tags = {"role": "sweep", "sweep_id": sweep_id, "scale": "cpu", "experiment": "table1"}
     parent = client.create_run(exp_id, start_time=start, tags=tags, run_name=f"sweep {sweep_id}").info.run_id
     client.set_terminated(parent, status, end_time=start + 10)
     for i, (cell, trial_status) in enumerate(cells.items()):
-        trial = client.create_run(exp_id, start_time=start + i + 1,
-                                  tags={"sweep_id": sweep_id, "cell": cell, "seed": "0", "role": "trial"})
-        client.set_terminated(trial.info.run_id, trial_status, end_time=start + 9)
+        for seed in seeds:
+            trial = client.create_run(exp_id, start_time=start + i + 1,
+                                      tags={"sweep_id": sweep_id, "cell": cell, "seed": str(seed), "role": "trial"})
+            client.set_terminated(trial.info.run_id, trial_status, end_time=start + 9)
     return parent
 
 
@@ -47,3 +49,22 @@ def test_newest_finished_sweep_with_the_needed_cells(tmp_path):
     client.delete_run(complete)
     with pytest.raises(toolkit.MissingRuns, match=r"no finished complete table1 sweep \(cells M1, M2, .*control\)"):
         toolkit.newest_sweep(params, "table1")
+
+
+def test_a_partial_sweep_of_other_seeds_is_never_the_source_of_these_seeds(tmp_path):
+    """Part A (seeds 0, 1) then part B (seed 2) of one Table 1: a sweep continuing seeds 0 and 1 must start
+    from part A's, though part B is newer (else seed 0 would continue seed 2's M_1, another lineage)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("projectable", artifact_location=str(tmp_path / "artifacts"))
+    part_a = make_sweep(client, exp_id, "part-a", 1_000, {"M1": "FINISHED", "P8": "FINISHED"}, seeds=(0, 1))
+    part_b = make_sweep(client, exp_id, "part-b", 2_000, {"M1": "FINISHED", "P8": "FINISHED"}, seeds=(2,))
+
+    def found(seeds):
+        run = find_sweep(uri, "projectable", "cpu", "table1", cells=["M1"], seeds=seeds)
+        return None if run is None else run.info.run_id
+
+    assert found(None) == part_b  # no seeds asked: the newest, as before
+    assert found({"M1": [2]}) == part_b
+    assert found({"M1": [0, 1], "P8": [0, 1]}) == part_a
+    assert found({"M1": [0, 2]}) is None  # no one sweep holds both lineages
