@@ -182,6 +182,14 @@ def drive_sweep(cfg: DictConfig, sweep: SweepConfig, cluster: ClusterConfig, tra
     started_ray = False
     tick = time.time()
     status = "FAILED"
+
+    def trial_done(trial: str) -> None:
+        # the sweep's wall time so far, kept as each trial ends: a sitting killed outright (SIGKILL, a session's
+        # end) still counts up to its last finished trial when the same command resumes the sweep
+        client.log_metric(parent, "wall_time_s", previous + time.time() - tick)
+        if evidence is not None:
+            evidence.trial_done(trial)
+
     try:
         started_ray = start_ray(cluster)
         if cluster.address:  # a joined cluster's resources are known once joined
@@ -196,8 +204,7 @@ def drive_sweep(cfg: DictConfig, sweep: SweepConfig, cluster: ClusterConfig, tra
             specs = plan_stage(cfg, stage_name, stage, sweep_id, parent, init_uris)
             print(f"[{sweep_id}] {stage_name}: {len(specs)} trials, {stage.steps} steps each")
             if specs:
-                run_stage(specs, sweep, f"{sweep_id}-{stage_name}",
-                          on_trial_done=evidence.trial_done if evidence is not None else None)
+                run_stage(specs, sweep, f"{sweep_id}-{stage_name}", on_trial_done=trial_done)
             result.trials[stage_name] = [s["name"] for s in specs]
             for cell in stage.cells:
                 init_uris[cell] = stage_run_uris(tracking_cfg, sweep_id, cell)

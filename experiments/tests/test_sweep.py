@@ -54,6 +54,16 @@ def test_smoke_sweep_lands_finished_runs_with_metrics(smoke_sweep, store):
             assert run.data.params["train.steps"] == str(cfg.budget.stage2_steps)
 
 
+def test_the_sweeps_wall_time_is_kept_as_each_trial_ends(smoke_sweep, store):
+    """A sitting killed outright (SIGKILL) cannot log at its end: the wall time so far is logged as each
+    trial finishes, so that a resumed sweep adds to it rather than starting from 0."""
+    _, result = smoke_sweep
+    history = [m.value for m in MlflowClient(store.uri).get_metric_history(result.run_id, "wall_time_s")]
+    assert len(history) == TABLE1_TRIALS + 1  # one per finished trial, and the sweep's end
+    assert history == sorted(history) and history[0] > 0
+    assert history[-1] == pytest.approx(result.wall_time_s)
+
+
 def test_a_failed_trial_is_retried_from_its_checkpoint(smoke_sweep, store):
     _, result = smoke_sweep
     run_dir = store.root / "sweep_runs" / result.sweep_id / "M2-seed0"
