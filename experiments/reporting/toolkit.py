@@ -85,7 +85,7 @@ class NotebookParams(NamedTuple):
     cache: Path  # downloaded models and data caches of reports that evaluate models
     root: Path  # the repository
     source: str = "auto"  # where runs are read: store | evidence | auto (the store when it has them)
-    sweeps: tuple[str, ...] = ()  # evidence: the sweep ids to merge (default: every finished one of the experiment)
+    sweeps: tuple[str, ...] = ()  # the sweep ids to read (evidence: merged; store: the newest of them); default all
 
     @property
     def evidence_dir(self) -> Path:
@@ -136,17 +136,18 @@ def _store_exists(uri: str) -> bool:
     return not uri.startswith("sqlite:") or Path(uri.removeprefix("sqlite:///")).is_file()
 
 
-def store_sweep(tracking_uri: str, experiment: str, scale: str, artefact: str):
+def store_sweep(tracking_uri: str, experiment: str, scale: str, artefact: str, sweeps: Sequence[str] = ()):
     """The one way every artefact finds its sweep in a store: the newest finished sweep of the experiment
-    ``artefact`` reads (``ARTEFACTS``) at ``scale`` with every cell it needs, or ``MissingRuns`` naming the
-    command that makes it."""
+    ``artefact`` reads (``ARTEFACTS``) at ``scale`` with every cell it needs (one of ``sweeps`` where given,
+    ``PROJECTABLE_REPORT_SWEEPS``), or ``MissingRuns`` naming the command that makes it."""
     name = ARTEFACTS[artefact][0]
     cells = needed_cells(artefact)
     found = None
     if _store_exists(tracking_uri):
-        found = find_sweep(tracking_uri, experiment, scale, name, cells=cells)
+        found = find_sweep(tracking_uri, experiment, scale, name, cells=cells, sweep_ids=sweeps)
     if found is None:
         which = f"complete {name} sweep (cells {', '.join(cells)})" if cells else f"{name} sweep"
+        which += f" among {', '.join(sweeps)}" if sweeps else ""
         raise MissingRuns(f"{artefact}: no finished {which} at scale {scale} in {tracking_uri}; "
                           f"run `{make_command(artefact, scale)}` first")
     return found
@@ -154,7 +155,7 @@ def store_sweep(tracking_uri: str, experiment: str, scale: str, artefact: str):
 
 def newest_sweep(params: NotebookParams, artefact: str):
     """``store_sweep`` in the store the notebooks' parameters name."""
-    return store_sweep(params.tracking_uri, params.experiment, params.scale, artefact)
+    return store_sweep(params.tracking_uri, params.experiment, params.scale, artefact, params.sweeps)
 
 
 # The reports that render from evidence files alone; the others need what

@@ -68,3 +68,6 @@ def test_a_partial_sweep_of_other_seeds_is_never_the_source_of_these_seeds(tmp_p
     assert found({"M1": [2]}) == part_b
     assert found({"M1": [0, 1], "P8": [0, 1]}) == part_a
     assert found({"M1": [0, 2]}) is None  # no one sweep holds both lineages
+    picked = find_sweep(uri, "projectable", "cpu", "table1", sweep_ids=["part-a"])
+    assert picked.info.run_id == part_a  # PROJECTABLE_REPORT_SWEEPS: one named sweep, though not the newest
+    assert find_sweep(uri, "projectable", "cpu", "table1", sweep_ids=["part-c"]) is None
