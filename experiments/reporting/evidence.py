@@ -3,9 +3,8 @@ the results only the final weights can give, computed by the sweep's driver as e
 back in place of evaluating the saved models.
 
 ``EXTRAS[experiment]`` lists them per experiment. Covered: Figure 4's per-image losses over its t1 grid
-(Table 1's sweep). Not yet covered, so these reports still need the store: Figure 3's and the generators'
-sample tokens, Table 3's losses on a training draw, Table 2's and Table 4's data summary and Table 4's
-subsets, the ablations' reference sweep, the split study's selection set.
+(Table 1's sweep), Tables 2 and 4's data summary. Not yet covered, so these reports still need the store:
+Figure 3's and the generators' sample tokens, Table 3's losses on a training draw and Table 4's subsets.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from experiments.reporting import figure4, toolkit
-from experiments.tracking.evidence import Evidence, ExtraEvidence
+from experiments.tracking.evidence import DATA_SUMMARY, Evidence, ExtraEvidence
 
 FIGURE4_LOSSES = "figure4/t1"  # extra key: per-image losses over figure4.T1_GRID (model, t1, image, value)
 FIGURE4_EVALUATION = "figure4/evaluation"  # extra key: who evaluated them (detail: commit, machine, wall time)
@@ -50,7 +49,22 @@ def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     return pd.concat([rows, provenance], ignore_index=True)
 
 
-EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses]}
+def data_summary(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
+    """Tables 2 and 4's "Data" section: the summary of the sweep's data (the stand-in or ImageNet, the VQ-VAE's
+    reconstruction, the encoder; ``toolkit.sweep_data_summary`` from the store), one extra row per run (every
+    run of a sweep carries the same), so that the reports render without the store or the data caches."""
+    from experiments.tracking.store import MlflowClient
+
+    sweep_run = MlflowClient(tracking_uri).get_run(run.data.tags["mlflow.parentRunId"])
+    summary = toolkit.sweep_data_summary(tracking_uri, sweep_run)
+    if summary is None:
+        return pd.DataFrame()
+    return pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": DATA_SUMMARY,
+                          "detail": json.dumps(summary, sort_keys=True)}])
+
+
+EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses], "table2": [data_summary],
+                                          "table4": [data_summary]}
 
 
 class Figure4Evidence(NamedTuple):

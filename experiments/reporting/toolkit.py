@@ -9,6 +9,7 @@ files (``experiments.tracking.evidence``), never the trainer.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -25,6 +26,7 @@ from experiments.reporting.claims import Cell, Verdict, combine_runs, summarise
 from experiments.reporting.declared import baseline_sources, declared  # noqa: F401 (baseline_sources: re-export)
 from experiments.run.evaluate import val_key, width_key
 from experiments.tracking.evidence import (
+    DATA_SUMMARY,
     Evidence,
     histories_of,
     load_evidence,
@@ -160,7 +162,7 @@ def newest_sweep(params: NotebookParams, artefact: str):
 
 # The reports that render from evidence files alone; the others need what
 # ``experiments.reporting.evidence`` does not hold yet, so they read the store.
-FROM_EVIDENCE = ("table1", "figure4", "split_study", "specialisation", "ablations")
+FROM_EVIDENCE = ("table1", "figure4", "split_study", "specialisation", "ablations", "table2")
 
 
 def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:
@@ -483,7 +485,11 @@ def data_lines(summary: dict | None) -> list[str]:
 
 
 def sweep_data_summary(tracking_uri: str, sweep_run, cache_dir: str | None = None) -> dict | None:
-    """The data summary of a sweep's (base) data config, read from the cache its config names."""
+    """The data summary of a sweep's (base) data config, read from the cache its config names; for a sweep
+    read from evidence, the summary its runs carry (``reporting.evidence.data_summary``), None without one."""
+    if (evidence := evidence_of(sweep_run)) is not None:
+        details = evidence.extras.loc[evidence.extras.key == DATA_SUMMARY, "detail"]
+        return json.loads(details.iloc[0]) if len(details) else None
     import mlflow
     from omegaconf import OmegaConf
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from experiments.config import code_root
@@ -102,3 +103,39 @@ def test_a_study_read_from_evidence_reads_its_table1_cells_from_the_evidence_of_
     with pytest.raises(toolkit.MissingRuns, match=r"table1-smoke-gone\.parquet"):
         toolkit.reference_trials(params, study(table1.sweep_ids[0], "table1-smoke-gone"), ["P8"])
     assert not (tmp_path / "none").exists()
+
+
+def test_tables_2_and_4_read_their_data_summary_from_the_evidence(tmp_path, monkeypatch):
+    """The data section of Tables 2 and 4 (stand-in or ImageNet, the VQ-VAE's reconstruction, the encoder):
+    each finished run's extra records carry the sweep's summary, and a report read from evidence takes it from
+    there, never from a store or a data cache."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from experiments.reporting import evidence as report_evidence
+    from experiments.tracking.evidence import DATA_SUMMARY, load_evidence
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("projectable", artifact_location=str(tmp_path / "artifacts"))
+    sweep = client.create_run(exp_id, tags={"role": "sweep", "sweep_id": "table2-smoke-0"}).info.run_id
+    summary = {"images": "standin", "stand_in": True, "vqvae_val_psnr": 23.5, "encoder": "simclr"}
+    asked = []
+
+    def from_store(tracking_uri, sweep_run, cache_dir=None):
+        asked.append(sweep_run.info.run_id)
+        return summary
+
+    monkeypatch.setattr(report_evidence.toolkit, "sweep_data_summary", from_store)
+    run = SimpleNamespace(info=SimpleNamespace(run_id="trial-1"), data=SimpleNamespace(tags={"mlflow.parentRunId": sweep}))
+    rows = report_evidence.data_summary(uri, run, tmp_path)
+    assert asked == [sweep] and list(rows.key) == [DATA_SUMMARY] and list(rows.run_id) == ["trial-1"]
+    monkeypatch.undo()
+
+    (table1_file,) = sorted((SMOKE / "evidence").glob("table1-*.parquet"))
+    evidence = load_evidence(table1_file)
+    stand_in = SimpleNamespace(evidence=evidence)
+    assert toolkit.sweep_data_summary("sqlite:///nowhere.db", stand_in) is None  # Table 1 carries none
+    with_summary = evidence._replace(extras=pd.concat([evidence.extras, rows], ignore_index=True))
+    assert toolkit.sweep_data_summary("sqlite:///nowhere.db", SimpleNamespace(evidence=with_summary)) == summary
