@@ -2,9 +2,9 @@
 the results only the final weights can give, computed by the sweep's driver as each run finishes, and read
 back in place of evaluating the saved models.
 
-``EXTRAS[experiment]`` lists them per experiment. Covered: Figure 4's per-image losses over its t1 grid
-(Table 1's sweep), Tables 2 and 4's data summary. Not yet covered, so these reports still need the store:
-Figure 3's and the generators' sample tokens, Table 3's losses on a training draw and Table 4's subsets.
+``EXTRAS[experiment]`` lists them per experiment. Covered: Figure 4's per-image losses over its t1 grid and
+Figure 3's sample tokens (Table 1's sweep), Tables 2 and 4's data summary. Not yet covered, so these reports
+still need the store: the generators' sample tokens, Table 3's losses on a training draw and Table 4's subsets.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.reporting import figure4, toolkit
+from experiments.reporting import figure3, figure4, toolkit
 from experiments.tracking.evidence import DATA_SUMMARY, Evidence, ExtraEvidence
 
 FIGURE4_LOSSES = "figure4/t1"  # extra key: per-image losses over figure4.T1_GRID (model, t1, image, value)
 FIGURE4_EVALUATION = "figure4/evaluation"  # extra key: who evaluated them (detail: commit, machine, wall time)
+FIGURE3_SAMPLES = "figure3/samples"  # extra key: a seed-0 sample per task vector (image: its index; detail: tokens)
+FIGURE3_EVALUATION = "figure3/evaluation"  # extra key: who drew them (detail: commit, machine, wall time, seed)
 
 
 def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
@@ -49,6 +51,87 @@ def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     return pd.concat([rows, provenance], ignore_index=True)
 
 
+def figure3_samples(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
+    """Figure 3's row of one finished Table 1 run of a cell it may draw (``figure3.figure_cells``), seed
+    ``figure3.SEED`` only: one sample per task vector of the figure (``figure3.model_samples``), as extra
+    evidence rows (image: the task vector's index; detail: the sample's tokens as JSON)."""
+    import torch
+    from projectable import scale_name
+
+    from experiments.run.saved import data_of, load_model
+    from experiments.tracking.sweeps import download_run
+
+    cell, models = run.data.tags.get("cell"), figure3.figure_cells()
+    if cell not in models or int(run.data.tags.get("seed", 0)) != figure3.SEED:
+        return pd.DataFrame()
+    tick = time.time()
+    family, s = models[cell]
+    saved = download_run(tracking_uri, run.info.run_id, Path(cache) / "models")
+    data = data_of(saved.config, Path(cache) / "data")
+    tasks = torch.from_numpy(data.validation_items().task[: figure3.NUM_TASKS])
+    tokens = figure3.model_samples(load_model(saved).to("cpu"), family, s, tasks)  # as the store path: on the CPU
+    rows = pd.DataFrame({"record": "extra", "run_id": run.info.run_id, "key": FIGURE3_SAMPLES,
+                         "model": f"{family}_{scale_name(s)}", "image": range(len(tokens)),
+                         "detail": [json.dumps(sample.tolist()) for sample in tokens]})
+    evaluation = toolkit.evaluation_provenance(tick, seed=figure3.SEED)
+    provenance = pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": FIGURE3_EVALUATION,
+                                "detail": json.dumps(evaluation, sort_keys=True)}])
+    return pd.concat([rows, provenance], ignore_index=True)
+
+
+class Figure3Evidence(NamedTuple):
+    rows: list  # figure3.SampleRow of each model drawn, in the figure's order
+    evaluation: dict  # who drew the samples: commit, machine, wall time, seed
+    baselines: str  # 'matched' when M~_s is read from its step-matched continuation
+
+
+def figure3_rows(evidence: Evidence, trials: pd.DataFrame) -> Figure3Evidence:
+    """Figure 3's sample rows from the evidence the sweep's driver wrote: seed ``figure3.SEED`` of the cells
+    the figure reads (M~_s from its step-matched continuation wherever ``trials`` hold it, as from the store)."""
+    import torch
+
+    read = figure3.cells_read(trials)
+    runs = evidence.runs[evidence.runs.cell.isin(list(read.cells)) & (evidence.runs.seed == figure3.SEED)]
+    extras = evidence.extras[evidence.extras.run_id.isin(runs.run_id)]
+    samples = extras[extras.key == FIGURE3_SAMPLES]
+    lacking = sorted(set(runs.cell) - set(runs.cell[runs.run_id.isin(samples.run_id)])) or (
+        [] if len(runs) else sorted(read.cells))
+    if lacking:
+        raise toolkit.MissingRuns(f"figure3: the evidence of {', '.join(evidence.sweep_ids)} holds no Figure 3 "
+                                  f"samples of seed {figure3.SEED} of cells {', '.join(lacking)}; write it again from "
+                                  "the store with `python -m experiments.reporting backfill <sweep id>`")
+    models, cell_of = figure3.figure_cells(), runs.set_index("run_id").cell
+    rows = {models[cell_of[run_id]]: torch.tensor([json.loads(d) for d in group.sort_values("image").detail])
+            for run_id, group in samples.groupby("run_id")}
+    details = [json.loads(d) for d in extras.loc[extras.key == FIGURE3_EVALUATION, "detail"]]
+    joined = lambda field: " + ".join(dict.fromkeys(str(d[field]) for d in details)) or "?"
+    evaluation = {"commit": joined("commit"), "machine": joined("machine"), "seed": figure3.SEED,
+                  "wall_time_s": sum(d["wall_time_s"] for d in details)}
+    return Figure3Evidence(figure3.ordered_rows(rows), evaluation, read.baselines)
+
+
+def figure3_data(params: toolkit.NotebookParams, sweep_run):
+    """The dataset the figure's runs saw, rebuilt from this checkout's config of the scale (the evidence holds
+    no data): refused, naming the keys, where the sweep's data params differ from it."""
+    from omegaconf import OmegaConf
+    from projectable_data import resolve_mnist_root
+
+    from experiments.config import build_section, compose, effective_config
+    from experiments.run.datasets import build_data, data_config_class
+
+    cfg = compose(["experiment=table1", f"scale={params.scale}"])
+    ours = {k: v for k, v in effective_config(cfg, sweep=True).items() if k.startswith("data.")}
+    theirs = {k: v for k, v in sweep_run.data.params.items() if k.startswith("data.")}
+    if ours != theirs:
+        differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        raise toolkit.MissingRuns(f"figure3: the sweep's data config differs from this checkout's scale "
+                                  f"{params.scale} in {differ}; render Figure 3 from the store "
+                                  "(PROJECTABLE_REPORT_SOURCE=store)")
+    if cfg.data.get("mnist_root", "") is None:
+        OmegaConf.update(cfg, "data.mnist_root", str(resolve_mnist_root()))
+    return build_data(build_section(data_config_class(cfg.data), cfg.data, "data"), Path(params.cache) / "data")
+
+
 def data_summary(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     """Tables 2 and 4's "Data" section: the summary of the sweep's data (the stand-in or ImageNet, the VQ-VAE's
     reconstruction, the encoder; ``toolkit.sweep_data_summary`` from the store), one extra row per run (every
@@ -63,7 +146,7 @@ def data_summary(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
                           "detail": json.dumps(summary, sort_keys=True)}])
 
 
-EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses], "table2": [data_summary],
+EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses, figure3_samples], "table2": [data_summary],
                                           "table4": [data_summary]}
 
 

@@ -16,10 +16,12 @@ from PIL import Image
 from projectable import GPT, ProjectableGPT, sample
 
 from experiments.reporting import toolkit
+from experiments.reporting.declared import declared
 from experiments.reporting.toolkit import Provenance, scale_label
 
 UPSCALE, GAP = 4, 2  # the data package's figure3 layout, so that columns line up
 NUM_TASKS = 8  # columns: the first validation task vectors
+SEED = 0  # the seed of the runs drawn, and of each row's own sampling generator
 # Table 1 columns sampled (seed 0 of each single-width cell below s = 1, ``reporting.declared``): P_s of the
 # single-size projected runs and the conditional M~_s (read from its step-matched continuation where the sweep
 # has one).
@@ -45,6 +47,23 @@ def conditional_samples(model: GPT, tasks: torch.Tensor, generator: torch.Genera
                         temperature: float = 1.0) -> torch.Tensor:
     """Sample i from M~_s given task vector i: tasks (N, 18) -> (N, T)."""
     return sample(model, len(tasks), task=tasks, temperature=temperature, generator=generator)
+
+
+def row_label(family: str, s: float) -> str:
+    """A sample row's label: ``P_1/2(t)`` (generated for t) or ``M~_1/2 | t`` (given t)."""
+    return f"{family}_{scale_label(s)}(t)" if family == "P" else f"{family}_{scale_label(s)} | t"
+
+
+@torch.no_grad()
+def model_samples(model: ProjectableGPT | GPT, family: str, s: float, tasks: torch.Tensor, seed: int = SEED,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """One model's row: sample i for task vector i, from a generator of its own seeded with ``seed``, so that a
+    row depends on its model alone (the sweep's driver draws it into the evidence as each run finishes,
+    ``reporting.evidence.figure3_samples``; from the store the same row is drawn again)."""
+    generator = torch.Generator().manual_seed(seed)
+    if family == "P":
+        return projected_samples(model, s, tasks, generator, temperature)
+    return conditional_samples(model, tasks, generator, temperature)
 
 
 def _tiles(images: torch.Tensor, size: int) -> list[Image.Image]:
@@ -108,14 +127,17 @@ def compose_figure(data, tasks: torch.Tensor, digit_indices: Sequence[int], rows
 
 
 def sample_rows(projected: Mapping[float, ProjectableGPT], conditional: Mapping[float, GPT], tasks: torch.Tensor,
-                seed: int = 0, temperature: float = 1.0) -> list[SampleRow]:
+                seed: int = SEED, temperature: float = 1.0) -> list[SampleRow]:
     """P_s(t) rows (largest s first), then M~_s rows, all for the same task vectors (N, 18)."""
-    generator = torch.Generator().manual_seed(seed)
-    rows = [SampleRow(f"P_{scale_label(s)}(t)", projected_samples(model, s, tasks, generator, temperature))
-            for s, model in sorted(projected.items(), reverse=True)]
-    rows += [SampleRow(f"M~_{scale_label(s)} | t", conditional_samples(model, tasks, generator, temperature))
-             for s, model in sorted(conditional.items(), reverse=True)]
-    return rows
+    return [SampleRow(row_label(family, s), model_samples(model, family, s, tasks, seed, temperature))
+            for family, models in (("P", projected), ("M~", conditional))
+            for s, model in sorted(models.items(), reverse=True)]
+
+
+def ordered_rows(rows: Mapping[tuple[str, float], torch.Tensor]) -> list[SampleRow]:
+    """(family, s) -> tokens as ``sample_rows`` orders them: P_s(t) largest s first, then M~_s."""
+    order = sorted(rows, key=lambda key: (key[0] != "P", -key[1]))
+    return [SampleRow(row_label(family, s), rows[family, s]) for family, s in order]
 
 
 class Figure3Models(NamedTuple):
@@ -126,16 +148,27 @@ class Figure3Models(NamedTuple):
     baselines: str = "stage1"  # 'matched': M~_s is the step-matched continuation (toolkit.matched_cells)
 
 
+def figure_cells() -> dict[str, tuple[str, float]]:
+    """Cell -> (family, s) of every Table 1 cell the figure may draw (the stage-1 cells and their step-matched
+    continuations; ``cells_read`` picks which)."""
+    return declared("table1").models(COLUMNS)
+
+
+def cells_read(trials) -> toolkit.CellsRead:
+    """The cells drawn: Table 1's P_s and M~_s, M~_s from its step-matched continuation wherever ``trials``
+    hold finished runs of it (``toolkit.matched_cells``)."""
+    declaration = declared("table1")
+    first = [cell for cell in figure_cells() if not declaration.cells[cell].continues]
+    return toolkit.matched_cells(trials, first, declaration.matched)
+
+
 def load_table1_models(trials, tracking_uri: str, cache_dir: str | Path) -> Figure3Models:
     """Seed 0 of Table 1's P_1/2, P_1/4, P_1/8 and M~_1/2, M~_1/4, M~_1/8 (step-matched where the sweep has
     them), from MLflow."""
-    from experiments.reporting.declared import declared
-
     declaration = declared("table1")
-    models = declaration.models(COLUMNS)
-    first = [cell for cell in models if not declaration.cells[cell].continues]
-    read = toolkit.matched_cells(trials, first, declaration.matched)
-    saved = toolkit.load_saved_models(trials, list(read.cells), tracking_uri, cache_dir, seed=0, device="cpu")
+    models = figure_cells()
+    read = cells_read(trials)
+    saved = toolkit.load_saved_models(trials, list(read.cells), tracking_uri, cache_dir, seed=SEED, device="cpu")
     by_cell = {read.cells[c]: m for c, m in zip(saved.runs.cell, saved.models)}
     projected = {models[c][1]: m for c, m in by_cell.items() if declaration.cells[c].kind == "projected"}
     conditional = {models[c][1]: m for c, m in by_cell.items() if declaration.cells[c].kind == "conditional"}
@@ -161,7 +194,7 @@ def write_markdown(out_dir: str | Path, prov: Provenance, rows: Sequence[SampleR
         "Models: seed 0 of each cell of Table 1's sweep; M~_s is "
         + ("the step-matched continuation (as many optimizer steps as P_s's source)" if baselines == "matched"
            else "stage 1's run (fewer optimizer steps than P_s's source; the sweep has no step-matched one)")
-        + f". Sampling: temperature 1, generator seed {evaluation['seed']}.",
+        + f". Sampling: temperature 1; each row from a generator of its own seeded with {evaluation['seed']}.",
         "",
         *toolkit.provenance_lines(prov, evaluation=evaluation),
     ]

@@ -162,7 +162,7 @@ def newest_sweep(params: NotebookParams, artefact: str):
 
 # The reports that render from evidence files alone; the others need what
 # ``experiments.reporting.evidence`` does not hold yet, so they read the store.
-FROM_EVIDENCE = ("table1", "figure4", "split_study", "specialisation", "ablations", "table2")
+FROM_EVIDENCE = ("table1", "figure3", "figure4", "split_study", "specialisation", "ablations", "table2")
 
 
 def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from experiments.config import compose, project_root
@@ -103,6 +104,26 @@ def test_report_notebook_writes_table1_from_the_sweep(smoke_sweep, store, tmp_pa
     assert {"reports/smoke/table1.md", "reports/smoke/table1.csv", "reports/smoke/table1.png"} <= logged
     csv = (tmp_path / "reports" / "smoke" / "table1.csv").read_text()
     assert csv.count("\n") == 18  # header + 16 cells + control
+
+
+def test_figure3_from_the_evidence_draws_the_samples_the_stored_weights_draw(smoke_sweep, store, tmp_path):
+    """The rows the sweep's driver sampled into the evidence as each run finished are, token for token, the
+    rows the figure samples again from the stored final weights."""
+    from experiments.reporting import evidence as report_evidence
+    from experiments.reporting import figure3
+    from experiments.tracking.evidence import evidence_path, load_evidence
+
+    sweep_id = smoke_sweep[1].sweep_id
+    trials = load_trials(store.uri, "projectable", sweep_id)
+    models = figure3.load_table1_models(trials, store.uri, tmp_path / "cache")
+    tasks = torch.from_numpy(models.data.validation_items().task[: figure3.NUM_TASKS])
+    stored = figure3.sample_rows(models.projected, models.conditional, tasks)
+    drawn = report_evidence.figure3_rows(load_evidence(evidence_path(store.root / "reports", "smoke", sweep_id)), trials)
+    assert [row.label for row in drawn.rows] == [row.label for row in stored] == [
+        "P_1/2(t)", "P_1/4(t)", "P_1/8(t)", "M~_1/2 | t", "M~_1/4 | t", "M~_1/8 | t"]
+    for ours, theirs in zip(drawn.rows, stored):
+        assert torch.equal(ours.tokens, theirs.tokens), ours.label
+    assert drawn.baselines == models.baselines == "matched" and drawn.evaluation["seed"] == figure3.SEED
 
 
 def test_report_cells_combine_the_three_projected_sources(smoke_sweep, store):

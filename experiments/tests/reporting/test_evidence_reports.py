@@ -36,7 +36,7 @@ def without_written_at(text: str) -> list[str]:
 def rendered(tmp_path_factory) -> Path:
     reports = tmp_path_factory.mktemp("reports")
     shutil.copytree(SMOKE / "evidence", reports / "smoke" / "evidence")
-    for name in ("table1", "figure4"):
+    for name in ("table1", "figure4", "figure3"):
         done = render(name, reports)
         assert done.returncode == 0, done.stderr[-3000:]
     assert not (reports / "no-store").exists()  # nothing looked for a store, nothing created one
@@ -48,7 +48,7 @@ def test_the_csv_is_the_committed_one(rendered, name):
     assert (rendered / f"{name}.csv").read_text() == (SMOKE / f"{name}.csv").read_text()
 
 
-@pytest.mark.parametrize("name", ["table1", "figure4"])
+@pytest.mark.parametrize("name", ["table1", "figure4", "figure3"])
 def test_the_markdown_is_the_committed_one_but_for_who_wrote_it(rendered, name):
     mine, committed = (rendered / f"{name}.md").read_text(), (SMOKE / f"{name}.md").read_text()
     assert sum(WRITTEN_AT in line for line in committed.splitlines()) == 1
@@ -61,9 +61,10 @@ def test_reports_without_evidence_say_what_makes_their_runs(tmp_path):
                                       "PROJECTABLE_REPORT_TRACKING_URI": f"sqlite:///{tmp_path}/none/mlflow.db"},
                                      quiet=True)
     assert toolkit.check_runs(params, "table1") == "evidence"
-    with pytest.raises(toolkit.MissingRuns, match=r"figure3: no finished complete table1 sweep .* run `nox -s "
-                                                   r"reproduce_table1 -- scale=smoke` first"):
-        toolkit.check_runs(params, "figure3")  # needs the weights: the store only
+    assert toolkit.check_runs(params, "figure3") == "evidence"  # its samples ride in the evidence
+    with pytest.raises(toolkit.MissingRuns, match=r"table3: no finished table3 sweep .* run `nox -s "
+                                                   r"reproduce_table3 -- scale=smoke` first"):
+        toolkit.check_runs(params, "table3")  # needs a training draw of the weights: the store only
     with pytest.raises(toolkit.MissingRuns, match="nor an evidence file of one"):
         toolkit.check_runs(params, "split_study")
     only_store = params._replace(source="store")
