@@ -146,6 +146,10 @@ def data_summary(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
                           "detail": json.dumps(summary, sort_keys=True)}])
 
 
+figure4_losses.keys = (FIGURE4_LOSSES, FIGURE4_EVALUATION)
+figure3_samples.keys = (FIGURE3_SAMPLES, FIGURE3_EVALUATION)
+data_summary.keys = (DATA_SUMMARY,)
+
 EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses, figure3_samples], "table2": [data_summary],
                                           "table4": [data_summary]}
 

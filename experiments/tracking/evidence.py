@@ -381,7 +381,8 @@ DATA_SUMMARY = "data/summary"  # extra key: the sweep's data summary (detail: JS
 
 # extra evidence a report computes from a finished run's final weights: (tracking uri, MLflow run, cache
 # folder for downloaded weights and data) -> rows of record 'extra' (none for runs it does not need);
-# declared per experiment by the reports (``experiments.reporting.evidence.EXTRAS``)
+# declared per experiment by the reports (``experiments.reporting.evidence.EXTRAS``), each with the record
+# keys it writes as its ``keys`` attribute (``add_missing_extras``)
 ExtraEvidence = Callable[[str, object, Path], pd.DataFrame]
 
 
@@ -441,6 +442,29 @@ class EvidenceWriter:
         written = set(load_evidence(self.path).runs.run_id) if self.path.is_file() else set()
         self._append(client, [run for run in self._finished_trials(client, exp_id) if run.info.run_id not in written])
         return write_rows(self.path, sweep_record(self._sweep_run(client, exp_id)), replace_sweep=True)
+
+
+def add_missing_extras(tracking_uri: str, path: str | Path, cache: str | Path,
+                       extras: Sequence[ExtraEvidence]) -> list[str]:
+    """Append to the evidence file at ``path`` the extra records its runs lack, from the store that still holds
+    their weights: each extra (its ``keys`` attribute names the record keys it writes) runs on every run of the
+    file that has none of those keys, e.g. an extra a report added after the sweep ran. The rest of the file
+    is left as it is. Returns the keys written."""
+    from experiments.tracking.store import MlflowClient
+
+    evidence = load_evidence(path)
+    have = set(zip(evidence.extras.run_id, evidence.extras.key))
+    client, frames = MlflowClient(tracking_uri), []
+    for run_id in evidence.runs.run_id[evidence.runs.status == "FINISHED"]:
+        todo = [extra for extra in extras if not any((run_id, key) in have for key in getattr(extra, "keys", ()))]
+        if todo:
+            run = client.get_run(run_id)
+            frames += [extra(tracking_uri, run, Path(cache)) for extra in todo]
+    rows = pd.concat([frame for frame in frames if not frame.empty], ignore_index=True) if any(
+        not frame.empty for frame in frames) else pd.DataFrame()
+    if not rows.empty:
+        write_rows(path, rows)
+    return sorted(set(rows.key)) if not rows.empty else []
 
 
 def backfill(tracking_uri: str, experiment: str, sweep_id: str, reports_dir: str | Path, cache: str | Path,

@@ -194,3 +194,27 @@ def test_pre_schema_metric_names_are_renamed_where_stores_are_read():
     assert legacy_keys("val/all/s1/nats_per_token", 1.0) == ["val/all/model/nats", "val/all/source/nats"]
     assert legacy_keys("val/all/s1_4/nats_per_token_se", 1.0) == ["val/all/P1_4/nats_se"]
     assert legacy_keys("train/s1/nats_per_token", 1.0) == []
+
+
+def test_extras_added_after_the_sweep_ran_are_appended_once_and_leave_the_rest_as_it_was(tmp_path):
+    uri, _, runs = make_store(tmp_path)
+    path = write(tmp_path, uri)
+    before = ev.load_evidence(path)
+    called = []
+
+    def p_only(tracking_uri, run, cache):  # an extra written for the projected run only
+        called.append(run.info.run_id)
+        if run.data.tags["cell"] != "P2":
+            return pd.DataFrame()
+        return pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": "new/thing", "detail": "{}"}])
+
+    p_only.keys = ("new/thing",)
+    assert ev.add_missing_extras(uri, path, tmp_path / "cache", [p_only]) == ["new/thing"]
+    after = ev.load_evidence(path)
+    assert list(after.extras.run_id) == [runs["P2"]] and sorted(called) == sorted(runs.values())
+    for field in ("runs", "metrics", "curves", "images"):
+        pd.testing.assert_frame_equal(getattr(after, field), getattr(before, field))
+    assert after.sweeps == before.sweeps
+    called.clear()
+    assert ev.add_missing_extras(uri, path, tmp_path / "cache", [p_only]) == []  # P2 has it now
+    assert called == [runs["M1"]] and len(ev.load_evidence(path).extras) == 1
