@@ -41,8 +41,6 @@ from common import (
 )
 from projectable import GPT, GPTConfig, ProjectableGPT, ProjectorConfig, scale_name
 from projectable.generators import GENERATORS, generator_class, generator_params, match_budget
-from projectable.generators.base import small_config
-from projectable.generators.blocks import TILES
 from projectable.projector import route_cost, scale_key
 from projectable.validation import group_size
 
@@ -53,22 +51,6 @@ def sized(source: GPTConfig, scale: float, generator: str, count: str, rank: int
     if generator == "projection":
         return reference
     return match_budget(source, reference, scale, generator, count).config
-
-
-def task_map_macs(source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
-    """Multiply-adds of the t-map for one task: hidden layers and output heads of the MLPs (projection,
-    blocks, low_rank), the coefficient map A of the linear generator."""
-    L, r, t, k = source.n_layer, config.rank, config.task_dim, group_size(scale)
-    hidden = r * t if config.mlp == "shared" else 4 * L * r * t
-    small = small_config(source, scale).dense_shapes()
-    if config.generator == "projection":
-        return hidden + sum(L * (o + i) * r for o, i in source.dense_shapes().values())
-    if config.generator == "blocks":
-        return hidden + sum(L * TILES[kind] * (k * k + k) * r for kind in source.dense_shapes())
-    m = config.generator_rank
-    if config.generator == "low_rank":
-        return hidden + sum(L * m * (o + i + 1) * r for o, i in small.values())
-    return sum(L * m * m * t for _ in small)  # linear: C(t) = A t per operator and layer
 
 
 def dense_macs(model: ProjectableGPT, scale: float, tasks: int, batch: int, seq: int, route: str = "auto",
@@ -126,7 +108,8 @@ def bench_generate(args, device, source: GPTConfig, configs) -> None:
             generate = partial(model.generate, task, scale)
             seconds = timeit(generate, device, args.reps)
             memory = peak_memory(generate, device)
-            macs = task_map_macs(source, config, scale) + dense_macs(model, scale, 1, 0, 0, "materialize")[0]
+            task_map = generator_class(config.generator).task_map_macs(source, config, scale)
+            macs = task_map + dense_macs(model, scale, 1, 0, 0, "materialize")[0]
             rows.append([scale_name(scale), name, ms(seconds), mib(memory), gflops(macs)])
             del model
     print(table(["s", "generator", "generate ms", "peak MiB", "GFLOP"], rows))
@@ -166,7 +149,7 @@ def bench_forward(args, device, paper: GPTConfig, configs) -> None:
             memory_train = peak_memory(train, device)
             macs, route = dense_macs(model, scale, B, B, T, device=device.type)
             route_train = dense_macs(model, scale, B, B, T, device=device.type, training=True)[1]
-            macs += B * task_map_macs(config, projector, scale)
+            macs += B * generator_class(projector.generator).task_map_macs(config, projector, scale)
             rows.append([scale_name(scale), name, route, ms(seconds), mib(memory), route_train, ms(seconds_train),
                          mib(memory_train), gflops(macs)])
             del model

@@ -594,3 +594,32 @@ def test_other_bad_input(tiny_source):
         match_budget(tiny_source.config, config("projection"), 0.5, "blocks", count="params")
     with pytest.raises(ValueError, match="1/2\\^k"):
         generator_params(tiny_source.config, config("blocks"), 0.3)
+
+
+# ---- the t-map's cost, declared by each class ------------------------------------------------------------
+
+# Each built-in generator's t-map: t -> the coefficients it builds or applies the weights from.
+T_MAPS = {"projection": lambda gen, tasks: gen(tasks), "blocks": lambda gen, tasks: gen.coefficients(tasks),
+          "low_rank": lambda gen, tasks: gen.factors(tasks), "linear": lambda gen, tasks: gen.cores(tasks)}
+
+
+@pytest.mark.parametrize(("generator", "mlp"), WITH_MLP)
+@pytest.mark.parametrize("scale", [0.5, 0.25])
+def test_each_generator_declares_the_multiply_adds_of_its_t_map(tiny_source, generator, mlp, scale):
+    """``task_map_macs`` (what the benchmark counts) equals the multiply-adds torch counts when the built
+    generator maps one task vector to its coefficients."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    projector = config(generator, scales=(scale,), mlp=mlp)
+    gen = projectable(tiny_source, projector).generators[scale_key(scale)]
+    with FlopCounterMode(display=False) as counter:
+        T_MAPS[generator](gen, torch.rand(1, projector.task_dim))
+    declared = type(gen).task_map_macs(tiny_source.config, projector, scale)
+    assert declared > 0 and 2 * declared == counter.get_total_flops()
+
+
+def test_a_generator_without_a_declared_t_map_cost_is_refused_by_name(tiny_source):
+    """A new generator's cost is never taken from another's formula."""
+    undeclared = type("Undeclared", (WeightGenerator,), {"name": "undeclared"})
+    with pytest.raises(NotImplementedError, match="'undeclared' declares no task_map_macs"):
+        undeclared.task_map_macs(tiny_source.config, config("projection"), 0.5)

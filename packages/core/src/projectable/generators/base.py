@@ -52,7 +52,7 @@ class OwnParams(NamedTuple):
 
 class WeightGenerator(nn.Module):
     """t -> the small model's dense weights at one scale. Subclasses set the class attributes below and
-    implement ``weights``, ``expanded``, ``cost`` and ``count_params``."""
+    implement ``weights``, ``expanded``, ``cost``, ``count_params`` and ``task_map_macs``."""
 
     name: ClassVar[str]  # the ``ProjectorConfig.generator`` value that selects it
     reads_source: ClassVar[bool]  # whether it reads the source's dense weights (then the source is co-trained)
@@ -78,6 +78,14 @@ class WeightGenerator(nn.Module):
     def count_params(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> OwnParams:
         """The parameter count of a generator built with these arguments, without building it."""
         raise NotImplementedError
+
+    @classmethod
+    def task_map_macs(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
+        """Multiply-adds of its t-map for one task: what turns t into its coefficients (the MLPs' hidden layers
+        and output heads, a coefficient map), before any weight is built or applied (``benchmarks/generators.py``
+        adds the cost of building or applying the weights)."""
+        raise NotImplementedError(f"generator {cls.name!r} declares no task_map_macs: give its class one (the "
+                                  "multiply-adds of its t-map for one task)")
 
     def weights(self, tasks: torch.Tensor, source: DenseStack | None) -> DenseWeights:
         """tasks (B, t) -> kind -> (W (B, L, o, i), b (B, L, o)) for every dense kind."""
@@ -178,6 +186,12 @@ class TaskMLPGenerator(WeightGenerator):
 def hidden_params(n_layer: int, config: ProjectorConfig) -> int:
     """Parameters of the hidden layers t -> Linear(r) -> swish: per kind and layer, or one shared."""
     per_layer = config.rank * config.task_dim + config.rank
+    return per_layer if config.mlp == "shared" else len(DENSE_KINDS) * n_layer * per_layer
+
+
+def hidden_macs(n_layer: int, config: ProjectorConfig) -> int:
+    """Multiply-adds of the hidden layers t -> Linear(r) for one task: per kind and layer, or one shared."""
+    per_layer = config.rank * config.task_dim
     return per_layer if config.mlp == "shared" else len(DENSE_KINDS) * n_layer * per_layer
 
 

@@ -50,6 +50,7 @@ from projectable.generators.base import (
     OwnParams,
     TaskMLPGenerator,
     dense_macs,
+    hidden_macs,
     hidden_params,
     small_config,
 )
@@ -118,6 +119,12 @@ class BlockGenerator(TaskMLPGenerator):
             setattr(self, f"{kind}_b2", nn.Parameter(base.repeat(L, 1)))  # (L, n (k^2 + k))
             noise = torch.randn(L, outputs, r) * (0.02 / math.sqrt(r))
             setattr(self, f"{kind}_w2", nn.Parameter(noise * base[:, None]))  # (L, n (k^2 + k), r)
+
+    @classmethod
+    def task_map_macs(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
+        """The hidden layers, then the heads to every tile's k x k weight and k bias coefficients."""
+        k, L, r = cls.check(source, config, scale), source.n_layer, config.rank
+        return hidden_macs(L, config) + sum(L * TILES[kind] * (k * k + k) * r for kind in DENSE_KINDS)
 
     @classmethod
     def count_params(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> OwnParams:

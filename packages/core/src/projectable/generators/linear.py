@@ -63,6 +63,12 @@ class LinearGenerator(SourceFreeGenerator):
             setattr(self, f"{kind}_a", nn.Parameter(torch.zeros(L, m * m, t)))  # S = 0: the base model
 
     @classmethod
+    def task_map_macs(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
+        """The coefficient map C(t) = A t (m x m from t) of every operator and layer."""
+        shapes, L, m = small_config(source, scale).dense_shapes(), source.n_layer, config.generator_rank
+        return sum(L * m * m * config.task_dim for _ in shapes)
+
+    @classmethod
     def count_params(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> OwnParams:
         cls.check(source, config, scale)
         shapes, L = small_config(source, scale).dense_shapes(), source.n_layer

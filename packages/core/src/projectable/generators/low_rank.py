@@ -34,6 +34,7 @@ from projectable.generators.base import (
     SourceFreeGenerator,
     TaskMLPGenerator,
     dense_macs,
+    hidden_macs,
     hidden_params,
     small_config,
 )
@@ -60,6 +61,12 @@ class LowRankGenerator(SourceFreeGenerator, TaskMLPGenerator):
             setattr(self, f"{kind}_right_w",
                     nn.Parameter(torch.randn(L, m * (in_dim + 1), r) * scale_in / math.sqrt(r)))  # (L, m (i+1), r)
             setattr(self, f"{kind}_right_b", nn.Parameter(torch.randn(L, m * (in_dim + 1)) * scale_in))
+
+    @classmethod
+    def task_map_macs(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
+        """The hidden layers, then the heads to the factors L (o x m) and R (m x (i + 1)) of the small model."""
+        shapes, L, m = small_config(source, scale).dense_shapes(), source.n_layer, config.generator_rank
+        return hidden_macs(L, config) + sum(L * m * (o + i + 1) * config.rank for o, i in shapes.values())
 
     @classmethod
     def count_params(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> OwnParams:

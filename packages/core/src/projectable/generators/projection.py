@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from projectable.generators.base import DenseWeights, OwnParams, WeightGenerator, hidden_params
+from projectable.generators.base import DenseWeights, OwnParams, WeightGenerator, hidden_macs, hidden_params
 from projectable.gpt import DENSE_KINDS, DenseStack, GPTConfig, Linear
 from projectable.projector import (
     DiagonalGenerator,
@@ -38,6 +38,12 @@ class ProjectionGenerator(DiagonalGenerator, WeightGenerator):
     def __init__(self, source: GPTConfig, config: ProjectorConfig, scale: float):
         super().__init__(source, config, scale)
         self.k, self.source_config = check_scale(scale, source), source
+
+    @classmethod
+    def task_map_macs(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> int:
+        """The hidden layers, then the heads to p (o) and q (i) of every operator and layer."""
+        L, r = source.n_layer, config.rank
+        return hidden_macs(L, config) + sum(L * (o + i) * r for o, i in source.dense_shapes().values())
 
     @classmethod
     def count_params(cls, source: GPTConfig, config: ProjectorConfig, scale: float) -> OwnParams:
