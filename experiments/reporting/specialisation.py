@@ -14,6 +14,7 @@ import pandas as pd
 
 from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, Verdict, contrast_error, less_than, t_critical
+from experiments.reporting.declared import declared
 from experiments.reporting.toolkit import Provenance, fmt_cell, md_table, scale_label, section
 
 
@@ -25,14 +26,32 @@ class Row(NamedTuple):
     projected: str  # P_s(t), Table 1's
     unconditional: str  # M_s, step-matched
     conditional: str  # M~_s, step-matched (t as the first embedding)
-    every: str  # M^every_s, step-matched (t at every position, model.task_input=every)
+    every: str | None  # M^every_s, step-matched (t at every position, model.task_input=every)
 
 
-ROWS = (
-    Row(0.5, "P2_mean", "P2", "M2m", "Mc2m", "Mc2m_every"),
-    Row(0.25, "P4_mean", "P4", "M4m", "Mc4m", "Mc4m_every"),
-    Row(0.125, "P8_mean", "P8", "M8m", "Mc8m", "Mc8m_every"),
-)
+def declared_rows() -> tuple[Row, ...]:
+    """One row per P_s(const) cell of the study's declaration (its projected cells, in order), the others found
+    by what they train: Table 1's single-scale P_s at that s and the step-matched continuations of its M_s and
+    M~_s (``declared("table1")``), and the study's own step-matched conditional baseline of that width
+    (M^every_s; None where the study declares none)."""
+    own, table1 = declared("specialisation"), declared("table1")
+
+    def first(declaration, column: str, s: float) -> str:
+        return next(name for name, width in declaration.single_width(column).items() if width == s)
+
+    rows = []
+    for name, cell in own.cells.items():
+        if cell.kind != "projected":
+            continue
+        s = float(cell.scales[0])
+        every = next((other for other, c in own.cells.items() if c.role == "matched_baseline"
+                      and c.kind == "conditional" and float(c.width) == s), None)
+        rows.append(Row(s, name, first(table1, "P", s), table1.matched[first(table1, "M", s)],
+                        table1.matched[first(table1, "Mc", s)], every))
+    return tuple(rows)
+
+
+ROWS = declared_rows()
 PROJECTED_CELLS = {cell for row in ROWS for cell in (row.constant, row.projected)}
 # Table 1's cells the report reads from the source sweep (experiment.reference); the rest are this sweep's
 REFERENCE_CELLS = tuple(cell for row in ROWS for cell in (row.projected, row.unconditional, row.conditional))
@@ -47,7 +66,7 @@ def specialisation_cells(trials: pd.DataFrame, reference: pd.DataFrame) -> dict[
     """Every cell of ``ROWS``, seeds combined per source lineage: this sweep's ``trials`` and Table 1's
     ``reference`` trials together, so that P_s(const) and P_s(t), which continue the same stage-1 M_1 of each
     seed, are paired by lineage (``toolkit.lineage_ids``; pass Table 1's M1 trials too to name them by run)."""
-    sources = {cell: [(cell, row.scale)] for row in ROWS for cell in row[1:]}
+    sources = {cell: [(cell, row.scale)] for row in ROWS for cell in row[1:] if cell is not None}
     cells = toolkit.gather_cells(pd.concat([trials, reference], ignore_index=True), sources)
     return {cell: value for (cell, _), value in cells.items()}
 
