@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from experiments.config import (
     CONF_DIR,
@@ -61,6 +61,7 @@ from experiments.orchestration.ray_tune import (
 )
 from experiments.reporting.evidence import EXTRAS
 from experiments.run.commands import refusing_bad_input
+from experiments.run.datasets import resolve_mnist_root
 from experiments.run.locks import sweep_lock
 from experiments.tracking.evidence import EvidenceWriter, evidence_path
 from experiments.tracking.store import MlflowClient, TrackingConfig, check_reachable
@@ -73,14 +74,6 @@ class SweepResult:
     run_id: str  # the sweep's MLflow run
     trials: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # stage -> trial names
     wall_time_s: float = 0.0
-
-
-def resolve_mnist_root(cfg: DictConfig) -> None:
-    """Resolve MNIST's folder on the driver: trials may run where the repository's ../shared is unknown."""
-    if "mnist_root" in cfg.data and cfg.data.mnist_root is None:
-        from projectable_data import resolve_mnist_root as resolve
-
-        OmegaConf.update(cfg, "data.mnist_root", str(resolve()))
 
 
 def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, dict[int, str]]:
@@ -109,10 +102,12 @@ def resolve_sources(cfg: DictConfig, tracking_cfg: TrackingConfig) -> dict[str, 
         # A declared partial sweep continues the same seeds of its source (seed i from seed i, never i mod n)
         # and is compared with the same seeds of the reference: the source sweep must hold them all.
         seeds.update({cell: set(subset) for cell in references})
+    # A whole sweep starts only from a whole source sweep (every declared seed: seed i from seed i, or i mod n
+    # where the source declares fewer); a partial one from a source sweep holding its seeds, partial or not.
     found = find_sweep(tracking_cfg.uri, tracking_cfg.experiment, scale, sources.experiment, cells=needed,
-                       seeds=seeds)
+                       seeds=seeds, whole=subset is None)
     if found is None:
-        which = f" and seeds {list(subset)}" if subset is not None else ""
+        which = f" and seeds {list(subset)}" if subset is not None else " of every declared seed (not a partial one)"
         raise ConfigError(
             f"experiment {cfg.experiment.name} starts from the {sources.stage} models of a finished "
             f"{sources.experiment} sweep at scale {scale} with finished runs of cells {needed}{which}, and there "
@@ -184,11 +179,11 @@ def drive_sweep(cfg: DictConfig, sweep: SweepConfig, cluster: ClusterConfig, tra
     status = "FAILED"
 
     def trial_done(trial: str) -> None:
+        if evidence is not None:
+            evidence.trial_done(trial)
         # the sweep's wall time so far, kept as each trial ends: a sitting killed outright (SIGKILL, a session's
         # end) still counts up to its last finished trial when the same command resumes the sweep
         client.log_metric(parent, "wall_time_s", previous + time.time() - tick)
-        if evidence is not None:
-            evidence.trial_done(trial)
 
     try:
         started_ray = start_ray(cluster)

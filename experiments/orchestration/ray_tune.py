@@ -210,8 +210,8 @@ def trial_callback(on_trial_done: Callable[[str], None]):
             try:
                 on_trial_done(trial.config["trial"]["name"])
             except Exception as err:  # noqa: BLE001 - the trial's results are safe in the store
-                print(f"{trial.config['trial']['name']}: its evidence was not written now ({err!r}); the sweep's "
-                      "end writes it", file=sys.stderr)
+                print(f"{trial.config['trial']['name']}: its end-of-trial records (evidence, the sweep's wall time) "
+                      f"were not written now ({err!r}); the sweep's end writes them", file=sys.stderr)
 
     return TrialDone()
 

@@ -17,10 +17,14 @@ from typing import NamedTuple
 import pandas as pd
 
 from experiments.reporting import figure3, figure4, toolkit
-from experiments.tracking.evidence import DATA_SUMMARY, Evidence, ExtraEvidence
+from experiments.reporting.toolkit import DATA_SUMMARY
+from experiments.tracking.evidence import Evidence, ExtraEvidence
 
 FIGURE4_LOSSES = "figure4/t1"  # extra key: per-image losses over figure4.T1_GRID (model, t1, image, value)
 FIGURE4_EVALUATION = "figure4/evaluation"  # extra key: who evaluated them (detail: commit, machine, wall time)
+# what a report lacking an extra says
+ADD_EXTRAS = ("add it from the store that holds the sweep's weights with `python -m experiments.reporting extras "
+              "<sweep id>`")
 FIGURE3_SAMPLES = "figure3/samples"  # extra key: a seed-0 sample per task vector (image: its index; detail: tokens)
 FIGURE3_EVALUATION = "figure3/evaluation"  # extra key: who drew them (detail: commit, machine, wall time, seed)
 
@@ -79,6 +83,15 @@ def figure3_samples(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     return pd.concat([rows, provenance], ignore_index=True)
 
 
+def evaluations(records: pd.DataFrame) -> dict:
+    """The evaluations behind a report's extra records (each a ``toolkit.evaluation_provenance`` JSON), as one:
+    their distinct commits and machines joined by ' + ', their wall times added."""
+    details = [json.loads(detail) for detail in records.detail]
+    joined = lambda field: " + ".join(dict.fromkeys(str(d[field]) for d in details)) or "?"
+    return {"commit": joined("commit"), "machine": joined("machine"),
+            "wall_time_s": sum(d["wall_time_s"] for d in details)}
+
+
 class Figure3Evidence(NamedTuple):
     rows: list  # figure3.SampleRow of each model drawn, in the figure's order
     evaluation: dict  # who drew the samples: commit, machine, wall time, seed
@@ -94,41 +107,32 @@ def figure3_rows(evidence: Evidence, trials: pd.DataFrame) -> Figure3Evidence:
     runs = evidence.runs[evidence.runs.cell.isin(list(read.cells)) & (evidence.runs.seed == figure3.SEED)]
     extras = evidence.extras[evidence.extras.run_id.isin(runs.run_id)]
     samples = extras[extras.key == FIGURE3_SAMPLES]
-    lacking = sorted(set(runs.cell) - set(runs.cell[runs.run_id.isin(samples.run_id)])) or (
-        [] if len(runs) else sorted(read.cells))
+    lacking = sorted(set(read.cells) - set(runs.cell[runs.run_id.isin(samples.run_id)]))
     if lacking:
         raise toolkit.MissingRuns(f"figure3: the evidence of {', '.join(evidence.sweep_ids)} holds no Figure 3 "
-                                  f"samples of seed {figure3.SEED} of cells {', '.join(lacking)}; write it again from "
-                                  "the store with `python -m experiments.reporting backfill <sweep id>`")
+                                  f"samples of seed {figure3.SEED} of cells {', '.join(lacking)}; {ADD_EXTRAS}")
     models, cell_of = figure3.figure_cells(), runs.set_index("run_id").cell
     rows = {models[cell_of[run_id]]: torch.tensor([json.loads(d) for d in group.sort_values("image").detail])
             for run_id, group in samples.groupby("run_id")}
-    details = [json.loads(d) for d in extras.loc[extras.key == FIGURE3_EVALUATION, "detail"]]
-    joined = lambda field: " + ".join(dict.fromkeys(str(d[field]) for d in details)) or "?"
-    evaluation = {"commit": joined("commit"), "machine": joined("machine"), "seed": figure3.SEED,
-                  "wall_time_s": sum(d["wall_time_s"] for d in details)}
+    evaluation = {**evaluations(extras[extras.key == FIGURE3_EVALUATION]), "seed": figure3.SEED}
     return Figure3Evidence(figure3.ordered_rows(rows), evaluation, read.baselines)
 
 
 def figure3_data(params: toolkit.NotebookParams, sweep_run):
     """The dataset the figure's runs saw, rebuilt from this checkout's config of the scale (the evidence holds
-    no data): refused, naming the keys, where the sweep's data params differ from it."""
-    from omegaconf import OmegaConf
-    from projectable_data import resolve_mnist_root
-
-    from experiments.config import build_section, compose, effective_config
-    from experiments.run.datasets import build_data, data_config_class
+    no data): refused, naming the keys, where the sweep's data config differs from it (keys at their defaults
+    count as the same, as everywhere a config is compared: ``config.config_differences``)."""
+    from experiments.config import build_section, compose, config_differences, effective_config
+    from experiments.run.datasets import build_data, data_config_class, resolve_mnist_root
 
     cfg = compose(["experiment=table1", f"scale={params.scale}"])
-    ours = {k: v for k, v in effective_config(cfg, sweep=True).items() if k.startswith("data.")}
-    theirs = {k: v for k, v in sweep_run.data.params.items() if k.startswith("data.")}
-    if ours != theirs:
-        differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    data_only = lambda config: {k: v for k, v in config.items() if k.startswith("data.")}
+    differ = config_differences(data_only(effective_config(cfg, sweep=True)), data_only(sweep_run.data.params))
+    if differ:
         raise toolkit.MissingRuns(f"figure3: the sweep's data config differs from this checkout's scale "
-                                  f"{params.scale} in {differ}; render Figure 3 from the store "
+                                  f"{params.scale} ({'; '.join(differ)}); render Figure 3 from the store "
                                   "(PROJECTABLE_REPORT_SOURCE=store)")
-    if cfg.data.get("mnist_root", "") is None:
-        OmegaConf.update(cfg, "data.mnist_root", str(resolve_mnist_root()))
+    resolve_mnist_root(cfg)
     return build_data(build_section(data_config_class(cfg.data), cfg.data, "data"), Path(params.cache) / "data")
 
 
@@ -172,8 +176,7 @@ def figure4_frame(evidence: Evidence, trials: pd.DataFrame) -> Figure4Evidence:
     losses = extras[(extras.key == FIGURE4_LOSSES) & extras.run_id.isin(runs_read)]
     if losses.empty:
         raise toolkit.MissingRuns(f"figure4: the evidence of {', '.join(evidence.sweep_ids)} holds no Figure 4 "
-                                  "losses; write it again from the store with `python -m experiments.reporting "
-                                  "backfill <sweep id>`")
+                                  f"losses; {ADD_EXTRAS}")
     runs = evidence.runs.set_index("run_id")
     cells, models = runs.cell.loc[losses.run_id], figure4.table1_cells()
     frame = pd.DataFrame({
@@ -186,9 +189,6 @@ def figure4_frame(evidence: Evidence, trials: pd.DataFrame) -> Figure4Evidence:
         "image": losses.image.astype(int).to_numpy(),
         "nats": losses.value.astype("float32").to_numpy(),  # evaluate_zero_shot's dtype: the same sums
     }).sort_values(["t1", "model", "seed", "image"], kind="stable").reset_index(drop=True)
-    details = [json.loads(d) for d in extras.loc[(extras.key == FIGURE4_EVALUATION) & extras.run_id.isin(runs_read),
-                                                 "detail"]]
-    joined = lambda field: " + ".join(dict.fromkeys(str(d[field]) for d in details)) or "?"
-    evaluation = {"commit": joined("commit"), "machine": joined("machine"),
-                  "wall_time_s": sum(d["wall_time_s"] for d in details), "images": int(frame.image.max()) + 1}
+    evaluation = {**evaluations(extras[(extras.key == FIGURE4_EVALUATION) & extras.run_id.isin(runs_read)]),
+                  "images": int(frame.image.max()) + 1}
     return Figure4Evidence(frame, evaluation, read.baselines)

@@ -26,7 +26,6 @@ from experiments.reporting.claims import Cell, Verdict, combine_runs, summarise
 from experiments.reporting.declared import baseline_sources, declared  # noqa: F401 (baseline_sources: re-export)
 from experiments.run.evaluate import val_key, width_key
 from experiments.tracking.evidence import (
-    DATA_SUMMARY,
     Evidence,
     histories_of,
     load_evidence,
@@ -39,6 +38,7 @@ from experiments.tracking.store import git_commit, machine
 from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trials
 
 SCALES = (1.0, 0.5, 0.25, 0.125)  # s of Tables 1 and 2
+DATA_SUMMARY = "data/summary"  # extra evidence key: the sweep's data summary (detail: JSON; Tables 2 and 4)
 
 
 def scale_label(s: float) -> str:
@@ -140,16 +140,18 @@ def _store_exists(uri: str) -> bool:
 
 def store_sweep(tracking_uri: str, experiment: str, scale: str, artefact: str, sweeps: Sequence[str] = ()):
     """The one way every artefact finds its sweep in a store: the newest finished sweep of the experiment
-    ``artefact`` reads (``ARTEFACTS``) at ``scale`` with every cell it needs (one of ``sweeps`` where given,
-    ``PROJECTABLE_REPORT_SWEEPS``), or ``MissingRuns`` naming the command that makes it."""
+    ``artefact`` reads (``ARTEFACTS``) at ``scale`` with every cell it needs, of every declared seed (a partial
+    sweep of some seeds is one part of a report: its parts are merged from their evidence files), or the newest
+    of ``sweeps`` where given (``PROJECTABLE_REPORT_SWEEPS``, partial or not); else ``MissingRuns`` naming the
+    command that makes it."""
     name = ARTEFACTS[artefact][0]
     cells = needed_cells(artefact)
     found = None
     if _store_exists(tracking_uri):
-        found = find_sweep(tracking_uri, experiment, scale, name, cells=cells, sweep_ids=sweeps)
+        found = find_sweep(tracking_uri, experiment, scale, name, cells=cells, sweep_ids=sweeps, whole=not sweeps)
     if found is None:
         which = f"complete {name} sweep (cells {', '.join(cells)})" if cells else f"{name} sweep"
-        which += f" among {', '.join(sweeps)}" if sweeps else ""
+        which += f" among {', '.join(sweeps)}" if sweeps else " of every declared seed"
         raise MissingRuns(f"{artefact}: no finished {which} at scale {scale} in {tracking_uri}; "
                           f"run `{make_command(artefact, scale)}` first")
     return found
@@ -488,8 +490,13 @@ def sweep_data_summary(tracking_uri: str, sweep_run, cache_dir: str | None = Non
     """The data summary of a sweep's (base) data config, read from the cache its config names; for a sweep
     read from evidence, the summary its runs carry (``reporting.evidence.data_summary``), None without one."""
     if (evidence := evidence_of(sweep_run)) is not None:
-        details = evidence.extras.loc[evidence.extras.key == DATA_SUMMARY, "detail"]
-        return json.loads(details.iloc[0]) if len(details) else None
+        summaries = list(dict.fromkeys(evidence.extras.loc[evidence.extras.key == DATA_SUMMARY, "detail"]))
+        if len(summaries) != 1:
+            what = "no data summary" if not summaries else f"{len(summaries)} different data summaries"
+            raise MissingRuns(f"the evidence of {', '.join(evidence.sweep_ids)} holds {what} (one is every run's "
+                              "extra record data/summary); add it from the store that holds the sweep with "
+                              "`python -m experiments.reporting extras <sweep id>`")
+        return json.loads(summaries[0])
     import mlflow
     from omegaconf import OmegaConf
 

@@ -21,6 +21,16 @@ from projectable_data.imagenet_tokens import ImageNetTokens, ImageNetTokensConfi
 _LABEL_FILTER_DRAWS = 64
 
 
+def resolve_mnist_root(cfg) -> None:
+    """Fill ``data.mnist_root`` where it is null (MNIST found or fetched by ``projectable_data``), on the process
+    that composes the config: trials may run where the repository's ../shared is unknown."""
+    from omegaconf import OmegaConf
+    from projectable_data import resolve_mnist_root as resolve
+
+    if "mnist_root" in cfg.data and cfg.data.mnist_root is None:
+        OmegaConf.update(cfg, "data.mnist_root", str(resolve()))
+
+
 def data_config_class(node) -> type:
     """The dataclass of a ``data`` config section: ``ImageNetTokensConfig`` (the ImageNet track and its
     stand-in; its sections name an image source, ``images``) or ``SynthMNISTConfig``."""

@@ -97,3 +97,36 @@ def test_every_position_baseline_is_trained_exactly_like_m_tilde_s_but_for_where
                 assert parse_run(reference["config"]).train.steps == run.train.steps
                 differences = config_differences(ours[(continued, seed)]["config"], reference["config"])
                 assert [d.split(":")[0] for d in differences] == ["init_from", "model.task_input"]
+
+
+@pytest.mark.parametrize("subset", [None, [0, 1], [2]])
+def test_the_source_sweep_asked_for_holds_the_seeds_this_sweep_continues(monkeypatch, subset):
+    """A partial sweep asks for a Table 1 sweep holding its own seeds of M_1 (which every P_s(const) continues)
+    and of the reference cells it is compared with; a whole sweep for a whole Table 1 sweep. Cells trained in
+    the sweep's own stage 1 (the every-position baselines) are never asked of the source."""
+    from types import SimpleNamespace
+
+    import experiments.sweep as driver
+    from experiments.config import build_section
+    from experiments.tracking.store import TrackingConfig
+
+    asked = {}
+
+    def find_sweep(uri, experiment, scale, name, cells=(), seeds=None, sweep_ids=(), whole=False):
+        asked.update(name=name, cells=set(cells), seeds={c: set(s) for c, s in (seeds or {}).items()}, whole=whole)
+        return SimpleNamespace(data=SimpleNamespace(tags={"sweep_id": "table1-cpu-part"}))
+
+    monkeypatch.setattr(driver, "find_sweep", find_sweep)
+    monkeypatch.setattr(driver, "stage_run_uris", lambda cfg, sweep_id, cell: {s: f"runs:/{cell}-{s}/model"
+                                                                                for s in range(SEEDS)})
+    overrides = [] if subset is None else [f"experiment.seed_subset={subset}"]
+    cfg = compose(["experiment=specialisation", "scale=cpu", *overrides])
+    uris = driver.resolve_sources(cfg, build_section(TrackingConfig, cfg.tracking, "tracking"))
+    reference = set(specialisation.REFERENCE_CELLS)
+    assert list(uris) == ["M1"] and asked["name"] == "table1" and asked["cells"] == {"M1"} | reference
+    assert asked["whole"] is (subset is None)
+    if subset is None:
+        assert asked["seeds"] == {}
+    else:
+        assert asked["seeds"] == {cell: set(subset) for cell in {"M1"} | reference}
+    assert cfg.experiment.source_sweep == "table1-cpu-part"

@@ -377,8 +377,6 @@ def _config_key(params: Mapping[str, str]) -> str:
     return config_key(dict(params))
 
 
-DATA_SUMMARY = "data/summary"  # extra key: the sweep's data summary (detail: JSON; Tables 2 and 4's "Data")
-
 # extra evidence a report computes from a finished run's final weights: (tracking uri, MLflow run, cache
 # folder for downloaded weights and data) -> rows of record 'extra' (none for runs it does not need);
 # declared per experiment by the reports (``experiments.reporting.evidence.EXTRAS``), each with the record

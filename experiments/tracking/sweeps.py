@@ -89,12 +89,14 @@ def finished_runs_of_cell(tracking_cfg, sweep_id: str, cell: str) -> dict[int, d
 
 
 def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "table1", cells=(),
-               seeds: Mapping[str, Iterable[int]] | None = None, sweep_ids: Iterable[str] = ()):
+               seeds: Mapping[str, Iterable[int]] | None = None, sweep_ids: Iterable[str] = (),
+               whole: bool = False):
     """The newest FINISHED sweep run of ``name`` at ``scale`` that has a FINISHED run of every cell in ``cells``
     (None if there is none). A sweep made with some of its experiment's cells (Hydra's ``~`` deletes the
     others) then never shadows an older complete one for a reader that needs the cells it lacks. ``seeds``
     (cell -> seeds) asks for FINISHED runs of those seeds too: a partial sweep of other seeds
-    (``experiment.seed_subset``) is skipped. ``sweep_ids``: only among these sweeps."""
+    (``experiment.seed_subset``) is skipped; ``whole`` skips every partial sweep of seeds. ``sweep_ids``: only
+    among these sweeps."""
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -105,11 +107,13 @@ def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "tabl
         f"tags.role = 'sweep' and tags.scale = '{scale}' and tags.experiment = '{name}' "
         "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
-        max_results=1 if not (cells or seeds or sweep_ids) else 1000,
+        max_results=1 if not (cells or seeds or sweep_ids or whole) else 1000,
     )
     wanted = {(cell, int(seed)) for cell, cell_seeds in (seeds or {}).items() for seed in cell_seeds}
     for run in runs:
         if sweep_ids and run.data.tags["sweep_id"] not in set(sweep_ids):
+            continue
+        if whole and run.data.params.get("experiment.seed_subset") not in (None, "None", "null"):
             continue
         have = finished_cell_seeds(client, exp_id, run.data.tags["sweep_id"])
         if set(cells) <= {cell for cell, _ in have} and wanted <= have:

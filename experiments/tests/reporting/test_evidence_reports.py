@@ -3,6 +3,7 @@ same CSV, and markdown identical but for the line naming the commit that wrote i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -115,7 +116,7 @@ def test_tables_2_and_4_read_their_data_summary_from_the_evidence(tmp_path, monk
     from mlflow.tracking import MlflowClient
 
     from experiments.reporting import evidence as report_evidence
-    from experiments.tracking.evidence import DATA_SUMMARY, load_evidence
+    from experiments.tracking.evidence import load_evidence
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
@@ -131,12 +132,17 @@ def test_tables_2_and_4_read_their_data_summary_from_the_evidence(tmp_path, monk
     monkeypatch.setattr(report_evidence.toolkit, "sweep_data_summary", from_store)
     run = SimpleNamespace(info=SimpleNamespace(run_id="trial-1"), data=SimpleNamespace(tags={"mlflow.parentRunId": sweep}))
     rows = report_evidence.data_summary(uri, run, tmp_path)
-    assert asked == [sweep] and list(rows.key) == [DATA_SUMMARY] and list(rows.run_id) == ["trial-1"]
+    assert asked == [sweep] and list(rows.key) == [toolkit.DATA_SUMMARY] and list(rows.run_id) == ["trial-1"]
     monkeypatch.undo()
 
     (table1_file,) = sorted((SMOKE / "evidence").glob("table1-*.parquet"))
     evidence = load_evidence(table1_file)
     stand_in = SimpleNamespace(evidence=evidence)
-    assert toolkit.sweep_data_summary("sqlite:///nowhere.db", stand_in) is None  # Table 1 carries none
-    with_summary = evidence._replace(extras=pd.concat([evidence.extras, rows], ignore_index=True))
+    with pytest.raises(toolkit.MissingRuns, match=r"holds no data summary .*`python -m experiments.reporting extras"):
+        toolkit.sweep_data_summary("sqlite:///nowhere.db", stand_in)  # never a report without its data section
+    with_summary = evidence._replace(extras=pd.concat([evidence.extras, rows, rows], ignore_index=True))
     assert toolkit.sweep_data_summary("sqlite:///nowhere.db", SimpleNamespace(evidence=with_summary)) == summary
+    other = rows.assign(detail=json.dumps({**summary, "vqvae_val_psnr": 20.0}, sort_keys=True))
+    mixed = evidence._replace(extras=pd.concat([evidence.extras, rows, other], ignore_index=True))
+    with pytest.raises(toolkit.MissingRuns, match="2 different data summaries"):
+        toolkit.sweep_data_summary("sqlite:///nowhere.db", SimpleNamespace(evidence=mixed))
