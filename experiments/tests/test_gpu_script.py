@@ -5,11 +5,11 @@ import os
 import subprocess
 import sys
 
-from experiments.config import project_root
+from experiments.config import code_root
 
 
 def test_the_gpu_script_runs_at_its_smoke_size_on_the_cpu(tmp_path):
-    script = project_root() / "benchmarks" / "gpu_core.py"
+    script = code_root() / "benchmarks" / "gpu_core.py"
     done = subprocess.run([sys.executable, str(script), "--smoke", "--device", "cpu"], capture_output=True,
                           text=True, timeout=600, cwd=tmp_path,
                           env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})

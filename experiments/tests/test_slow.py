@@ -18,7 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from experiments import telemetry
-from experiments.config import compose, parse_run, project_root
+from experiments.config import code_root, compose, parse_run
 from experiments.run.datasets import build_data
 from experiments.run.optim import build_optimizer
 from experiments.run.trainees import build_trainee
@@ -142,7 +142,7 @@ def test_smoke_sweep_on_a_two_node_cluster_with_an_mlflow_server(tmp_path):
             f"tracking.uri={uri}", f"sweep.storage={tmp_path / 'ray_results'}", f"paths.runs={tmp_path / 'runs'}",
             f"paths.cache={tmp_path / 'cache'}", "sweep.reuse_actors=false", f"sweep.evidence={tmp_path / 'reports'}",
         ]
-        done = subprocess.run([sys.executable, str(project_root() / "experiments" / "sweep.py"), *overrides],
+        done = subprocess.run([sys.executable, str(code_root() / "experiments" / "sweep.py"), *overrides],
                               cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

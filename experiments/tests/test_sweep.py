@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from experiments.config import compose, project_root
+from experiments.config import code_root, compose
 from experiments.reporting import table1
 from experiments.sweep import run_sweep
 from experiments.tracking import ui
@@ -90,14 +90,14 @@ def test_report_notebook_writes_table1_from_the_sweep(smoke_sweep, store, tmp_pa
     env = {**os.environ, "PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_TRACKING_URI": store.uri,
            "PROJECTABLE_REPORT_REPORTS": str(tmp_path / "reports")}
     bin_dir = Path(sys.executable).parent
-    subprocess.run([bin_dir / "jupytext", "--to", "ipynb", "-o", notebook, project_root() / "analysis/table1.py"],
+    subprocess.run([bin_dir / "jupytext", "--to", "ipynb", "-o", notebook, code_root() / "analysis/table1.py"],
                    check=True, capture_output=True)
     subprocess.run([bin_dir / "jupyter", "execute", "--inplace", notebook], check=True, env=env,
                    capture_output=True)
     md = (tmp_path / "reports" / "smoke" / "table1.md").read_text()
     assert smoke_sweep[1].sweep_id in md and "| 1/8 |" in md and "## Claims" in md
     # both the training commit (a sweep tag) and the checkout that wrote the report are named
-    written_at = git_commit(project_root())
+    written_at = git_commit(code_root())
     assert f"(training); report written at `{written_at}`" in md
     assert (tmp_path / "reports" / "smoke" / "table1.png").stat().st_size > 10_000
     logged = {a.path for a in MlflowClient(store.uri).list_artifacts(smoke_sweep[1].run_id, "reports/smoke")}
@@ -171,7 +171,7 @@ def test_mlflow_ui_stops_when_the_session_that_started_it_is_killed(tmp_path, fr
     command = [sys.executable, "-m", "experiments.tracking.ui", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifacts", str(tmp_path / "art")]
     session = subprocess.Popen([sys.executable, "-c", f"import subprocess, time; subprocess.Popen({command!r}); "
-                                "time.sleep(600)"], cwd=project_root(), start_new_session=True)
+                                "time.sleep(600)"], cwd=code_root(), start_new_session=True)
     try:
         assert wait_for(lambda: listening(port), 90), "the UI never started"
         session.terminate()
@@ -212,7 +212,7 @@ def test_a_pinned_sweep_id_with_another_config_is_refused(smoke_sweep, store):
 def test_the_readmes_experiment_analysis_snippet_runs_on_the_sweep(smoke_sweep, store):
     import re
 
-    readme = (project_root() / "README.md").read_text()
+    readme = (code_root() / "README.md").read_text()
     snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "ExperimentAnalysis" in block)
     folder = store.root / "ray_results" / f"{smoke_sweep[1].sweep_id}-stage2"
     namespace: dict = {}
