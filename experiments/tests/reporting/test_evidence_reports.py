@@ -56,11 +56,17 @@ def test_the_markdown_is_the_committed_one_but_for_who_wrote_it(rendered, name):
     assert without_written_at(mine) == without_written_at(committed)
 
 
-def test_reports_without_evidence_say_what_makes_their_runs(tmp_path):
+@pytest.fixture
+def smoke_params(tmp_path) -> toolkit.NotebookParams:
+    """The notebooks' parameters over a copy of the committed smoke evidence, with no store."""
     shutil.copytree(SMOKE / "evidence", tmp_path / "smoke" / "evidence")
-    params = toolkit.notebook_params({"PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_REPORTS": str(tmp_path),
-                                      "PROJECTABLE_REPORT_TRACKING_URI": f"sqlite:///{tmp_path}/none/mlflow.db"},
-                                     quiet=True)
+    return toolkit.notebook_params({"PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_REPORTS": str(tmp_path),
+                                    "PROJECTABLE_REPORT_TRACKING_URI": f"sqlite:///{tmp_path}/none/mlflow.db"},
+                                   quiet=True)
+
+
+def test_reports_without_evidence_say_what_makes_their_runs(smoke_params, tmp_path):
+    params = smoke_params
     assert toolkit.check_runs(params, "table1") == "evidence"
     assert toolkit.check_runs(params, "figure3") == "evidence"  # its samples ride in the evidence
     with pytest.raises(toolkit.MissingRuns, match=r"table3: no finished table3 sweep .* run `nox -s "
@@ -77,7 +83,8 @@ def test_reports_without_evidence_say_what_makes_their_runs(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
-def test_a_study_read_from_evidence_reads_its_table1_cells_from_the_evidence_of_its_source_sweeps(tmp_path):
+def test_a_study_read_from_evidence_reads_its_table1_cells_from_the_evidence_of_its_source_sweeps(smoke_params,
+                                                                                                   tmp_path):
     """An ablation or specialisation sweep read from evidence: its reference cells come from the committed
     evidence of the Table 1 sweeps its parts started from (``source_sweep``), with per-image losses, the same
     trials the Table 1 report reads; a source whose evidence is not committed is named, never guessed."""
@@ -85,10 +92,7 @@ def test_a_study_read_from_evidence_reads_its_table1_cells_from_the_evidence_of_
 
     from experiments.tracking.evidence import load_evidence, trials_of
 
-    shutil.copytree(SMOKE / "evidence", tmp_path / "smoke" / "evidence")
-    params = toolkit.notebook_params({"PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_REPORTS": str(tmp_path),
-                                      "PROJECTABLE_REPORT_TRACKING_URI": f"sqlite:///{tmp_path}/none/mlflow.db"},
-                                     quiet=True)
+    params = smoke_params
     (table1_file,) = sorted((tmp_path / "smoke" / "evidence").glob("table1-*.parquet"))
     table1 = load_evidence(table1_file)
 
