@@ -135,6 +135,7 @@ class Magnitudes(NamedTuple):
     image_sd_near: float  # ... between close relatives (P~_s and P_s, a source and the control)
     seed_sd: dict[tuple[str, str], float]  # (model, s) of table1.csv -> SD of a run's mean over seeds
     image_se: float  # the image part of a cell's SE assumed for every cell (the smallest cell SE)
+    image_sd_source: str = ""  # where the per-image SDs come from
 
 
 # From reports/cpu/table1.md (the committed verdict table): "P_1/4 < M~_1/4" has t x SE 0.0206 at df 511.2,
@@ -142,17 +143,49 @@ class Magnitudes(NamedTuple):
 # a paired SE of at most 0.0017 including its seed terms. Times sqrt(512) images: the per-image SDs.
 IMAGE_SD_CROSS = 0.0206 / 1.9647 * math.sqrt(IMAGES)
 IMAGE_SD_NEAR = 0.0041 / 2.4 * math.sqrt(IMAGES)
+EARLIER_SOURCE = ("an earlier table1.md (P_1/4 < M~_1/4: t x SE 0.0206 at df 511.2; P~_1/8 vs P_1/8: t x SE 0.0041 "
+                  "at df 6.6, an upper bound)")
+
+
+# The contrasts whose per-image SDs stand for "different models" and "close relatives": (cell, width) pairs of
+# Table 1 (P_1/4 against the step-matched M~_1/4; P~'s 1/8 model against P_1/8)
+CROSS_PAIR, NEAR_PAIR = (("P4", 0.25), ("Mc4m", 0.25)), (("Pall", 0.125), ("P8", 0.125))
+
+
+def image_sds(evidence_dir: str | Path) -> tuple[float, float, str] | None:
+    """(cross, near, where): the SD over validation images of the paired contrasts ``CROSS_PAIR`` and
+    ``NEAR_PAIR``, each cell's per-image losses averaged over its runs first (as ``claims.combine_runs`` does),
+    from the committed evidence of the scale's finished Table 1 sweeps (merged); None without any."""
+    from experiments.reporting.toolkit import per_image_of
+    from experiments.tracking.evidence import load_evidence, merge_evidence, trials_of
+
+    parts = [e for e in map(load_evidence, sorted(Path(evidence_dir).glob("table1-*.parquet")))
+             if e.finished and e.sweeps[0]["tags"].get("experiment") == "table1"]
+    if not parts:
+        return None
+    evidence = merge_evidence(parts)
+    trials = trials_of(evidence, per_image=True)
+
+    def mean_losses(cell: str, width: float) -> np.ndarray:
+        rows = trials[(trials.cell == cell) & (trials.status == "FINISHED")].to_dict("records")
+        return np.mean([per_image_of(row, "all", width) for row in rows], axis=0)
+
+    sd = lambda pair: float(np.std(mean_losses(*pair[0]) - mean_losses(*pair[1]), ddof=1))
+    return sd(CROSS_PAIR), sd(NEAR_PAIR), f"the evidence of {' + '.join(evidence.sweep_ids)}"
 
 
 def magnitudes(table1_csv: str | Path) -> Magnitudes:
     """Seed SDs per Table 1 cell from the committed ``table1.csv``: ``se^2 = image part + var(runs) / runs``,
     with the image part taken as the smallest cell SE of the table (an assumption: the cells' image parts
-    differ a little), so ``seed_sd = sqrt(runs (se^2 - min se^2))``."""
+    differ a little), so ``seed_sd = sqrt(runs (se^2 - min se^2))``; the per-image SDs from the Table 1
+    evidence beside it (``image_sds``), else the constants read off an earlier table1.md."""
     frame = pd.read_csv(table1_csv)
     image_se = float(frame.ours_se.min())
     seed_sd = {(row.model, str(row.s)): math.sqrt(max(row.ours_se**2 - image_se**2, 0.0) * row.seeds)
                for row in frame.itertuples()}
-    return Magnitudes(IMAGE_SD_CROSS, IMAGE_SD_NEAR, seed_sd, image_se)
+    measured = image_sds(Path(table1_csv).parent / "evidence")
+    cross, near, where = measured or (IMAGE_SD_CROSS, IMAGE_SD_NEAR, EARLIER_SOURCE)
+    return Magnitudes(cross, near, seed_sd, image_se, where)
 
 
 def calibration_scenarios(m: Magnitudes | None = None) -> list[Scenario]:
@@ -284,8 +317,8 @@ def markdown(fpr: pd.DataFrame, power: pd.DataFrame, m: Magnitudes, commit: str,
         "## Inputs, from the committed reports",
         "",
         f"- paired per-image SD of a contrast between different models: {m.image_sd_cross:.3f} nats/token "
-        "(table1.md: P_1/4 < M~_1/4, t x SE 0.0206 at df 511.2); between close relatives: "
-        f"{m.image_sd_near:.3f} (P~_1/8 vs P_1/8, t x SE 0.0041 at df 6.6, an upper bound).",
+        f"(P_1/4 vs M~_1/4); between close relatives: {m.image_sd_near:.3f} (P~_1/8 vs P_1/8); each cell's runs "
+        f"averaged per image first; from {m.image_sd_source or EARLIER_SOURCE}.",
         f"- seed SD of a run per Table 1 cell, sqrt(runs (se^2 - {m.image_se:.5f}^2)) from table1.csv (the "
         f"smallest cell SE taken as every cell's image part): {seed_sds}.",
         "- lineage sharing: the fraction of a run's seed variance that its stage-1 source shares with the other "

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from experiments.reporting import calibration, claims
@@ -88,8 +89,32 @@ def test_the_simulation_judges_each_draw_as_claims_does(seed_df):
 
 def test_power_grows_with_the_effect_and_observed_effects_come_from_the_committed_table():
     observed = {o.comparison: o for o in calibration.observed_comparisons(REPORTS / "table1.csv")}
-    assert observed["P_1/4 < M~_1/4"].effect == pytest.approx(2.19838 - 1.78177)
+    table = pd.read_csv(REPORTS / "table1.csv").set_index(["model", "s"]).ours_nats
+    assert observed["P_1/4 < M~_1/4"].effect == pytest.approx(table["M~_s", "1/4"] - table["P_s", "1/4"])
     assert observed["source of P_s vs control (margin 0.01)"].scenario.cells[0].runs_per_lineage == 3
     scenario = observed["P_1/2 < M~_1/2"].scenario
     rates = [calibration.held_rate(scenario, 3, 4000, effect, seed=1) for effect in (0.0, 0.05, 0.15, 0.5)]
     assert rates == sorted(rates) and rates[0] <= NOMINAL and rates[-1] > 0.99
+
+
+def test_the_per_image_sds_are_measured_on_the_committed_table1_evidence():
+    """The image term's magnitudes: per-image losses of each cell averaged over its runs, then the SD of the
+    paired contrast, recomputed here from the evidence's image records directly."""
+    from experiments.run.evaluate import width_key
+    from experiments.tracking.evidence import load_evidence
+
+    smoke = REPORTS.parent / "smoke" / "evidence"
+    (path,) = sorted(smoke.glob("table1-*.parquet"))
+    evidence = load_evidence(path)
+
+    def mean_losses(cell, width):
+        runs = evidence.runs.run_id[evidence.runs.cell == cell]
+        images = evidence.images[evidence.images.run_id.isin(runs) & (evidence.images.subset == "all")
+                                 & (evidence.images.condition == "own") & (evidence.images.model == width_key(width))]
+        return images.pivot(index="image", columns="run_id", values="value").mean(axis=1).to_numpy()
+
+    cross, near, where = calibration.image_sds(smoke)
+    expected = [np.std(mean_losses(*a) - mean_losses(*b), ddof=1)
+                for a, b in (calibration.CROSS_PAIR, calibration.NEAR_PAIR)]
+    assert (cross, near) == pytest.approx(expected) and evidence.sweep_ids[0] in where
+    assert calibration.image_sds(REPORTS.parent / "no-such-folder") is None
