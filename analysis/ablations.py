@@ -32,7 +32,7 @@ from experiments.reporting import ablations, toolkit
 # %%
 params, sweep_run, trials, prov = toolkit.report_inputs("ablations", per_image=True)
 source_sweep = sweep_run.data.tags["source_sweep"]
-cells = ablations.ablation_cells(trials, toolkit.reference_trials(params, sweep_run, ["P8", "Mc8m"]))
+cells = ablations.ablation_cells(trials, toolkit.reference_trials(params, sweep_run, ablations.REFERENCE_CELLS))
 verdicts = ablations.ablation_verdicts(cells)
 ablations.results_frame(cells, verdicts)
 

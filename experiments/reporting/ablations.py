@@ -10,9 +10,13 @@ import pandas as pd
 
 from experiments.reporting import toolkit
 from experiments.reporting.claims import Cell, Verdict, gap_grows
+from experiments.reporting.declared import declared
 from experiments.reporting.toolkit import Provenance, fmt_cell, md_table, section
 
 WIDTH = 0.125
+# Table 1's cells each change is compared with (conf/experiment/ablations.yaml, experiment.reference)
+REFERENCE_P, REFERENCE_MC = declared("ablations").reference["P"], declared("ablations").reference["Mc"]
+REFERENCE_CELLS = (REFERENCE_P, REFERENCE_MC)
 # change -> (its P_1/8 cell, its M~_1/8 cell; None: the reference's), and what it changes
 CHANGES = {
     "heads": ("P8_heads", "Mc8m_heads", "2 heads of 8 instead of 4 heads of 4 (model.min_head_size=8), M~_1/8 too"),
@@ -23,17 +27,17 @@ CHANGES = {
 
 
 def ablation_cells(trials: pd.DataFrame, reference: pd.DataFrame) -> dict[str, Cell]:
-    """Each ablation cell (this sweep) and the reference P8 and Mc8m (Table 1's sweep), seeds combined."""
-    sources = {cell: [(cell, WIDTH)] for cell in ["P8", "Mc8m", *(c for pair in CHANGES.values() for c in pair[:2] if c)]}
+    """Each ablation cell (this sweep) and the reference P_1/8 and M~_1/8 (Table 1's sweep), seeds combined."""
+    sources = {cell: [(cell, WIDTH)] for cell in [*REFERENCE_CELLS, *(c for pair in CHANGES.values() for c in pair[:2] if c)]}
     cells = toolkit.gather_cells(pd.concat([trials, reference], ignore_index=True), sources)
     return {cell: value for (cell, _), value in cells.items()}
 
 
 def ablation_verdicts(cells: dict[str, Cell]) -> list[Verdict]:
-    reference = (cells.get("Mc8m"), cells.get("P8"))
+    reference = (cells.get(REFERENCE_MC), cells.get(REFERENCE_P))
     out = []
     for change, (p_cell, mc_cell, _) in CHANGES.items():
-        changed = (cells.get(mc_cell or "Mc8m"), cells.get(p_cell))
+        changed = (cells.get(mc_cell or REFERENCE_MC), cells.get(p_cell))
         out.append(gap_grows("the change lowers P_1/8 - M~_1/8", change,
                              changed if None not in changed else None, reference if None not in reference else None))
     return out
@@ -50,7 +54,7 @@ def _num(x: float, fmt: str) -> str:
 def results_frame(cells: dict[str, Cell], verdicts: list[Verdict]) -> pd.DataFrame:
     rows = []
     for (change, (p_cell, mc_cell, what)), v in zip(CHANGES.items(), verdicts):
-        p, mc = cells.get(p_cell), cells.get(mc_cell or "Mc8m")
+        p, mc = cells.get(p_cell), cells.get(mc_cell or REFERENCE_MC)
         rows.append({"change": change, "what": what, "P_1/8": getattr(p, "mean", math.nan),
                      "M~_1/8": getattr(mc, "mean", math.nan), "gap": _gap(p, mc), "gap change": -v.difference,
                      "se": v.se, "df": v.df, "t x SE": v.t_se, "runs": getattr(p, "seeds", 0),
@@ -59,9 +63,9 @@ def results_frame(cells: dict[str, Cell], verdicts: list[Verdict]) -> pd.DataFra
 
 
 def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, source_sweep: str) -> str:
-    ref_p, ref_mc = cells.get("P8"), cells.get("Mc8m")
+    ref_p, ref_mc = cells.get(REFERENCE_P), cells.get(REFERENCE_MC)
     rows = [[r.change, r.what, fmt_cell(cells.get(CHANGES[r.change][0])),
-             fmt_cell(cells.get(CHANGES[r.change][1] or "Mc8m")), _num(r.gap, "+.4f"), _num(r["gap change"], "+.4f"),
+             fmt_cell(cells.get(CHANGES[r.change][1] or REFERENCE_MC)), _num(r.gap, "+.4f"), _num(r["gap change"], "+.4f"),
              _num(r.se, ".4f"), _num(r.df, ".1f"), _num(r["t x SE"], ".4f"), r["P gains on M~"]]
             for _, r in results_frame(cells, verdicts).iterrows()]
     lines = [

@@ -19,6 +19,7 @@ read here are literal), so a sweep's driver may call it while Hydra holds its ow
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ class Declared:
     cells: Mapping[str, Cell]  # every stage's cells, in declaration order
     starts: Mapping[str, str | None]  # cell -> the cell it starts from (its own init_from, else its stage's)
     columns: Mapping[str, Column]  # the report's columns in order
+    reference: Mapping[str, str] = dataclasses.field(default_factory=dict)  # experiment.reference: role -> the
+    # cell of the experiment it starts from (``experiment.sources``) that a report compares with
 
     @functools.cached_property
     def matched(self) -> dict[str, str]:
@@ -177,4 +180,5 @@ def declared(experiment: str) -> Declared:
     if undeclared:
         raise ConfigError(f"{path}: cells read into columns {undeclared} that experiment.columns does not declare; "
                           "give each a label and a colour there")
-    return Declared(experiment, cells, starts, columns)
+    reference = {str(role): str(cell) for role, cell in (node.get("reference") or {}).items()}
+    return Declared(experiment, cells, starts, columns, reference)
