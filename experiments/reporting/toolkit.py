@@ -30,6 +30,7 @@ from experiments.tracking.evidence import (
     histories_of,
     load_evidence,
     merge_evidence,
+    missing_seeds,
     precision_of,
     sweep_run_of,
     trials_of,
@@ -194,6 +195,11 @@ def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:
     if lacking:
         raise MissingRuns(f"{artefact}: the evidence of {', '.join(merged.sweep_ids)} in {where} lacks finished runs "
                           f"of cells {', '.join(lacking)}; run `{make_command(artefact, params.scale)}` first")
+    if seeds := missing_seeds(merged):  # partial sweeps: every part is needed, or verdicts outrun their seeds
+        shown = "; ".join(f"{cell}: {missing}" for cell, missing in list(seeds.items())[:6])
+        raise MissingRuns(f"{artefact}: the partial sweeps {', '.join(merged.sweep_ids)} in {where} lack seeds their "
+                          f"declaration asks for ({shown}); run and commit the other parts "
+                          "(`experiment.seed_subset=[...]`) first")
     return merged
 
 

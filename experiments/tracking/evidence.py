@@ -235,6 +235,34 @@ def merge_evidence(parts: Sequence[Evidence]) -> Evidence:
     return Evidence(sweeps, runs, join("metrics"), join("curves"), join("images"), join("extras"))
 
 
+def missing_seeds(evidence: Evidence) -> dict[str, list[int]]:
+    """Cell -> the seeds its declaration asks for that ``evidence`` lacks, where any of its sweeps is a partial
+    sweep of some seeds (``experiment.seed_subset``); {} for whole sweeps. A cell's seeds: its own ``seeds``, else
+    the experiment's override for it, else (a continuation) those of the cell it starts from, else the
+    experiment's count, else the scale's (as the sweep's params record them; a count n is seeds 0..n-1)."""
+    if not any(sweep["params"].get("experiment.seed_subset") not in (None, "None") for sweep in evidence.sweeps):
+        return {}
+    params = evidence.sweeps[0]["params"]
+    runs = evidence.runs[evidence.runs.status == "FINISHED"]
+    stage_of = dict(zip(runs.cell, runs.stage))
+
+    def own(cell: str) -> str | None:
+        for key in (f"experiment.stages.{stage_of.get(cell)}.cells.{cell}.seeds", f"experiment.seed_overrides.{cell}"):
+            if key in params:
+                return params[key]
+        return None
+
+    out = {}
+    for cell, group in runs.groupby("cell"):
+        sources = [source for source in group.source_cell if source in stage_of]
+        value = own(cell) or (own(sources[0]) if sources else None)
+        value = value or params.get("experiment.seeds") or params.get("budget.seeds") or "1"
+        declared = set(json.loads(value)) if value.strip().startswith("[") else set(range(int(value)))
+        if missing := sorted(declared - set(group.seed)):
+            out[str(cell)] = missing
+    return out
+
+
 def _disagreeing(sweeps: Sequence[dict], field: str, key: str) -> list[str]:
     """The different values the sweeps' ``field`` (tags or params) holds under ``key``, sorted; [] where they
     agree (a sweep without it counts as None)."""

@@ -218,3 +218,24 @@ def test_extras_added_after_the_sweep_ran_are_appended_once_and_leave_the_rest_a
     called.clear()
     assert ev.add_missing_extras(uri, path, tmp_path / "cache", [p_only]) == []  # P2 has it now
     assert called == [runs["M1"]] and len(ev.load_evidence(path).extras) == 1
+
+
+def test_partial_sweeps_name_the_seeds_their_declaration_asks_for_and_they_lack():
+    """A report of partial sweeps (experiment.seed_subset) is refused until every part is there: a cell's
+    declared seeds come from its own count or list, else the cell it continues, else the experiment's count."""
+    from experiments.config import code_root
+
+    (path,) = sorted((code_root() / "reports" / "smoke" / "evidence").glob("table1-*.parquet"))
+    smoke = ev.load_evidence(path)  # one whole sweep of seed 0 in every cell
+    assert ev.missing_seeds(smoke) == {}
+
+    def partial(**params):
+        sweep = {**smoke.sweeps[0], "params": {**smoke.sweeps[0]["params"], "experiment.seed_subset": "[0]", **params}}
+        return ev.missing_seeds(smoke._replace(sweeps=[sweep]))
+
+    cells = set(smoke.runs.cell)
+    assert partial() == {}  # the smoke scale declares one seed: seed 0 is all of it
+    declared_two = partial(**{"experiment.seeds": "2", "experiment.stages.stage1.cells.M2.seeds": "1",
+                              "experiment.stages.stage1.cells.M4.seeds": "[0]"})
+    assert set(declared_two) == cells - {"M2", "M2m", "M4", "M4m"}  # M2m continues M2, M4m continues M4
+    assert all(missing == [1] for missing in declared_two.values())
