@@ -36,7 +36,7 @@ from typing import NamedTuple
 import pandas as pd
 from projectable.tokenizer import sha256
 
-from experiments.tracking.sweeps import run_width, schema_metrics, schema_per_image
+from experiments.tracking.sweeps import is_partial, run_width, schema_metrics, schema_per_image
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = b"projectable.evidence.schema"
@@ -240,7 +240,7 @@ def missing_seeds(evidence: Evidence) -> dict[str, list[int]]:
     sweep of some seeds (``experiment.seed_subset``); {} for whole sweeps. A cell's seeds: its own ``seeds``, else
     the experiment's override for it, else (a continuation) those of the cell it starts from, else the
     experiment's count, else the scale's (as the sweep's params record them; a count n is seeds 0..n-1)."""
-    if not any(sweep["params"].get("experiment.seed_subset") not in (None, "None") for sweep in evidence.sweeps):
+    if not any(is_partial(sweep["params"]) for sweep in evidence.sweeps):
         return {}
     params = evidence.sweeps[0]["params"]
     runs = evidence.runs[evidence.runs.status == "FINISHED"]
@@ -486,11 +486,12 @@ def add_missing_extras(tracking_uri: str, path: str | Path, cache: str | Path,
         if todo:
             run = client.get_run(run_id)
             frames += [extra(tracking_uri, run, Path(cache)) for extra in todo]
-    rows = pd.concat([frame for frame in frames if not frame.empty], ignore_index=True) if any(
-        not frame.empty for frame in frames) else pd.DataFrame()
-    if not rows.empty:
-        write_rows(path, rows)
-    return sorted(set(rows.key)) if not rows.empty else []
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        return []
+    rows = pd.concat(frames, ignore_index=True)
+    write_rows(path, rows)
+    return sorted(set(rows.key))
 
 
 def backfill(tracking_uri: str, experiment: str, sweep_id: str, reports_dir: str | Path, cache: str | Path,

@@ -88,6 +88,11 @@ def finished_runs_of_cell(tracking_cfg, sweep_id: str, cell: str) -> dict[int, d
     return {seed: dict(run.data.params) for seed, run in finished_runs(tracking_cfg, sweep_id, cell).items()}
 
 
+def is_partial(params: Mapping[str, str]) -> bool:
+    """Whether a sweep's recorded params make it a partial sweep of some seeds (``experiment.seed_subset``)."""
+    return params.get("experiment.seed_subset") not in (None, "None", "null")
+
+
 def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "table1", cells=(),
                seeds: Mapping[str, Iterable[int]] | None = None, sweep_ids: Iterable[str] = (),
                whole: bool = False):
@@ -113,7 +118,7 @@ def find_sweep(tracking_uri: str, experiment: str, scale: str, name: str = "tabl
     for run in runs:
         if sweep_ids and run.data.tags["sweep_id"] not in set(sweep_ids):
             continue
-        if whole and run.data.params.get("experiment.seed_subset") not in (None, "None", "null"):
+        if whole and is_partial(run.data.params):
             continue
         have = finished_cell_seeds(client, exp_id, run.data.tags["sweep_id"])
         if set(cells) <= {cell for cell, _ in have} and wanted <= have:
