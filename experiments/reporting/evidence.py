@@ -3,8 +3,9 @@ the results only the final weights can give, computed by the sweep's driver as e
 back in place of evaluating the saved models.
 
 ``EXTRAS[experiment]`` lists them per experiment. Covered: Figure 4's per-image losses over its t1 grid and
-Figure 3's sample tokens (Table 1's sweep), Tables 2 and 4's data summary. Not yet covered, so these reports
-still need the store: the generators' sample tokens, Table 3's losses on a training draw and Table 4's subsets.
+Figure 3's sample tokens (Table 1's sweep), Tables 2 and 4's data summary, Table 3's losses on a training draw
+(its own runs' and those of the Table 1 runs it may reuse). Not yet covered, so these reports still need the
+store: the generators' sample tokens and Table 4's subsets.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.reporting import figure3, figure4, toolkit
-from experiments.reporting.toolkit import DATA_SUMMARY
+from experiments.reporting import figure3, figure4, table3, toolkit
+from experiments.reporting.table3 import TABLE3_RUN, TABLE3_TRAIN
+from experiments.reporting.toolkit import ADD_EXTRAS, DATA_SUMMARY, evaluations
 from experiments.tracking.evidence import Evidence, ExtraEvidence
 
 FIGURE4_LOSSES = "figure4/t1"  # extra key: per-image losses over figure4.T1_GRID (model, t1, image, value)
 FIGURE4_EVALUATION = "figure4/evaluation"  # extra key: who evaluated them (detail: commit, machine, wall time)
-# what a report lacking an extra says
-ADD_EXTRAS = ("add it from the store that holds the sweep's weights with `python -m experiments.reporting extras "
-              "<sweep id>`")
 FIGURE3_SAMPLES = "figure3/samples"  # extra key: a seed-0 sample per task vector (image: its index; detail: tokens)
 FIGURE3_EVALUATION = "figure3/evaluation"  # extra key: who drew them (detail: commit, machine, wall time, seed)
 
@@ -83,15 +82,6 @@ def figure3_samples(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     return pd.concat([rows, provenance], ignore_index=True)
 
 
-def evaluations(records: pd.DataFrame) -> dict:
-    """The evaluations behind a report's extra records (each a ``toolkit.evaluation_provenance`` JSON), as one:
-    their distinct commits and machines joined by ' + ', their wall times added."""
-    details = [json.loads(detail) for detail in records.detail]
-    joined = lambda field: " + ".join(dict.fromkeys(str(d[field]) for d in details)) or "?"
-    return {"commit": joined("commit"), "machine": joined("machine"),
-            "wall_time_s": sum(d["wall_time_s"] for d in details)}
-
-
 class Figure3Evidence(NamedTuple):
     rows: list  # figure3.SampleRow of each model drawn, in the figure's order
     evaluation: dict  # who drew the samples: commit, machine, wall time, seed
@@ -136,6 +126,28 @@ def figure3_data(params: toolkit.NotebookParams, sweep_run):
     return build_data(build_section(data_config_class(cfg.data), cfg.data, "data"), Path(params.cache) / "data")
 
 
+def table3_training(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
+    """Table 3's training loss of one finished projected run of a single scale (``table3.training_loss``):
+    its per-image losses and, in one more row, its shape, loss and SE and who scored them. Table 3's own runs
+    and Table 1's (P_1/4 and P_1/8 from M_1 at r = 8 are cells Table 3 reuses)."""
+    from experiments.run.saved import pick_device
+    from experiments.tracking.sweeps import download_run
+
+    params = run.data.params
+    if run.data.tags.get("kind") != "projected" or len(json.loads(params.get("projector.scales", "[]"))) != 1:
+        return pd.DataFrame()
+    tick, shape = time.time(), table3.run_shape(params)
+    saved = download_run(tracking_uri, run.info.run_id, Path(cache) / "models")
+    loss = table3.training_loss(saved, shape["scale"], cache, device=pick_device(None))
+    rows = pd.DataFrame({"record": "extra", "run_id": run.info.run_id, "key": TABLE3_TRAIN,
+                         "image": range(len(loss.per_image)), "value": loss.per_image.double().numpy()})
+    detail = {**shape, "train_nats": loss.nats, "train_se": loss.nats_se, "images": len(loss.per_image),
+              **toolkit.evaluation_provenance(tick)}
+    described = pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": TABLE3_RUN,
+                               "detail": json.dumps(detail, sort_keys=True)}])
+    return pd.concat([rows, described], ignore_index=True)
+
+
 def data_summary(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     """Tables 2 and 4's "Data" section: the summary of the sweep's data (the stand-in or ImageNet, the VQ-VAE's
     reconstruction, the encoder; ``toolkit.sweep_data_summary`` from the store), one extra row per run (every
@@ -153,8 +165,10 @@ def data_summary(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
 figure4_losses.keys = (FIGURE4_LOSSES, FIGURE4_EVALUATION)
 figure3_samples.keys = (FIGURE3_SAMPLES, FIGURE3_EVALUATION)
 data_summary.keys = (DATA_SUMMARY,)
+table3_training.keys = (TABLE3_TRAIN, TABLE3_RUN)
 
-EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses, figure3_samples], "table2": [data_summary],
+EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses, figure3_samples, table3_training],
+                                          "table2": [data_summary], "table3": [table3_training],
                                           "table4": [data_summary]}
 
 

@@ -1,13 +1,17 @@
-"""Table 3 from tracked runs: the newest finished Table 3 sweep of a scale, plus the Table 1 runs it reused;
-validation losses (logged by the runs) and training losses (the final models evaluated on a fixed draw of the
-training stream); the claim "at equal r a larger source projects better" by the rules of
-``experiments.reporting.claims``; ``reports/<scale>/table3.{md,csv}``. The notebook ``analysis/table3.py`` calls these.
+"""Table 3 from tracked runs: the newest finished Table 3 sweep of a scale (or the committed evidence of its
+partial sweeps), plus the Table 1 runs it reused; validation losses (logged by the runs) and training losses
+(the final models evaluated on a fixed draw of the training stream: from the store by ``training_losses``, or
+written into the evidence as each run finished, ``reporting.evidence.table3_training``); the claim "at equal r
+a larger source projects better" by the rules of ``experiments.reporting.claims``;
+``reports/<scale>/table3.{md,csv}``. The notebook ``analysis/table3.py`` calls ``table3_runs`` and these.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,8 +30,9 @@ from experiments.reporting.toolkit import (
 )
 from experiments.run.evaluate import validation_loss
 from experiments.run.saved import data_of, load_model, nll_fn, pick_device
+from experiments.tracking.evidence import Evidence, load_evidence, trials_of
 from experiments.tracking.store import MlflowClient
-from experiments.tracking.sweeps import download_run, load_trials
+from experiments.tracking.sweeps import attach_per_image, download_run, is_partial, load_trials
 
 # Table 3 of the paper (training losses, nats/token): (target width, source width, rank) -> loss.
 PAPER_TABLE3 = {
@@ -38,60 +43,148 @@ PAPER_TABLE3 = {
 # Same projector size (~rank x source width) in the paper: M_1 at r=8, M_1/2 at r=16, M_1/4 at r=32 -> P_1/8.
 MATCHED = ((0.125, 1.0, 8), (0.125, 0.5, 16), (0.125, 0.25, 32))
 TRAIN_SAMPLE_STEP = 0  # the training-stream draw the final models are scored on (see training_losses)
+# extra evidence keys (``reporting.evidence.table3_training``): a P_s's per-image losses on the training draw
+# (image, value), and its shape (``run_shape``), training-draw loss and SE, the draw's size and who scored it
+TABLE3_TRAIN, TABLE3_RUN = "table3/train", "table3/run"
 
 
 def label(target: float, source: float, rank: int) -> str:
     return f"P_{scale_label(target)} from M_{scale_label(source)}, r={rank}"
 
 
-def load_runs(tracking_uri: str, experiment: str, scale: str):
-    """(sweep run, trials) of the newest finished Table 3 sweep of ``scale``; trials include the Table 1 runs
-    it reused (``reused_from`` names them) and each run's target, source width, scale and rank."""
-    sweep_run = toolkit.store_sweep(tracking_uri, experiment, scale, "table3")
+def run_shape(params: Mapping[str, str]) -> dict:
+    """A projected run's shape from its logged params: its source's width, its one scale (target / source
+    width), the target width and the projector rank."""
+    source, scales = float(params["width"]), json.loads(params["projector.scales"])
+    return {"source": source, "scale": float(scales[0]), "target": source * float(scales[0]),
+            "rank": int(params["projector.rank"])}
+
+
+ORDER = (["target", "source", "rank", "seed"], [False, False, True, True])  # the table's rows, as both paths sort
+
+
+def load_runs(tracking_uri: str, experiment: str, scale: str, sweeps=()):
+    """(sweep run, trials) of the newest finished Table 3 sweep of ``scale`` (of ``sweeps`` where given);
+    trials include the Table 1 runs it reused (``reused_from`` names them) and each run's target, source width,
+    scale and rank."""
+    sweep_run = toolkit.store_sweep(tracking_uri, experiment, scale, "table3", sweeps)
     trials = load_trials(tracking_uri, experiment, sweep_run.data.tags["sweep_id"])
     trials["reused_from"] = ""
     reused = json.loads(sweep_run.data.tags.get("reused", "{}"))
     source_sweep = sweep_run.data.tags.get("source_sweep")
     if reused and source_sweep:
         source = load_trials(tracking_uri, experiment, source_sweep)
-        by_cell = {t1: t3 for t3, t1 in reused.items()}
-        source = source[source.cell.isin(list(by_cell))].copy()
-        source["reused_from"] = source_sweep + "/" + source.cell
-        source["cell"] = source.cell.map(by_cell)
-        trials = pd.concat([trials, source], ignore_index=True)
+        trials = pd.concat([trials, _reused(source, reused, source_sweep)], ignore_index=True)
     client = MlflowClient(tracking_uri)
-    shapes = []
-    for run_id in trials.run_id:
-        params = client.get_run(run_id).data.params
-        source_width, scales = float(params["width"]), json.loads(params["projector.scales"])
-        shapes.append({"source": source_width, "scale": float(scales[0]), "target": source_width * scales[0],
-                       "rank": int(params["projector.rank"])})
-    trials = pd.concat([trials, pd.DataFrame(shapes)], axis=1)
-    return sweep_run, trials.sort_values(["target", "source", "rank", "seed"], ascending=[False, False, True, True])
+    shapes = pd.DataFrame([run_shape(client.get_run(run_id).data.params) for run_id in trials.run_id])
+    trials = pd.concat([trials, shapes], axis=1)
+    return sweep_run, trials.sort_values(ORDER[0], ascending=ORDER[1])
+
+
+def _reused(source: pd.DataFrame, reused: Mapping[str, str], source_sweep: str) -> pd.DataFrame:
+    """The runs of the Table 1 cells a Table 3 sweep reused (``reused``: its cell -> Table 1's), under its names."""
+    by_cell = {t1: t3 for t3, t1 in reused.items()}
+    source = source[source.cell.isin(list(by_cell))].copy()
+    source["reused_from"] = source_sweep + "/" + source.cell
+    source["cell"] = source.cell.map(by_cell)
+    return source
+
+
+def training_loss(saved, scale: float, cache_dir: str | Path, images: int | None = None, batch_size: int = 64,
+                  device: str = "cpu", data_cache: dict | None = None):
+    """One saved run's P_scale scored on a fixed draw of the training stream: ``train_batch(step=0,
+    batch_size=N)`` with N = the run's validation size (or ``images``). The stream is seeded by the batch size
+    too, so this is a fresh draw of the training distribution (MNIST training digits, flips), the same for
+    every run of one data config (``data_cache`` keeps it across runs). An ``evaluate.Loss``."""
+    data_cache = {} if data_cache is None else data_cache
+    key = repr(saved.config.data)
+    if key not in data_cache:
+        data = data_of(saved.config, Path(cache_dir) / "data")
+        data_cache[key] = (data, data.train_batch(TRAIN_SAMPLE_STEP, images or saved.config.data.val_size))
+    data, batch = data_cache[key]
+    c, h, w = data.image_shape
+    model = load_model(saved).to(device)
+    return validation_loss(nll_fn(model, scale), batch, batch_size, data.seq_len, c * h * w, device)
 
 
 def training_losses(trials: pd.DataFrame, tracking_uri: str, cache_dir: str | Path, images: int | None = None,
                     batch_size: int = 64, device: str | None = None) -> pd.DataFrame:
-    """Each run's final P_s scored on a fixed draw of the training stream: ``train_batch(step=0,
-    batch_size=N)`` with N = the run's validation size (or ``images``). The stream is seeded by the batch size
-    too, so this is a fresh draw of the training distribution (MNIST training digits, flips), the same for
-    every run. Returns one row per run: run_id, train_nats, train_se."""
-    device = pick_device(device)
-    rows, data_cache = [], {}
+    """``training_loss`` of each run of ``trials``, from the store. One row per run: run_id, train_nats,
+    train_se, train_per_image."""
+    device, rows, data_cache = pick_device(device), [], {}
     for row in trials.itertuples():
         saved = download_run(tracking_uri, row.run_id, Path(cache_dir) / "models")
-        key = repr(saved.config.data)
-        if key not in data_cache:
-            data = data_of(saved.config, Path(cache_dir) / "data")
-            n = images or saved.config.data.val_size
-            data_cache[key] = (data, data.train_batch(TRAIN_SAMPLE_STEP, n))
-        data, batch = data_cache[key]
-        model = load_model(saved).to(device)
-        c, h, w = data.image_shape
-        loss = validation_loss(nll_fn(model, row.scale), batch, batch_size, data.seq_len, c * h * w, device)
+        loss = training_loss(saved, row.scale, cache_dir, images, batch_size, device, data_cache)
         rows.append({"run_id": row.run_id, "train_nats": loss.nats, "train_se": loss.nats_se,
                      "train_per_image": loss.per_image.tolist()})
     return pd.DataFrame(rows)
+
+
+class Table3Runs(NamedTuple):
+    sweep_run: object  # the sweep's MLflow run, or its stand-in read from evidence files
+    trials: pd.DataFrame  # its runs and the reused Table 1 runs, with shapes and per-image validation losses
+    train: pd.DataFrame  # training_losses' rows of the finished runs
+    evaluation: dict  # who scored the training draw: commit, machine, wall time, images
+
+
+def table3_runs(params: toolkit.NotebookParams) -> Table3Runs:
+    """What the report reads, from the store (scoring the training draw now) or from the evidence files
+    (``toolkit.check_runs``), with the same numbers either way."""
+    if toolkit.check_runs(params, "table3") == "evidence":
+        return evidence_runs(params, *toolkit.sweep_and_trials(params, "table3", per_image=True))
+    sweep_run, trials = load_runs(params.tracking_uri, params.experiment, params.scale, params.sweeps)
+    tick = time.time()
+    train = training_losses(trials[trials.status == "FINISHED"], params.tracking_uri, params.cache)
+    evaluation = toolkit.evaluation_provenance(tick, images=int(sweep_run.data.params.get("data.val_size", 0)))
+    return Table3Runs(sweep_run, attach_per_image(trials, params.tracking_uri), train, evaluation)
+
+
+def evidence_runs(params: toolkit.NotebookParams, sweep_run, trials: pd.DataFrame) -> Table3Runs:
+    """``table3_runs`` from evidence: the reused Table 1 runs from the committed evidence of the Table 1 sweep
+    each part started from (``source_sweep``), shapes and training-draw losses from the extra records each run
+    carries (``reporting.evidence.table3_training``); a run without them is named, with the command that adds them."""
+    evidence, frames, extras = toolkit.evidence_of(sweep_run), [trials.assign(reused_from="")], []
+    for sweep in evidence.sweeps:
+        reused, source_sweep = json.loads(sweep["tags"].get("reused", "{}")), sweep["tags"].get("source_sweep")
+        if reused and source_sweep:
+            source = _source_evidence(params, evidence, source_sweep)
+            runs, seeds = trials_of(source, per_image=True), _seeds(sweep)
+            frames.append(_reused(runs if seeds is None else runs[runs.seed.isin(seeds)], reused, source_sweep))
+            extras.append(source.extras)
+    trials = pd.concat(frames, ignore_index=True)
+    extras = pd.concat([evidence.extras, *extras], ignore_index=True)
+    extras = extras[extras.run_id.isin(trials.run_id)]
+    described = extras[extras.key == TABLE3_RUN].drop_duplicates("run_id").set_index("run_id")
+    finished = trials.run_id[trials.status == "FINISHED"]
+    if lacking := sorted(set(trials.cell[trials.run_id.isin(set(finished) - set(described.index))])):
+        raise toolkit.MissingRuns(f"table3: the evidence of {', '.join(evidence.sweep_ids)} holds no training-draw "
+                                  f"losses of cells {', '.join(lacking)}; {toolkit.ADD_EXTRAS}")
+    detail = described.detail.map(json.loads)
+    shapes = pd.DataFrame([{field: detail[run_id][field] for field in ("source", "scale", "target", "rank")}
+                           for run_id in trials.run_id])
+    trials = pd.concat([trials, shapes], axis=1).sort_values(ORDER[0], ascending=ORDER[1])
+    images = extras[extras.key == TABLE3_TRAIN].sort_values("image")
+    per_image = images.groupby("run_id").value.apply(list)
+    train = pd.DataFrame([{"run_id": run_id, "train_nats": detail[run_id]["train_nats"],
+                           "train_se": detail[run_id]["train_se"], "train_per_image": per_image[run_id]}
+                          for run_id in trials.run_id[trials.status == "FINISHED"]])
+    evaluation = {**toolkit.evaluations(described.reset_index()), "images": int(detail.iloc[0]["images"])}
+    return Table3Runs(sweep_run, trials, train, evaluation)
+
+
+def _seeds(sweep: dict) -> list[int] | None:
+    """The seeds of one part of merged evidence (``experiment.seed_subset``; None: a whole sweep), so that each
+    part reads its own seeds of the Table 1 sweep it reused."""
+    return json.loads(sweep["params"]["experiment.seed_subset"]) if is_partial(sweep["params"]) else None
+
+
+def _source_evidence(params: toolkit.NotebookParams, evidence: Evidence, source_sweep: str) -> Evidence:
+    path = params.evidence_dir / f"{source_sweep}.parquet"
+    if not path.is_file():
+        raise toolkit.MissingRuns(f"table3: the evidence of {', '.join(evidence.sweep_ids)} reused runs of sweep "
+                                  f"{source_sweep}, whose evidence is not committed ({path}); commit it, or render "
+                                  "from the store (PROJECTABLE_REPORT_SOURCE=store)")
+    return load_evidence(path)
 
 
 class Table3(NamedTuple):

@@ -40,6 +40,9 @@ from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trial
 
 SCALES = (1.0, 0.5, 0.25, 0.125)  # s of Tables 1 and 2
 DATA_SUMMARY = "data/summary"  # extra evidence key: the sweep's data summary (detail: JSON; Tables 2 and 4)
+# what a report lacking an extra says
+ADD_EXTRAS = ("add it from the store that holds the sweep's weights with `python -m experiments.reporting extras "
+              "<sweep id>`")
 
 
 def scale_label(s: float) -> str:
@@ -165,7 +168,7 @@ def newest_sweep(params: NotebookParams, artefact: str):
 
 # The reports that render from evidence files alone; the others need what
 # ``experiments.reporting.evidence`` does not hold yet, so they read the store.
-FROM_EVIDENCE = ("table1", "figure3", "figure4", "split_study", "specialisation", "ablations", "table2")
+FROM_EVIDENCE = ("table1", "figure3", "figure4", "split_study", "specialisation", "ablations", "table2", "table3")
 
 
 def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:
@@ -554,6 +557,15 @@ def provenance(sweep_run, trials: pd.DataFrame) -> Provenance:
 def evaluation_provenance(tick: float, **extra) -> dict:
     """Who evaluated saved models for a report (commit, machine, wall time since ``tick``), plus ``extra``."""
     return {"commit": git_commit(code_root()), "machine": machine(), "wall_time_s": time.time() - tick, **extra}
+
+
+def evaluations(records: pd.DataFrame) -> dict:
+    """The evaluations behind a report's extra records (each a ``toolkit.evaluation_provenance`` JSON), as one:
+    their distinct commits and machines joined by ' + ', their wall times added."""
+    details = [json.loads(detail) for detail in records.detail]
+    joined = lambda field: " + ".join(dict.fromkeys(str(d[field]) for d in details)) or "?"
+    return {"commit": joined("commit"), "machine": joined("machine"),
+            "wall_time_s": sum(d["wall_time_s"] for d in details)}
 
 
 def provenance_lines(prov: Provenance, sources: str | None = None, wall_time_note: str = "",
