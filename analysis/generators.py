@@ -21,7 +21,9 @@
 # (`experiments/reporting/claims.py`), draws one sample grid per generator, and writes
 # `reports/<scale>/generators.{md,csv,png}` and `generators_samples_<generator>.png`
 # (`experiments/reporting/generators.py`). Executed headless by `nox -s reproduce_generators` and
-# `nox -s reports`; parameters: `PROJECTABLE_REPORT_SCALE`, `_TRACKING_URI`, `_EXPERIMENT`, `_REPORTS`, `_CACHE`.
+# `nox -s reports`; parameters: `PROJECTABLE_REPORT_SCALE`, `_TRACKING_URI`, `_EXPERIMENT`, `_REPORTS`, `_CACHE`,
+# `_SOURCE` (store, evidence or auto: from the committed evidence files the sweep wrote, with the samples its
+# driver drew as each run finished), `_SWEEPS`.
 
 # %%
 from experiments import telemetry
@@ -31,8 +33,8 @@ telemetry.apply()  # before MLflow is imported
 import torch
 from IPython.display import Image, display
 
+from experiments.reporting import evidence as report_evidence
 from experiments.reporting import figure3, generators, toolkit
-from experiments.tracking.sweeps import attach_per_image
 
 torch.set_num_threads(1)
 params = toolkit.notebook_params()
@@ -41,8 +43,8 @@ params = toolkit.notebook_params()
 # ## The sweep, its runs and the reused Table 1 runs
 
 # %%
-runs = generators.load_runs(params.tracking_uri, params.experiment, params.scale)
-trials = attach_per_image(runs.trials, params.tracking_uri)  # per-image losses: paired SEs
+runs = generators.generator_runs(params)
+trials = runs.trials  # with per-image losses: paired SEs
 trials[["trial", "cell", "seed", "status", "steps", "generator", "match_knob", "match_size", "reused_from"]]
 
 # %% [markdown]
@@ -60,11 +62,17 @@ toolkit.verdicts_frame(claims.corrected)
 # ## Samples per generator (seed 0, the first validation task vectors)
 
 # %%
-models = generators.load_sample_models(trials, params.tracking_uri, params.cache)
-items = models.data.validation_items()
+evidence = toolkit.evidence_of(runs.sweep_run)
+if evidence is None:  # the store: sample the saved models again
+    models = generators.load_sample_models(trials, params.tracking_uri, params.cache)
+    data = models.data
+else:  # the rows the sweep's driver drew; the data rebuilt from this checkout's config of the scale
+    data = report_evidence.figure3_data(params, runs.sweep_run)
+items = data.validation_items()
 tasks = torch.from_numpy(items.task[: figure3.NUM_TASKS])  # (N, 18)
+rows = generators.model_rows(models, tasks) if evidence is None else generators.evidence_rows(params, runs)
 title = f"scale {params.scale}"
-samples = generators.sample_grids(models, tasks, items.digit_index[: figure3.NUM_TASKS], params.out_dir, title)
+samples = generators.sample_grids(rows, data, tasks, items.digit_index[: figure3.NUM_TASKS], params.out_dir, title)
 for path in samples:
     display(Image(filename=str(path)))
 

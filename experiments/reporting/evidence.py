@@ -4,8 +4,9 @@ back in place of evaluating the saved models.
 
 ``EXTRAS[experiment]`` lists them per experiment. Covered: Figure 4's per-image losses over its t1 grid and
 Figure 3's sample tokens (Table 1's sweep), Tables 2 and 4's data summary, Table 3's losses on a training draw
-(its own runs' and those of the Table 1 runs it may reuse). Not yet covered, so these reports still need the
-store: the generators' sample tokens and Table 4's subsets.
+(its own runs' and those of the Table 1 runs it may reuse), the generators' tags and sample tokens (their
+reused P_s rows are Table 1's Figure 3 samples, drawn alike). Not yet covered, so this report still needs the
+store: Table 4's subsets.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.reporting import figure3, figure4, table3, toolkit
+from experiments.reporting import figure3, figure4, generators, table3, toolkit
+from experiments.reporting.figure3 import FIGURE3_EVALUATION, FIGURE3_SAMPLES
 from experiments.reporting.table3 import TABLE3_RUN, TABLE3_TRAIN
 from experiments.reporting.toolkit import ADD_EXTRAS, DATA_SUMMARY, evaluations
 from experiments.tracking.evidence import Evidence, ExtraEvidence
 
 FIGURE4_LOSSES = "figure4/t1"  # extra key: per-image losses over figure4.T1_GRID (model, t1, image, value)
 FIGURE4_EVALUATION = "figure4/evaluation"  # extra key: who evaluated them (detail: commit, machine, wall time)
-FIGURE3_SAMPLES = "figure3/samples"  # extra key: a seed-0 sample per task vector (image: its index; detail: tokens)
-FIGURE3_EVALUATION = "figure3/evaluation"  # extra key: who drew them (detail: commit, machine, wall time, seed)
 
 
 def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
@@ -56,23 +56,28 @@ def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
 
 def figure3_samples(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     """Figure 3's row of one finished Table 1 run of a cell it may draw (``figure3.figure_cells``), seed
-    ``figure3.SEED`` only: one sample per task vector of the figure (``figure3.model_samples``), as extra
-    evidence rows (image: the task vector's index; detail: the sample's tokens as JSON)."""
+    ``figure3.SEED`` only (``sample_rows``)."""
+    cell, models = run.data.tags.get("cell"), figure3.figure_cells()
+    if cell not in models or int(run.data.tags.get("seed", 0)) != figure3.SEED:
+        return pd.DataFrame()
+    return sample_rows(tracking_uri, run, cache, *models[cell])
+
+
+def sample_rows(tracking_uri: str, run, cache: Path, family: str, s: float) -> pd.DataFrame:
+    """One run's sample row, as Figure 3 and the generators' grids draw it: one sample per task vector of the
+    figure (``figure3.model_samples``: seed ``figure3.SEED``, on the CPU as from the store), as extra evidence
+    rows (image: the task vector's index; detail: the sample's tokens as JSON), and who drew them."""
     import torch
     from projectable import scale_name
 
     from experiments.run.saved import data_of, load_model
     from experiments.tracking.sweeps import download_run
 
-    cell, models = run.data.tags.get("cell"), figure3.figure_cells()
-    if cell not in models or int(run.data.tags.get("seed", 0)) != figure3.SEED:
-        return pd.DataFrame()
     tick = time.time()
-    family, s = models[cell]
     saved = download_run(tracking_uri, run.info.run_id, Path(cache) / "models")
     data = data_of(saved.config, Path(cache) / "data")
     tasks = torch.from_numpy(data.validation_items().task[: figure3.NUM_TASKS])
-    tokens = figure3.model_samples(load_model(saved).to("cpu"), family, s, tasks)  # as the store path: on the CPU
+    tokens = figure3.model_samples(load_model(saved).to("cpu"), family, s, tasks)
     rows = pd.DataFrame({"record": "extra", "run_id": run.info.run_id, "key": FIGURE3_SAMPLES,
                          "model": f"{family}_{scale_name(s)}", "image": range(len(tokens)),
                          "detail": [json.dumps(sample.tolist()) for sample in tokens]})
@@ -80,6 +85,20 @@ def figure3_samples(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     provenance = pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": FIGURE3_EVALUATION,
                                 "detail": json.dumps(evaluation, sort_keys=True)}])
     return pd.concat([rows, provenance], ignore_index=True)
+
+
+def generator_run(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
+    """The generators report's evidence of one finished run of its sweep: its ``generator`` and ``match/*``
+    tags, and for seed ``figure3.SEED`` of a generated P_s (one scale) its sample row (``sample_rows``)."""
+    tags = run.data.tags
+    detail = {"generator": tags.get("generator"),
+              **{f"match/{key}": tags.get(f"match/{key}") for key in generators.MATCH_FIELDS}}
+    frames = [pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": generators.GENERATOR_TAGS,
+                             "detail": json.dumps(detail, sort_keys=True)}])]
+    scales = json.loads(run.data.params.get("projector.scales", "[]"))
+    if tags.get("kind") == "projected" and len(scales) == 1 and int(tags.get("seed", 0)) == figure3.SEED:
+        frames.append(sample_rows(tracking_uri, run, cache, "P", float(scales[0])))
+    return pd.concat(frames, ignore_index=True)
 
 
 class Figure3Evidence(NamedTuple):
@@ -166,9 +185,11 @@ figure4_losses.keys = (FIGURE4_LOSSES, FIGURE4_EVALUATION)
 figure3_samples.keys = (FIGURE3_SAMPLES, FIGURE3_EVALUATION)
 data_summary.keys = (DATA_SUMMARY,)
 table3_training.keys = (TABLE3_TRAIN, TABLE3_RUN)
+generator_run.keys = (generators.GENERATOR_TAGS,)
 
 EXTRAS: dict[str, list[ExtraEvidence]] = {"table1": [figure4_losses, figure3_samples, table3_training],
                                           "table2": [data_summary], "table3": [table3_training],
+                                          "generators": [generator_run],
                                           "table4": [data_summary]}
 
 

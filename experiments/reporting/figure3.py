@@ -26,6 +26,8 @@ SEED = 0  # the seed of the runs drawn, and of each row's own sampling generator
 # single-size projected runs and the conditional M~_s (read from its step-matched continuation where the sweep
 # has one).
 COLUMNS = ("P", "Mc")
+FIGURE3_SAMPLES = "figure3/samples"  # extra key: a seed-0 sample per task vector (image: its index; detail: tokens)
+FIGURE3_EVALUATION = "figure3/evaluation"  # extra key: who drew them (detail: commit, machine, wall time, seed)
 
 
 class SampleRow(NamedTuple):

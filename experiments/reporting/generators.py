@@ -29,8 +29,9 @@ from experiments.reporting.toolkit import (
     scale_label,
     section,
 )
+from experiments.tracking.evidence import trials_of
 from experiments.tracking.store import MlflowClient
-from experiments.tracking.sweeps import load_trials
+from experiments.tracking.sweeps import attach_per_image, load_trials
 
 REFERENCE = "projection"  # the paper's generator (Sec. 2.2), which every other is compared with
 WIDTHS = (0.5, 0.25, 0.125)
@@ -63,6 +64,8 @@ def others() -> tuple[str, ...]:
 
 MATCH_FIELDS = ("count", "knob", "size", "own_total", "own_task", "with_source", "source", "projection_rank",
                 "projection_total", "projection_task")  # the ``match/*`` tags a generator cell's runs carry
+# extra evidence key (``reporting.evidence.generator_run``): a run's generator and match/* tags (detail: JSON)
+GENERATOR_TAGS = "generators/tags"
 
 
 def cell_of(column: str, s: float) -> str:
@@ -87,37 +90,82 @@ class GeneratorRuns(NamedTuple):
     stage1_steps: int | None  # that sweep's stage-1 steps (what every compared model started from)
 
 
-def load_runs(tracking_uri: str, experiment: str, scale: str) -> GeneratorRuns:
-    """The newest finished generators sweep of ``scale``, its trials plus the Table 1 runs it reused under
-    this sweep's cell names (and, with ``experiment.baselines=stage1``, Table 1's stage-1 baselines), each
-    with its ``generator`` and ``match/*`` tags as columns (``generator``, ``match_<field>``)."""
-    sweep_run = toolkit.store_sweep(tracking_uri, experiment, scale, "generators")
+def load_runs(tracking_uri: str, experiment: str, scale: str, sweeps=()) -> GeneratorRuns:
+    """The newest finished generators sweep of ``scale`` (of ``sweeps`` where given), its trials plus the Table 1
+    runs it reused under this sweep's cell names (and, with ``experiment.baselines=stage1``, Table 1's stage-1
+    baselines), each with its ``generator`` and ``match/*`` tags as columns (``generator``, ``match_<field>``)."""
+    sweep_run = toolkit.store_sweep(tracking_uri, experiment, scale, "generators", sweeps)
     tags = sweep_run.data.tags
     trials = load_trials(tracking_uri, experiment, tags["sweep_id"]).assign(reused_from="")
     source_sweep = tags.get("source_sweep", "")
-    wanted = dict(json.loads(tags.get("reused", "{}")))  # this sweep's cell -> the source sweep's
-    if toolkit.baselines_of(sweep_run) == "stage1":
-        wanted.update({cell: cell for cell in MATCHED})
     client = MlflowClient(tracking_uri)
     stage1_steps = None
     if source_sweep:
         source = load_trials(tracking_uri, experiment, source_sweep)
-        parts = [source[source.cell == theirs].assign(cell=mine, reused_from=f"{source_sweep}/{theirs}")
-                 for mine, theirs in wanted.items()]
-        trials = pd.concat([trials, *parts], ignore_index=True)
+        trials = pd.concat([trials, *_reused(source, sweep_run, tags, source_sweep)], ignore_index=True)
         parents = client.search_runs([sweep_run.info.experiment_id],
                                      f"tags.sweep_id = '{source_sweep}' and tags.role = 'sweep'")
-        if parents and "experiment.stages.stage1.steps" in parents[0].data.params:
-            stage1_steps = int(parents[0].data.params["experiment.stages.stage1.steps"])
-    columns = []
-    for row in trials.itertuples():
-        run_tags = client.get_run(row.run_id).data.tags
-        generator = run_tags.get("generator", "projection" if row.kind == "projected" else "")
-        columns.append({"generator": generator,
-                        **{f"match_{key}": run_tags.get(f"match/{key}") for key in MATCH_FIELDS}})
+        stage1_steps = _stage1_steps(parents[0].data.params) if parents else None
+    run_tags = [client.get_run(run_id).data.tags for run_id in trials.run_id]
+    return GeneratorRuns(sweep_run, _with_tags(trials, run_tags), source_sweep, stage1_steps)
+
+
+def _reused(source: pd.DataFrame, sweep_run, tags: Mapping[str, str], source_sweep: str) -> list[pd.DataFrame]:
+    """The runs of Table 1 a generators sweep (or one part of it, ``tags``) reused, under its cell names."""
+    wanted = dict(json.loads(tags.get("reused", "{}")))  # this sweep's cell -> the source sweep's
+    if toolkit.baselines_of(sweep_run) == "stage1":
+        wanted.update({cell: cell for cell in MATCHED})
+    return [source[source.cell == theirs].assign(cell=mine, reused_from=f"{source_sweep}/{theirs}")
+            for mine, theirs in wanted.items()]
+
+
+def _stage1_steps(params: Mapping[str, str]) -> int | None:
+    value = params.get("experiment.stages.stage1.steps")
+    return None if value is None else int(value)
+
+
+def _with_tags(trials: pd.DataFrame, run_tags: Sequence[Mapping[str, str | None]]) -> pd.DataFrame:
+    """``trials`` (one tag mapping per row) with columns ``generator`` (a projected run without the tag: the
+    projection) and ``match_<field>``, in cell and seed order."""
+    columns = [{"generator": tags.get("generator") if tags.get("generator") is not None else
+                ("projection" if kind == "projected" else ""),
+                **{f"match_{key}": tags.get(f"match/{key}") for key in MATCH_FIELDS}}
+               for kind, tags in zip(trials.kind, run_tags)]
     trials = pd.concat([trials.reset_index(drop=True), pd.DataFrame(columns, index=range(len(trials)))], axis=1)
-    return GeneratorRuns(sweep_run, trials.sort_values(["cell", "seed"]).reset_index(drop=True), source_sweep,
-                         stage1_steps)
+    return trials.sort_values(["cell", "seed"]).reset_index(drop=True)
+
+
+def generator_runs(params: toolkit.NotebookParams) -> GeneratorRuns:
+    """What the report reads, with per-image losses: from the store, or from the evidence files
+    (``toolkit.check_runs``), the same trials either way."""
+    if toolkit.check_runs(params, "generators") == "evidence":
+        return evidence_runs(params, *toolkit.sweep_and_trials(params, "generators", per_image=True))
+    runs = load_runs(params.tracking_uri, params.experiment, params.scale, params.sweeps)
+    return runs._replace(trials=attach_per_image(runs.trials, params.tracking_uri))
+
+
+def evidence_runs(params: toolkit.NotebookParams, sweep_run, trials: pd.DataFrame) -> GeneratorRuns:
+    """``generator_runs`` from evidence: each part's reused runs from the committed evidence of the Table 1
+    sweep it started from, the tags from the extra records of its own runs (``reporting.evidence.generator_run``;
+    a run without them is named, with the command that adds them)."""
+    evidence, frames, sources, stage1_steps = toolkit.evidence_of(sweep_run), [trials.assign(reused_from="")], [], None
+    for sweep in evidence.sweeps:
+        source_sweep = sweep["tags"].get("source_sweep", "")
+        if source_sweep:
+            source = toolkit.source_evidence(params, evidence, source_sweep)
+            runs, seeds = trials_of(source, per_image=True), toolkit.part_seeds(sweep)
+            frames += _reused(runs if seeds is None else runs[runs.seed.isin(seeds)], sweep_run, sweep["tags"],
+                              source_sweep)
+            sources.append(source_sweep)
+            stage1_steps = _stage1_steps(source.sweeps[0]["params"])
+    trials = pd.concat(frames, ignore_index=True)
+    tagged = evidence.extras[evidence.extras.key == GENERATOR_TAGS].drop_duplicates("run_id").set_index("run_id")
+    own = trials.run_id[trials.reused_from == ""]
+    if lacking := sorted(set(trials.cell[trials.run_id.isin(set(own) - set(tagged.index))])):
+        raise toolkit.MissingRuns(f"generators: the evidence of {', '.join(evidence.sweep_ids)} holds no generator "
+                                  f"tags of cells {', '.join(lacking)}; {toolkit.ADD_EXTRAS}")
+    run_tags = [json.loads(tagged.detail[run_id]) if run_id in tagged.index else {} for run_id in trials.run_id]
+    return GeneratorRuns(sweep_run, _with_tags(trials, run_tags), " + ".join(dict.fromkeys(sources)), stage1_steps)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -384,6 +432,11 @@ def write_report(out_dir, table: GeneratorTable, claims: Claims, params: pd.Data
                                 results_frame(table, params), lambda path: plot(table, path, title))
 
 
+def sample_cells() -> dict[str, tuple[str, float]]:
+    """Cell -> (generator, s) of every generated P_s a sample grid shows."""
+    return {cell_of(g, s): (g, s) for g in GENERATORS for s in WIDTHS}
+
+
 class SampleModels(NamedTuple):
     models: dict[tuple[str, float], object]  # (generator, s) -> the ProjectableGPT of seed 0 of its cell
     data: object  # the runs' dataset
@@ -391,33 +444,58 @@ class SampleModels(NamedTuple):
 
 def load_sample_models(trials: pd.DataFrame, tracking_uri: str, cache_dir: str | Path) -> SampleModels:
     """Seed 0 of every generator cell that finished (Table 1's reused P_s among them), from MLflow."""
-    wanted = {cell_of(g, s): (g, s) for g in GENERATORS for s in WIDTHS}
+    wanted = sample_cells()
     finished = set(trials[trials.status == "FINISHED"].cell)
     cells = [cell for cell in wanted if cell in finished]
     saved = toolkit.load_saved_models(trials, cells, tracking_uri, cache_dir, seed=0, device="cpu")
     return SampleModels({wanted[cell]: model for cell, model in zip(saved.runs.cell, saved.models)}, saved.data)
 
 
-def sample_grids(models: SampleModels, tasks, digit_indices, out_dir: str | Path, title: str,
-                 seed: int = 0) -> list[Path]:
-    """``generators_samples_<generator>.png``: for each generator, its P_s(t) rows at s = 1/2, 1/4, 1/8 for
-    the same task vectors (N, t), under the renders, as ``figure3.compose_figure`` lays them out."""
+def model_rows(models: SampleModels, tasks) -> dict[tuple[str, float], object]:
+    """(generator, s) -> its sample tokens (N, T) for the task vectors ``tasks`` (N, 18), drawn as Figure 3
+    draws a P_s (``figure3.model_samples``: each row from its own seeded generator)."""
+    from experiments.reporting import figure3
+
+    return {(g, s): figure3.model_samples(model, "P", s, tasks) for (g, s), model in models.models.items()}
+
+
+def evidence_rows(params: toolkit.NotebookParams, runs: GeneratorRuns) -> dict[tuple[str, float], object]:
+    """``model_rows`` from the sample records the sweeps' drivers wrote (``reporting.evidence.generator_run``;
+    the reused P_s rows are Table 1's Figure 3 samples, in the evidence of the Table 1 sweeps it started from)."""
     import torch
 
     from experiments.reporting import figure3
 
+    evidence = toolkit.evidence_of(runs.sweep_run)
+    sources = [source for source in dict.fromkeys(sweep["tags"].get("source_sweep") for sweep in evidence.sweeps)
+               if source]
+    read = [evidence, *(toolkit.source_evidence(params, evidence, source) for source in sources)]
+    extras = pd.concat([e.extras for e in read], ignore_index=True)
+    samples = extras[extras.key == figure3.FIGURE3_SAMPLES]
+    trials = runs.trials
+    wanted, finished = sample_cells(), trials[(trials.status == "FINISHED") & (trials.seed == figure3.SEED)]
+    runs = finished[finished.cell.isin(list(wanted))]
+    rows = {}
+    for run in runs.itertuples():
+        tokens = samples[samples.run_id == run.run_id].drop_duplicates("image").sort_values("image")
+        if tokens.empty:
+            raise toolkit.MissingRuns(f"generators: no sample row of cell {run.cell} (run {run.run_id}) in the "
+                                      f"evidence; {toolkit.ADD_EXTRAS}")
+        rows[wanted[run.cell]] = torch.tensor([json.loads(detail) for detail in tokens.detail])
+    return rows
+
+
+def sample_grids(rows: Mapping[tuple[str, float], object], data, tasks, digit_indices, out_dir: str | Path,
+                 title: str) -> list[Path]:
+    """``generators_samples_<generator>.png``: for each generator, its P_s(t) rows at s = 1/2, 1/4, 1/8 for
+    the same task vectors (N, t), under the renders, as ``figure3.compose_figure`` lays them out."""
+    from experiments.reporting import figure3
+
     out = []
     for generator in GENERATORS:
-        rows = []
-        for s in WIDTHS:
-            model = models.models.get((generator, s))
-            if model is None:
-                continue
-            rng = torch.Generator().manual_seed(seed)
-            rows.append(figure3.SampleRow(f"{generator} {scale_label(s)}(t)",
-                                          figure3.projected_samples(model, s, tasks, rng)))
-        if rows:
+        shown = [figure3.SampleRow(f"{generator} {scale_label(s)}(t)", rows[(generator, s)])
+                 for s in WIDTHS if (generator, s) in rows]
+        if shown:
             path = Path(out_dir) / f"generators_samples_{generator}.png"
-            out.append(figure3.compose_figure(models.data, tasks, digit_indices, rows, path,
-                                              title=f"{generator}, {title}"))
+            out.append(figure3.compose_figure(data, tasks, digit_indices, shown, path, title=f"{generator}, {title}"))
     return out

@@ -30,9 +30,9 @@ from experiments.reporting.toolkit import (
 )
 from experiments.run.evaluate import validation_loss
 from experiments.run.saved import data_of, load_model, nll_fn, pick_device
-from experiments.tracking.evidence import Evidence, load_evidence, trials_of
+from experiments.tracking.evidence import trials_of
 from experiments.tracking.store import MlflowClient
-from experiments.tracking.sweeps import attach_per_image, download_run, is_partial, load_trials
+from experiments.tracking.sweeps import attach_per_image, download_run, load_trials
 
 # Table 3 of the paper (training losses, nats/token): (target width, source width, rank) -> loss.
 PAPER_TABLE3 = {
@@ -147,8 +147,8 @@ def evidence_runs(params: toolkit.NotebookParams, sweep_run, trials: pd.DataFram
     for sweep in evidence.sweeps:
         reused, source_sweep = json.loads(sweep["tags"].get("reused", "{}")), sweep["tags"].get("source_sweep")
         if reused and source_sweep:
-            source = _source_evidence(params, evidence, source_sweep)
-            runs, seeds = trials_of(source, per_image=True), _seeds(sweep)
+            source = toolkit.source_evidence(params, evidence, source_sweep)
+            runs, seeds = trials_of(source, per_image=True), toolkit.part_seeds(sweep)
             frames.append(_reused(runs if seeds is None else runs[runs.seed.isin(seeds)], reused, source_sweep))
             extras.append(source.extras)
     trials = pd.concat(frames, ignore_index=True)
@@ -170,21 +170,6 @@ def evidence_runs(params: toolkit.NotebookParams, sweep_run, trials: pd.DataFram
                           for run_id in trials.run_id[trials.status == "FINISHED"]])
     evaluation = {**toolkit.evaluations(described.reset_index()), "images": int(detail.iloc[0]["images"])}
     return Table3Runs(sweep_run, trials, train, evaluation)
-
-
-def _seeds(sweep: dict) -> list[int] | None:
-    """The seeds of one part of merged evidence (``experiment.seed_subset``; None: a whole sweep), so that each
-    part reads its own seeds of the Table 1 sweep it reused."""
-    return json.loads(sweep["params"]["experiment.seed_subset"]) if is_partial(sweep["params"]) else None
-
-
-def _source_evidence(params: toolkit.NotebookParams, evidence: Evidence, source_sweep: str) -> Evidence:
-    path = params.evidence_dir / f"{source_sweep}.parquet"
-    if not path.is_file():
-        raise toolkit.MissingRuns(f"table3: the evidence of {', '.join(evidence.sweep_ids)} reused runs of sweep "
-                                  f"{source_sweep}, whose evidence is not committed ({path}); commit it, or render "
-                                  "from the store (PROJECTABLE_REPORT_SOURCE=store)")
-    return load_evidence(path)
 
 
 class Table3(NamedTuple):

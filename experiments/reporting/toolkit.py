@@ -36,7 +36,7 @@ from experiments.tracking.evidence import (
     trials_of,
 )
 from experiments.tracking.store import git_commit, machine
-from experiments.tracking.sweeps import attach_per_image, find_sweep, load_trials
+from experiments.tracking.sweeps import attach_per_image, find_sweep, is_partial, load_trials
 
 SCALES = (1.0, 0.5, 0.25, 0.125)  # s of Tables 1 and 2
 DATA_SUMMARY = "data/summary"  # extra evidence key: the sweep's data summary (detail: JSON; Tables 2 and 4)
@@ -168,7 +168,8 @@ def newest_sweep(params: NotebookParams, artefact: str):
 
 # The reports that render from evidence files alone; the others need what
 # ``experiments.reporting.evidence`` does not hold yet, so they read the store.
-FROM_EVIDENCE = ("table1", "figure3", "figure4", "split_study", "specialisation", "ablations", "table2", "table3")
+FROM_EVIDENCE = ("table1", "figure3", "figure4", "split_study", "specialisation", "ablations", "table2", "table3",
+                 "generators")
 
 
 def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:
@@ -256,6 +257,23 @@ def reference_trials(params: NotebookParams, sweep_run, cells: Sequence[str]) ->
                           "store (PROJECTABLE_REPORT_SOURCE=store)")
     reference = trials_of(merge_evidence([load_evidence(path) for path in paths]), per_image=True)
     return reference[reference.cell.isin(list(cells))].reset_index(drop=True)
+
+
+def source_evidence(params: NotebookParams, evidence: Evidence, source_sweep: str) -> Evidence:
+    """The committed evidence of ``source_sweep``, the Table 1 sweep a part of ``evidence`` started from and
+    reused runs of (Table 3, the generators); a file not committed is named, never guessed."""
+    path = params.evidence_dir / f"{source_sweep}.parquet"
+    if not path.is_file():
+        raise MissingRuns(f"the evidence of {', '.join(evidence.sweep_ids)} reused runs of sweep {source_sweep}, "
+                          f"whose evidence is not committed ({path}); commit it, or render from the store "
+                          "(PROJECTABLE_REPORT_SOURCE=store)")
+    return load_evidence(path)
+
+
+def part_seeds(sweep: dict) -> list[int] | None:
+    """The seeds of one part of merged evidence (``experiment.seed_subset``; None: a whole sweep), so that each
+    part reads its own seeds of the Table 1 sweep it reused."""
+    return json.loads(sweep["params"]["experiment.seed_subset"]) if is_partial(sweep["params"]) else None
 
 
 def evidence_of(sweep_run) -> Evidence | None:

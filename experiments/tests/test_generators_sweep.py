@@ -71,3 +71,32 @@ def test_the_notebook_writes_the_report_and_a_sample_grid_per_generator(swept, t
         assert (out / f"generators_samples_{generator}.png").stat().st_size > 1_000
     logged = {a.path for a in MlflowClient(store.uri).list_artifacts(result.run_id, "reports/smoke")}
     assert {"reports/smoke/generators.md", "reports/smoke/generators_samples_linear.png"} <= logged
+
+
+def test_the_report_renders_from_the_evidence_files_alone_as_from_the_store(swept, tmp_path):
+    """The sweeps' evidence files (the generators' tags and sample rows, Table 1's reused runs and their Figure 3
+    rows) give the store's report: the same CSV and sample grids, markdown identical but for who wrote it."""
+    import shutil
+
+    store, table1, result = swept
+    written = {}
+    for source in ("store", "evidence"):
+        reports = tmp_path / source
+        if source == "evidence":
+            shutil.copytree(store.root / "reports" / "smoke" / "evidence", reports / "smoke" / "evidence")
+        uri = store.uri if source == "store" else f"sqlite:///{tmp_path}/no-store/mlflow.db"
+        env = {**os.environ, "PROJECTABLE_REPORT_SCALE": "smoke", "PROJECTABLE_REPORT_TRACKING_URI": uri,
+               "PROJECTABLE_REPORT_REPORTS": str(reports), "PROJECTABLE_REPORT_SOURCE": source,
+               "PROJECTABLE_REPORT_CACHE": str(tmp_path / f"cache-{source}"), "MPLBACKEND": "Agg"}
+        done = subprocess.run([sys.executable, str(code_root() / "analysis" / "generators.py")], env=env,
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        written[source] = reports / "smoke"
+    assert not (tmp_path / "no-store").exists()
+    store_out, evidence_out = written["store"], written["evidence"]
+    assert (evidence_out / "generators.csv").read_text() == (store_out / "generators.csv").read_text()
+    lines = lambda path: [line for line in path.read_text().splitlines() if "report written at" not in line]
+    assert lines(evidence_out / "generators.md") == lines(store_out / "generators.md")
+    for generator in ("projection", "blocks", "low_rank", "linear"):
+        name = f"generators_samples_{generator}.png"
+        assert (evidence_out / name).read_bytes() == (store_out / name).read_bytes()
