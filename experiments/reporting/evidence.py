@@ -5,8 +5,8 @@ back in place of evaluating the saved models.
 ``EXTRAS[experiment]`` lists them per experiment. Covered: Figure 4's per-image losses over its t1 grid and
 Figure 3's sample tokens (Table 1's sweep), Tables 2 and 4's data summary, Table 3's losses on a training draw
 (its own runs' and those of the Table 1 runs it may reuse), the generators' tags and sample tokens (their
-reused P_s rows are Table 1's Figure 3 samples, drawn alike). Not yet covered, so this report still needs the
-store: Table 4's subsets.
+reused P_s rows are Table 1's Figure 3 samples, drawn alike). Table 4 needs none: its C1 and C2 subsets are
+evaluations of every run, in the per-image records.
 """
 
 from __future__ import annotations

@@ -166,22 +166,15 @@ def newest_sweep(params: NotebookParams, artefact: str):
     return store_sweep(params.tracking_uri, params.experiment, params.scale, artefact, params.sweeps)
 
 
-# The reports that render from evidence files alone; the others need what
-# ``experiments.reporting.evidence`` does not hold yet, so they read the store.
-FROM_EVIDENCE = ("table1", "figure3", "figure4", "split_study", "specialisation", "ablations", "table2", "table3",
-                 "generators")
-
-
 def newest_evidence(params: NotebookParams, artefact: str) -> Evidence:
     """The evidence ``artefact`` reads: the finished sweeps of its experiment in ``reports/<scale>/evidence``
     (those of ``params.sweeps`` where given) merged (``tracking.evidence.merge_evidence``), or
     ``MissingRuns``. Every file there of the experiment is part of it: committing an evidence file declares
-    its sweep part of the experiment's reports, deleting it withdraws it."""
+    its sweep part of the experiment's reports, deleting it withdraws it. Every report renders from evidence
+    files alone: what it reads beyond the runs' metrics rides in their extra records
+    (``experiments.reporting.evidence.EXTRAS``)."""
     name, cells = ARTEFACTS[artefact][0], needed_cells(artefact)
     where = f"{params.evidence_dir}"
-    if artefact not in FROM_EVIDENCE:
-        raise MissingRuns(f"{artefact}: renders from the store only (its evidence is not written yet); run "
-                          f"`{make_command(artefact, params.scale)}` first")
     parts = []
     for path in sorted(params.evidence_dir.glob("*.parquet")):
         evidence = load_evidence(path)
@@ -214,16 +207,10 @@ def check_runs(params: NotebookParams, artefact: str) -> str:
         try:
             newest_sweep(params, artefact)
             return "store"
-        except MissingRuns as missing:
+        except MissingRuns:
             if params.source == "store":
                 raise
-            in_store = str(missing)
-    try:
-        newest_evidence(params, artefact)
-    except MissingRuns:
-        if params.source == "auto" and artefact not in FROM_EVIDENCE:
-            raise MissingRuns(in_store) from None
-        raise
+    newest_evidence(params, artefact)
     return "evidence"
 
 

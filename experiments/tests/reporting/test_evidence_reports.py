@@ -69,9 +69,9 @@ def test_reports_without_evidence_say_what_makes_their_runs(smoke_params, tmp_pa
     params = smoke_params
     assert toolkit.check_runs(params, "table1") == "evidence"
     assert toolkit.check_runs(params, "figure3") == "evidence"  # its samples ride in the evidence
-    with pytest.raises(toolkit.MissingRuns, match=r"generators: no finished generators sweep .* run `nox -s "
-                                                   r"reproduce_generators -- scale=smoke` first"):
-        toolkit.check_runs(params, "generators")  # needs samples of the weights: the store only
+    with pytest.raises(toolkit.MissingRuns, match=r"generators: no finished generators sweep .* nor an evidence "
+                                                   r"file of one .* run `nox -s reproduce_generators -- scale=smoke`"):
+        toolkit.check_runs(params, "generators")
     with pytest.raises(toolkit.MissingRuns, match="nor an evidence file of one"):
         toolkit.check_runs(params, "split_study")
     only_store = params._replace(source="store")

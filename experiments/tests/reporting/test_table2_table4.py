@@ -63,3 +63,56 @@ def test_table4_reads_each_cell_on_its_own_split_and_checks_transfer():
     paired = {v.comparison: v.held for v in report_table4.paired_verdicts(per_image)}
     assert paired['"1/2-1/2": C1 at 1/8/all < C1 at 1/8/1/8'] is True
     assert paired['"mod 2": C1 at 1/8/all < C1 at 1/8/1/8'] is None  # cells missing: not tested
+
+
+def test_table4_reads_the_same_cells_and_per_image_losses_from_its_evidence_as_from_the_store(tmp_path):
+    """Every subset a run is evaluated on (each split's C1 and C2) rides in the evidence's image records, so
+    Table 4's cells and paired per-image claims read from the evidence equal those read from the store."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from experiments.reporting import toolkit
+    from experiments.tracking.evidence import backfill, load_evidence, sweep_run_of, trials_of
+    from experiments.tracking.sweeps import attach_per_image, load_trials
+
+    uri, rng = f"sqlite:///{tmp_path}/mlflow.db", np.random.default_rng(0)
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("projectable", (tmp_path / "art").as_uri())
+    sweep = client.create_run(exp_id, tags={"role": "sweep", "sweep_id": "table4-smoke-x", "scale": "smoke",
+                                            "experiment": "table4"}).info.run_id
+    for seed in (0, 1):
+        for cell, c1 in (("both_all", 2.30), ("both_eighth", 2.40), ("half_c1_eighth", 2.35), ("mod2_c1_eighth", 2.36)):
+            tags = {"sweep_id": "table4-smoke-x", "cell": cell, "stage": "stage2", "seed": str(seed),
+                    "kind": "projected", "trial": f"{cell}-seed{seed}"}
+            run_id = client.create_run(exp_id, tags=tags).info.run_id
+            client.log_param(run_id, "train.steps", "5")
+            client.log_param(run_id, "projector.scales", "[0.5]")
+            per_image = {}
+            for split in ("half", "mod2"):
+                for group, mean in (("C1", c1), ("C2", 2.0)):
+                    losses = (mean + 0.05 * rng.standard_normal(12)).tolist()
+                    per_image[f"{split}_{group}/s1_2"] = losses
+                    client.log_metric(run_id, f"val/{split}_{group}/s1_2/nats_per_token", float(np.mean(losses)))
+                    client.log_metric(run_id, f"val/{split}_{group}/s1_2/nats_per_token_se", 0.01)
+            (tmp_path / run_id).mkdir()
+            (tmp_path / run_id / "per_image_nats.json").write_text(json.dumps(per_image))
+            client.log_artifact(run_id, str(tmp_path / run_id / "per_image_nats.json"), "eval")
+            (tmp_path / run_id / "model").mkdir()
+            (tmp_path / run_id / "model" / "model.safetensors").write_bytes(b"weights")
+            client.log_artifacts(run_id, str(tmp_path / run_id / "model"), "model")
+            client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(sweep, "FINISHED")
+    evidence = load_evidence(backfill(uri, "projectable", "table4-smoke-x", tmp_path / "reports", tmp_path / "cache"))
+
+    store = attach_per_image(load_trials(uri, "projectable", "table4-smoke-x"), uri)
+    mine = trials_of(evidence, per_image=True)
+    assert toolkit.evidence_of(sweep_run_of(evidence)) is evidence
+    ours, theirs = report_table4.table4_cells(mine), report_table4.table4_cells(store)
+    assert len(ours.cells) == 12 and ours.cells == theirs.cells
+    per_image_ours = report_table4.per_image_losses("sqlite:////nonexistent/mlflow.db", mine)
+    per_image_store = report_table4.per_image_losses(uri, store)
+    assert sorted(per_image_ours) == sorted(per_image_store) and len(per_image_ours) == 12
+    assert all(np.array_equal(per_image_ours[key], per_image_store[key]) for key in per_image_ours)
+    verdicts = lambda per_image: [repr(v) for v in report_table4.paired_verdicts(per_image)]  # NaN fields too
+    assert verdicts(per_image_ours) == verdicts(per_image_store)
