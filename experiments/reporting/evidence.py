@@ -28,6 +28,12 @@ FIGURE4_LOSSES = "figure4/t1"  # extra key: per-image losses over figure4.T1_GRI
 FIGURE4_EVALUATION = "figure4/evaluation"  # extra key: who evaluated them (detail: commit, machine, wall time)
 
 
+def detail_row(run, key: str, detail: dict) -> pd.DataFrame:
+    """One extra record of ``run`` under ``key`` whose ``detail`` is JSON (sorted keys: the same bytes each time)."""
+    return pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": key,
+                          "detail": json.dumps(detail, sort_keys=True)}])
+
+
 def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     """Figure 4's evaluation of one finished Table 1 run of a cell it plots (``figure4.table1_cells``):
     the per-image loss of its P_s or M~_s at every t1 of the grid, as extra evidence rows."""
@@ -48,10 +54,8 @@ def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
                                        device=device)
     rows = pd.DataFrame({"record": "extra", "run_id": run.info.run_id, "key": FIGURE4_LOSSES, "model": frame.model,
                          "t1": frame.t1, "image": frame.image, "value": frame.nats.astype(float)})
-    evaluation = toolkit.evaluation_provenance(tick)
-    provenance = pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": FIGURE4_EVALUATION,
-                                "detail": json.dumps(evaluation, sort_keys=True)}])
-    return pd.concat([rows, provenance], ignore_index=True)
+    return pd.concat([rows, detail_row(run, FIGURE4_EVALUATION, toolkit.evaluation_provenance(tick))],
+                     ignore_index=True)
 
 
 def figure3_samples(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
@@ -82,9 +86,7 @@ def sample_rows(tracking_uri: str, run, cache: Path, family: str, s: float) -> p
                          "model": f"{family}_{scale_name(s)}", "image": range(len(tokens)),
                          "detail": [json.dumps(sample.tolist()) for sample in tokens]})
     evaluation = toolkit.evaluation_provenance(tick, seed=figure3.SEED)
-    provenance = pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": FIGURE3_EVALUATION,
-                                "detail": json.dumps(evaluation, sort_keys=True)}])
-    return pd.concat([rows, provenance], ignore_index=True)
+    return pd.concat([rows, detail_row(run, FIGURE3_EVALUATION, evaluation)], ignore_index=True)
 
 
 def generator_run(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
@@ -93,8 +95,7 @@ def generator_run(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     tags = run.data.tags
     detail = {"generator": tags.get("generator"),
               **{f"match/{key}": tags.get(f"match/{key}") for key in generators.MATCH_FIELDS}}
-    frames = [pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": generators.GENERATOR_TAGS,
-                             "detail": json.dumps(detail, sort_keys=True)}])]
+    frames = [detail_row(run, generators.GENERATOR_TAGS, detail)]
     scales = json.loads(run.data.params.get("projector.scales", "[]"))
     if tags.get("kind") == "projected" and len(scales) == 1 and int(tags.get("seed", 0)) == figure3.SEED:
         frames.append(sample_rows(tracking_uri, run, cache, "P", float(scales[0])))
@@ -162,9 +163,7 @@ def table3_training(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
                          "image": range(len(loss.per_image)), "value": loss.per_image.double().numpy()})
     detail = {**shape, "train_nats": loss.nats, "train_se": loss.nats_se, "images": len(loss.per_image),
               **toolkit.evaluation_provenance(tick)}
-    described = pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": TABLE3_RUN,
-                               "detail": json.dumps(detail, sort_keys=True)}])
-    return pd.concat([rows, described], ignore_index=True)
+    return pd.concat([rows, detail_row(run, TABLE3_RUN, detail)], ignore_index=True)
 
 
 def data_summary(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
@@ -177,8 +176,7 @@ def data_summary(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     summary = toolkit.sweep_data_summary(tracking_uri, sweep_run)
     if summary is None:
         return pd.DataFrame()
-    return pd.DataFrame([{"record": "extra", "run_id": run.info.run_id, "key": DATA_SUMMARY,
-                          "detail": json.dumps(summary, sort_keys=True)}])
+    return detail_row(run, DATA_SUMMARY, summary)
 
 
 figure4_losses.keys = (FIGURE4_LOSSES, FIGURE4_EVALUATION)

@@ -29,7 +29,6 @@ from experiments.reporting.toolkit import (
     scale_label,
     section,
 )
-from experiments.tracking.evidence import trials_of
 from experiments.tracking.store import MlflowClient
 from experiments.tracking.sweeps import attach_per_image, load_trials
 
@@ -149,21 +148,17 @@ def evidence_runs(params: toolkit.NotebookParams, sweep_run, trials: pd.DataFram
     sweep it started from, the tags from the extra records of its own runs (``reporting.evidence.generator_run``;
     a run without them is named, with the command that adds them)."""
     evidence, frames, sources, stage1_steps = toolkit.evidence_of(sweep_run), [trials.assign(reused_from="")], [], None
-    for sweep in evidence.sweeps:
-        source_sweep = sweep["tags"].get("source_sweep", "")
-        if source_sweep:
-            source = toolkit.source_evidence(params, evidence, source_sweep)
-            runs, seeds = trials_of(source, per_image=True), toolkit.part_seeds(sweep)
-            frames += _reused(runs if seeds is None else runs[runs.seed.isin(seeds)], sweep_run, sweep["tags"],
-                              source_sweep)
-            sources.append(source_sweep)
-            stage1_steps = _stage1_steps(source.sweeps[0]["params"])
+    for sweep, source in zip(evidence.sweeps, toolkit.part_sources(params, evidence)):
+        if source is not None:
+            frames += _reused(source.runs, sweep_run, sweep["tags"], source.sweep_id)
+            sources.append(source.sweep_id)
+            stage1_steps = _stage1_steps(source.evidence.sweeps[0]["params"])
     trials = pd.concat(frames, ignore_index=True)
-    tagged = evidence.extras[evidence.extras.key == GENERATOR_TAGS].drop_duplicates("run_id").set_index("run_id")
     own = trials.run_id[trials.reused_from == ""]
-    if lacking := sorted(set(trials.cell[trials.run_id.isin(set(own) - set(tagged.index))])):
+    if lacking := toolkit.lacking_extra(trials, own, evidence.extras, GENERATOR_TAGS):
         raise toolkit.MissingRuns(f"generators: the evidence of {', '.join(evidence.sweep_ids)} holds no generator "
                                   f"tags of cells {', '.join(lacking)}; {toolkit.ADD_EXTRAS}")
+    tagged = evidence.extras[evidence.extras.key == GENERATOR_TAGS].drop_duplicates("run_id").set_index("run_id")
     run_tags = [json.loads(tagged.detail[run_id]) if run_id in tagged.index else {} for run_id in trials.run_id]
     return GeneratorRuns(sweep_run, _with_tags(trials, run_tags), " + ".join(dict.fromkeys(sources)), stage1_steps)
 
@@ -467,10 +462,8 @@ def evidence_rows(params: toolkit.NotebookParams, runs: GeneratorRuns) -> dict[t
     from experiments.reporting import figure3
 
     evidence = toolkit.evidence_of(runs.sweep_run)
-    sources = [source for source in dict.fromkeys(sweep["tags"].get("source_sweep") for sweep in evidence.sweeps)
-               if source]
-    read = [evidence, *(toolkit.source_evidence(params, evidence, source) for source in sources)]
-    extras = pd.concat([e.extras for e in read], ignore_index=True)
+    sources = [source.evidence for source in toolkit.part_sources(params, evidence) if source is not None]
+    extras = pd.concat([e.extras for e in [evidence, *sources]], ignore_index=True)
     samples = extras[extras.key == figure3.FIGURE3_SAMPLES]
     trials = runs.trials
     wanted, finished = sample_cells(), trials[(trials.status == "FINISHED") & (trials.seed == figure3.SEED)]

@@ -30,7 +30,6 @@ from experiments.reporting.toolkit import (
 )
 from experiments.run.evaluate import validation_loss
 from experiments.run.saved import data_of, load_model, nll_fn, pick_device
-from experiments.tracking.evidence import trials_of
 from experiments.tracking.store import MlflowClient
 from experiments.tracking.sweeps import attach_per_image, download_run, load_trials
 
@@ -143,22 +142,20 @@ def evidence_runs(params: toolkit.NotebookParams, sweep_run, trials: pd.DataFram
     """``table3_runs`` from evidence: the reused Table 1 runs from the committed evidence of the Table 1 sweep
     each part started from (``source_sweep``), shapes and training-draw losses from the extra records each run
     carries (``reporting.evidence.table3_training``); a run without them is named, with the command that adds them."""
-    evidence, frames, extras = toolkit.evidence_of(sweep_run), [trials.assign(reused_from="")], []
-    for sweep in evidence.sweeps:
-        reused, source_sweep = json.loads(sweep["tags"].get("reused", "{}")), sweep["tags"].get("source_sweep")
-        if reused and source_sweep:
-            source = toolkit.source_evidence(params, evidence, source_sweep)
-            runs, seeds = trials_of(source, per_image=True), toolkit.part_seeds(sweep)
-            frames.append(_reused(runs if seeds is None else runs[runs.seed.isin(seeds)], reused, source_sweep))
-            extras.append(source.extras)
+    evidence, frames = toolkit.evidence_of(sweep_run), [trials.assign(reused_from="")]
+    extras = [evidence.extras]
+    for sweep, source in zip(evidence.sweeps, toolkit.part_sources(params, evidence)):
+        reused = json.loads(sweep["tags"].get("reused", "{}"))
+        if reused and source is not None:
+            frames.append(_reused(source.runs, reused, source.sweep_id))
+            extras.append(source.evidence.extras)
     trials = pd.concat(frames, ignore_index=True)
-    extras = pd.concat([evidence.extras, *extras], ignore_index=True)
+    extras = pd.concat(extras, ignore_index=True)
     extras = extras[extras.run_id.isin(trials.run_id)]
-    described = extras[extras.key == TABLE3_RUN].drop_duplicates("run_id").set_index("run_id")
-    finished = trials.run_id[trials.status == "FINISHED"]
-    if lacking := sorted(set(trials.cell[trials.run_id.isin(set(finished) - set(described.index))])):
+    if lacking := toolkit.lacking_extra(trials, trials.run_id[trials.status == "FINISHED"], extras, TABLE3_RUN):
         raise toolkit.MissingRuns(f"table3: the evidence of {', '.join(evidence.sweep_ids)} holds no training-draw "
                                   f"losses of cells {', '.join(lacking)}; {toolkit.ADD_EXTRAS}")
+    described = extras[extras.key == TABLE3_RUN].drop_duplicates("run_id").set_index("run_id")
     detail = described.detail.map(json.loads)
     shapes = pd.DataFrame([{field: detail[run_id][field] for field in ("source", "scale", "target", "rank")}
                            for run_id in trials.run_id])

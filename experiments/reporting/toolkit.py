@@ -257,10 +257,33 @@ def source_evidence(params: NotebookParams, evidence: Evidence, source_sweep: st
     return load_evidence(path)
 
 
-def part_seeds(sweep: dict) -> list[int] | None:
-    """The seeds of one part of merged evidence (``experiment.seed_subset``; None: a whole sweep), so that each
-    part reads its own seeds of the Table 1 sweep it reused."""
-    return json.loads(sweep["params"]["experiment.seed_subset"]) if is_partial(sweep["params"]) else None
+class PartSource(NamedTuple):
+    sweep_id: str  # the Table 1 sweep one part of merged evidence started from (its ``source_sweep``)
+    evidence: Evidence  # that sweep's committed evidence
+    runs: pd.DataFrame  # its runs of the part's seeds (``trials_of``, with per-image losses)
+
+
+def part_sources(params: NotebookParams, evidence: Evidence) -> list[PartSource | None]:
+    """Per part of ``evidence`` (each sweep, in order) the Table 1 sweep it started from and reused runs of, with
+    that sweep's runs of the part's own seeds (``experiment.seed_subset``; every seed for a whole sweep), or None
+    for a part that started from none."""
+    out = []
+    for sweep in evidence.sweeps:
+        source_sweep = sweep["tags"].get("source_sweep")
+        if not source_sweep:
+            out.append(None)
+            continue
+        source = source_evidence(params, evidence, source_sweep)
+        runs = trials_of(source, per_image=True)
+        seeds = json.loads(sweep["params"]["experiment.seed_subset"]) if is_partial(sweep["params"]) else None
+        out.append(PartSource(source_sweep, source, runs if seeds is None else runs[runs.seed.isin(seeds)]))
+    return out
+
+
+def lacking_extra(trials: pd.DataFrame, run_ids: Iterable[str], extras: pd.DataFrame, key: str) -> list[str]:
+    """The cells of ``trials`` with a run among ``run_ids`` whose ``key`` extra record ``extras`` lacks."""
+    missing = set(run_ids) - set(extras.run_id[extras.key == key])
+    return sorted(set(trials.cell[trials.run_id.isin(missing)]))
 
 
 def evidence_of(sweep_run) -> Evidence | None:
