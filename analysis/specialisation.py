@@ -26,7 +26,7 @@ from experiments import telemetry
 
 telemetry.apply()  # before MLflow is imported
 
-from experiments.reporting import specialisation, toolkit
+from experiments.reporting import specialisation, task_use, toolkit
 
 # %% [markdown]
 # ## The specialisation runs and Table 1's reference cells
@@ -43,4 +43,6 @@ specialisation.results_frame(cells, verdicts)
 # ## Report files
 
 # %%
-toolkit.publish_report(params, sweep_run, specialisation.write_report, cells, verdicts, prov, source_sweep)
+uses = specialisation.task_uses(trials)  # M^every_s and P_s(const) under permuted and mean t: measured
+task_use.write_csv(params.out_dir, "specialisation", uses)
+toolkit.publish_report(params, sweep_run, specialisation.write_report, cells, verdicts, prov, source_sweep, uses)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from experiments.reporting import toolkit
+from experiments.reporting import task_use, toolkit
 from experiments.reporting.claims import Cell, Verdict, contrast_error, less_than, t_critical
 from experiments.reporting.declared import declared
 from experiments.reporting.toolkit import Provenance, fmt_cell, md_table, scale_label, section
@@ -191,7 +191,36 @@ def bound_lines(cells: dict[str, Cell]) -> list[str]:
     return lines
 
 
-def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, source_sweep: str) -> str:
+USES = {"every": "M^every", "const": "P(const)"}  # the task-use section's columns (task_use.task_use_cells)
+
+
+def task_uses(trials: pd.DataFrame) -> list[task_use.TaskUse]:
+    """M^every_s and P_s(const) of the study's own runs under their own, permuted and mean t (as Table 1's
+    section): measured, no claim. P_s(const) is trained and scored with the mean t, so both of its differences
+    are 0 by construction, a check that the conditions reach the model."""
+    sources = {row.every: [("every", row.scale)] for row in ROWS} | {row.constant: [("const", row.scale)]
+                                                                     for row in ROWS}
+    return task_use.task_use_cells(trials, sources, USES)
+
+
+def task_use_lines(uses: list[task_use.TaskUse]) -> list[str]:
+    rows = [[r.model, f"{r.own_nats:.3f} ± {r.own_se:.3f} (n={r.seeds})",
+             f"{r.permuted_minus_own:+.4f} ± {r.permuted_t_se:.4f}", f"{r.mean_minus_own:+.4f} ± {r.mean_t_se:.4f}"]
+            for r in task_use.frame(uses).itertuples()]
+    return section(
+        "Uses its task vector (measured, no claim)",
+        "The study's own conditional models scored at their end on the validation images under their own t, t "
+        "permuted across the images and the training distribution's mean t, as in Table 1's section of that name "
+        "(where P_s and M~_s are). Differences in nats/token ± t(0.975, df) x SE. No claim was declared for "
+        "these models before the runs, so none is judged. P_s(const) is trained and scored with the mean t: its "
+        "differences are 0 by construction.",
+        "",
+        *md_table(["model", "own t", "permuted - own", "mean - own"], rows),
+    ) if uses else []
+
+
+def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, source_sweep: str,
+             uses: list[task_use.TaskUse] = ()) -> str:
     records = results_frame(cells, verdicts).to_dict("records")
     table, baselines = [], []
     for row, r in zip(ROWS, records):
@@ -227,6 +256,7 @@ def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, 
                  "",
                  *md_table(["s", "P_s(t)", "M~_s", "M^every_s", "P_s < M~_s", "P_s < M^every_s",
                             "beats both"], baselines)),
+        *task_use_lines(list(uses)),
         *section("Claims", *toolkit.verdict_lines(verdicts)),
         *section("Bounds", *(bound_lines(cells) or ["- neither part could be computed: no finished P_s(const) runs."])),
         *section("Rule",

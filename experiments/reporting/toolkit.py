@@ -866,18 +866,18 @@ def write_report(out_dir: str | Path, name: str, markdown: str, frame: pd.DataFr
 
 class StudyReport(NamedTuple):
     """How a study started from a Table 1 sweep is reported: ``reports/<scale>/<name>.md`` from ``markdown(cells,
-    verdicts, prov, source_sweep)``, ``.csv`` from ``results_frame(cells, verdicts)`` and ``.png`` from
+    verdicts, prov, source_sweep, *extra)``, ``.csv`` from ``results_frame(cells, verdicts)`` and ``.png`` from
     ``plot(frame, path, title)`` of that frame, titled ``<title>, scale <scale> (sweep <id>)``."""
 
     name: str
     title: str
     results_frame: Callable[[dict[str, Cell], list[Verdict]], pd.DataFrame]
-    markdown: Callable[[dict[str, Cell], list[Verdict], Provenance, str], str]
+    markdown: Callable[..., str]
     plot: Callable[[pd.DataFrame, Path, str], Path]
 
     def write(self, out_dir, cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance,
-              source_sweep: str) -> ReportFiles:
+              source_sweep: str, *extra) -> ReportFiles:
         frame = self.results_frame(cells, verdicts)
         title = f"{self.title}, scale {prov.scale} (sweep {prov.sweep_id})"
-        return write_report(out_dir, self.name, self.markdown(cells, verdicts, prov, source_sweep), frame,
+        return write_report(out_dir, self.name, self.markdown(cells, verdicts, prov, source_sweep, *extra), frame,
                             lambda path: self.plot(frame, path, title))

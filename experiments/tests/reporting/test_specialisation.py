@@ -152,3 +152,34 @@ def test_a_part_resolved_the_other_way_is_said_so(monkeypatch):
     assert low > 0
     assert (f"- specialisation at s = 1/4: P_1/4(t) above P_1/4(const) (worse) by at least {low:.4f}"
             in "\n".join(specialisation.bound_lines(cells)))
+
+
+def test_task_use_of_the_studys_own_conditional_models_is_measured_beside_the_report():
+    """M^every_s scored under permuted and mean t: the section gives each rise over its own t; P_s(const), trained
+    and scored with the mean t, shows none; no claim is judged for either."""
+    rows = []
+    for seed in range(SEEDS):
+        for row in specialisation.ROWS:
+            key = width_key(row.scale)
+            every = run(row.every, seed, row.scale, 2.0, f"Mc{round(1 / row.scale)}_every-{seed}")
+            const = run(row.constant, seed, row.scale, 1.8, f"M1-{seed}")
+            for condition, rise in (("permuted", 0.1), ("mean", 0.04)):
+                own = np.asarray(every["per_image"][f"all/{key}"])
+                every["per_image"][f"all-t_{condition}/{key}"] = list(own + rise)
+                every[f"val/all-t_{condition}/{key}/nats_per_token"] = float(own.mean() + rise)
+                every[f"val/all-t_{condition}/{key}/nats_per_token_se"] = 0.3 / math.sqrt(IMAGES)
+                const["per_image"][f"all-t_{condition}/{key}"] = list(const["per_image"][f"all/{key}"])
+                const[f"val/all-t_{condition}/{key}/nats_per_token"] = 1.8
+                const[f"val/all-t_{condition}/{key}/nats_per_token_se"] = 0.3 / math.sqrt(IMAGES)
+            rows += [every, const]
+    uses = specialisation.task_uses(pd.DataFrame(rows))
+    assert [u.label for u in uses] == ["M^every_1/2", "M^every_1/4", "M^every_1/8", "P(const)_1/2",
+                                       "P(const)_1/4", "P(const)_1/8"]
+    from experiments.reporting import task_use
+
+    frame = task_use.frame(uses).set_index("model")
+    assert frame.loc["M^every_1/4", "permuted_minus_own"] == pytest.approx(0.1)
+    assert frame.loc["M^every_1/4", "mean_minus_own"] == pytest.approx(0.04)
+    assert frame.loc["P(const)_1/8", "permuted_minus_own"] == 0.0
+    lines = "\n".join(specialisation.task_use_lines(uses))
+    assert "| M^every_1/2 | 2.000" in lines and "+0.1000 ±" in lines and "holds" not in lines
