@@ -70,7 +70,7 @@ else:  # the rows the sweep's driver drew; the data rebuilt from this checkout's
     data = report_evidence.figure3_data(params, runs.sweep_run)
 items = data.validation_items()
 tasks = torch.from_numpy(items.task[: figure3.NUM_TASKS])  # (N, 18)
-rows = generators.model_rows(models, tasks) if evidence is None else generators.evidence_rows(params, runs)
+rows = generators.model_rows(models, tasks) if evidence is None else generators.evidence_rows(runs)
 title = f"scale {params.scale}"
 samples = generators.sample_grids(rows, data, tasks, items.digit_index[: figure3.NUM_TASKS], params.out_dir, title)
 for path in samples:

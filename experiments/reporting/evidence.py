@@ -34,6 +34,12 @@ def detail_row(run, key: str, detail: dict) -> pd.DataFrame:
                           "detail": json.dumps(detail, sort_keys=True)}])
 
 
+def one_scale(run) -> float | None:
+    """The scale of a projected run that trains one P_s (``projector.scales`` of one entry); None for any other."""
+    scales = json.loads(run.data.params.get("projector.scales", "[]"))
+    return float(scales[0]) if run.data.tags.get("kind") == "projected" and len(scales) == 1 else None
+
+
 def figure4_losses(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     """Figure 4's evaluation of one finished Table 1 run of a cell it plots (``figure4.table1_cells``):
     the per-image loss of its P_s or M~_s at every t1 of the grid, as extra evidence rows."""
@@ -96,9 +102,8 @@ def generator_run(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     detail = {"generator": tags.get("generator"),
               **{f"match/{key}": tags.get(f"match/{key}") for key in generators.MATCH_FIELDS}}
     frames = [detail_row(run, generators.GENERATOR_TAGS, detail)]
-    scales = json.loads(run.data.params.get("projector.scales", "[]"))
-    if tags.get("kind") == "projected" and len(scales) == 1 and int(tags.get("seed", 0)) == figure3.SEED:
-        frames.append(sample_rows(tracking_uri, run, cache, "P", float(scales[0])))
+    if (s := one_scale(run)) is not None and int(tags.get("seed", 0)) == figure3.SEED:
+        frames.append(sample_rows(tracking_uri, run, cache, "P", s))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -153,10 +158,9 @@ def table3_training(tracking_uri: str, run, cache: Path) -> pd.DataFrame:
     from experiments.run.saved import pick_device
     from experiments.tracking.sweeps import download_run
 
-    params = run.data.params
-    if run.data.tags.get("kind") != "projected" or len(json.loads(params.get("projector.scales", "[]"))) != 1:
+    if one_scale(run) is None:
         return pd.DataFrame()
-    tick, shape = time.time(), table3.run_shape(params)
+    tick, shape = time.time(), table3.run_shape(run.data.params)
     saved = download_run(tracking_uri, run.info.run_id, Path(cache) / "models")
     loss = table3.training_loss(saved, shape["scale"], cache, device=pick_device(None))
     rows = pd.DataFrame({"record": "extra", "run_id": run.info.run_id, "key": TABLE3_TRAIN,

@@ -87,6 +87,7 @@ class GeneratorRuns(NamedTuple):
     trials: pd.DataFrame  # its trials and the Table 1 runs it reused (``reused_from`` names them)
     source_sweep: str  # the Table 1 sweep it started from
     stage1_steps: int | None  # that sweep's stage-1 steps (what every compared model started from)
+    extras: pd.DataFrame | None = None  # from evidence: the extra records of its runs and its sources' (samples)
 
 
 def load_runs(tracking_uri: str, experiment: str, scale: str, sweeps=()) -> GeneratorRuns:
@@ -148,10 +149,12 @@ def evidence_runs(params: toolkit.NotebookParams, sweep_run, trials: pd.DataFram
     sweep it started from, the tags from the extra records of its own runs (``reporting.evidence.generator_run``;
     a run without them is named, with the command that adds them)."""
     evidence, frames, sources, stage1_steps = toolkit.evidence_of(sweep_run), [trials.assign(reused_from="")], [], None
+    extras = [evidence.extras]
     for sweep, source in zip(evidence.sweeps, toolkit.part_sources(params, evidence)):
         if source is not None:
             frames += _reused(source.runs, sweep_run, sweep["tags"], source.sweep_id)
             sources.append(source.sweep_id)
+            extras.append(source.evidence.extras)
             stage1_steps = _stage1_steps(source.evidence.sweeps[0]["params"])
     trials = pd.concat(frames, ignore_index=True)
     own = trials.run_id[trials.reused_from == ""]
@@ -160,7 +163,8 @@ def evidence_runs(params: toolkit.NotebookParams, sweep_run, trials: pd.DataFram
                                   f"tags of cells {', '.join(lacking)}; {toolkit.ADD_EXTRAS}")
     tagged = evidence.extras[evidence.extras.key == GENERATOR_TAGS].drop_duplicates("run_id").set_index("run_id")
     run_tags = [json.loads(tagged.detail[run_id]) if run_id in tagged.index else {} for run_id in trials.run_id]
-    return GeneratorRuns(sweep_run, _with_tags(trials, run_tags), " + ".join(dict.fromkeys(sources)), stage1_steps)
+    return GeneratorRuns(sweep_run, _with_tags(trials, run_tags), " + ".join(dict.fromkeys(sources)), stage1_steps,
+                         pd.concat(extras, ignore_index=True))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -454,17 +458,14 @@ def model_rows(models: SampleModels, tasks) -> dict[tuple[str, float], object]:
     return {(g, s): figure3.model_samples(model, "P", s, tasks) for (g, s), model in models.models.items()}
 
 
-def evidence_rows(params: toolkit.NotebookParams, runs: GeneratorRuns) -> dict[tuple[str, float], object]:
+def evidence_rows(runs: GeneratorRuns) -> dict[tuple[str, float], object]:
     """``model_rows`` from the sample records the sweeps' drivers wrote (``reporting.evidence.generator_run``;
-    the reused P_s rows are Table 1's Figure 3 samples, in the evidence of the Table 1 sweeps it started from)."""
+    the reused P_s rows are Table 1's Figure 3 samples), as ``evidence_runs`` read them with the runs."""
     import torch
 
     from experiments.reporting import figure3
 
-    evidence = toolkit.evidence_of(runs.sweep_run)
-    sources = [source.evidence for source in toolkit.part_sources(params, evidence) if source is not None]
-    extras = pd.concat([e.extras for e in [evidence, *sources]], ignore_index=True)
-    samples = extras[extras.key == figure3.FIGURE3_SAMPLES]
+    samples = runs.extras[runs.extras.key == figure3.FIGURE3_SAMPLES]
     trials = runs.trials
     wanted, finished = sample_cells(), trials[(trials.status == "FINISHED") & (trials.seed == figure3.SEED)]
     runs = finished[finished.cell.isin(list(wanted))]

@@ -204,9 +204,6 @@ def task_uses(trials: pd.DataFrame) -> list[task_use.TaskUse]:
 
 
 def task_use_lines(uses: list[task_use.TaskUse]) -> list[str]:
-    rows = [[r.model, f"{r.own_nats:.3f} ± {r.own_se:.3f} (n={r.seeds})",
-             f"{r.permuted_minus_own:+.4f} ± {r.permuted_t_se:.4f}", f"{r.mean_minus_own:+.4f} ± {r.mean_t_se:.4f}"]
-            for r in task_use.frame(uses).itertuples()]
     return section(
         "Uses its task vector (measured, no claim)",
         "The study's own conditional models scored at their end on the validation images under their own t, t "
@@ -215,7 +212,7 @@ def task_use_lines(uses: list[task_use.TaskUse]) -> list[str]:
         "these models before the runs, so none is judged. P_s(const) is trained and scored with the mean t: its "
         "differences are 0 by construction.",
         "",
-        *md_table(["model", "own t", "permuted - own", "mean - own"], rows),
+        *task_use.table_lines(uses),
     ) if uses else []
 
 

@@ -92,12 +92,16 @@ def frame(uses: Sequence[TaskUse]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def section_lines(uses: Sequence[TaskUse]) -> list[str]:
-    """The report's section "Uses its task vector"."""
-    table = frame(uses)
+def table_lines(uses: Sequence[TaskUse]) -> list[str]:
+    """The section's table: each model's own-t loss and the rises under permuted and mean t, ± t x SE."""
     rows = [[r.model, f"{r.own_nats:.3f} ± {r.own_se:.3f} (n={r.seeds})",
              f"{r.permuted_minus_own:+.4f} ± {r.permuted_t_se:.4f}", f"{r.mean_minus_own:+.4f} ± {r.mean_t_se:.4f}"]
-            for r in table.itertuples()]
+            for r in frame(uses).itertuples()]
+    return toolkit.md_table(["model", "own t", "permuted - own", "mean - own"], rows)
+
+
+def section_lines(uses: Sequence[TaskUse]) -> list[str]:
+    """The report's section "Uses its task vector"."""
     return toolkit.section(
         "Uses its task vector",
         "Each conditional model scored at its end on the validation images under its own t, under t permuted "
@@ -106,7 +110,7 @@ def section_lines(uses: Sequence[TaskUse]) -> list[str]:
         "\"P_s uses t\" and \"M~_s uses t\" hold when loss(permuted) - loss(own) exceeds its t x SE "
         "(`experiments/reporting/task_use.py`).",
         "",
-        *toolkit.md_table(["model", "own t", "permuted - own", "mean - own"], rows),
+        *table_lines(uses),
         "",
         *toolkit.verdict_lines(verdicts(uses)),
     ) if uses else []

@@ -236,22 +236,18 @@ def reference_trials(params: NotebookParams, sweep_run, cells: Sequence[str]) ->
     if evidence is None:
         reference = load_trials(params.tracking_uri, params.experiment, sweep_run.data.tags["source_sweep"])
         return attach_per_image(reference[reference.cell.isin(list(cells))], params.tracking_uri)
-    sources = list(dict.fromkeys(sweep["tags"].get("source_sweep", "?") for sweep in evidence.sweeps))
-    paths = [params.evidence_dir / f"{sweep_id}.parquet" for sweep_id in sources]
-    if missing := [str(path) for path in paths if not path.is_file()]:
-        raise MissingRuns(f"the evidence of {', '.join(evidence.sweep_ids)} started from sweeps {', '.join(sources)}, "
-                          f"whose evidence is not committed ({', '.join(missing)}); commit it, or render from the "
-                          "store (PROJECTABLE_REPORT_SOURCE=store)")
-    reference = trials_of(merge_evidence([load_evidence(path) for path in paths]), per_image=True)
+    sources = dict.fromkeys(sweep["tags"].get("source_sweep", "?") for sweep in evidence.sweeps)
+    reference = trials_of(merge_evidence([source_evidence(params, evidence, source) for source in sources]),
+                          per_image=True)
     return reference[reference.cell.isin(list(cells))].reset_index(drop=True)
 
 
 def source_evidence(params: NotebookParams, evidence: Evidence, source_sweep: str) -> Evidence:
-    """The committed evidence of ``source_sweep``, the Table 1 sweep a part of ``evidence`` started from and
-    reused runs of (Table 3, the generators); a file not committed is named, never guessed."""
+    """The committed evidence of ``source_sweep``, the Table 1 sweep a part of ``evidence`` started from (its
+    reference cells, the runs Table 3 and the generators reuse); a file not committed is named, never guessed."""
     path = params.evidence_dir / f"{source_sweep}.parquet"
     if not path.is_file():
-        raise MissingRuns(f"the evidence of {', '.join(evidence.sweep_ids)} reused runs of sweep {source_sweep}, "
+        raise MissingRuns(f"the evidence of {', '.join(evidence.sweep_ids)} started from sweep {source_sweep}, "
                           f"whose evidence is not committed ({path}); commit it, or render from the store "
                           "(PROJECTABLE_REPORT_SOURCE=store)")
     return load_evidence(path)
