@@ -68,12 +68,14 @@ def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, 
              fmt_cell(cells.get(CHANGES[r.change][1] or REFERENCE_MC)), _num(r.gap, "+.4f"), _num(r["gap change"], "+.4f"),
              _num(r.se, ".4f"), _num(r.df, ".1f"), _num(r["t x SE"], ".4f"), r["P gains on M~"]]
             for _, r in results_frame(cells, verdicts).iterrows()]
+    counts = sorted({cells[name].seeds for p, mc, _ in CHANGES.values() for name in (p, mc) if name in cells})
+    seeds = " or ".join(map(str, counts)) or "no"  # the changed cells' source lineages
     lines = [
         f"# Ablations at scale `{prov.scale}`: what P_1/8 - M~_1/8 depends on",
         "",
         f"Reference (Table 1 sweep `{source_sweep}`): P_1/8 {fmt_cell(ref_p)}, M~_1/8 (step-matched) "
         f"{fmt_cell(ref_mc)}, gap P_1/8 - M~_1/8 = {_num(_gap(ref_p, ref_mc), '+.4f')} nats/token (< 0: P_1/8 is "
-        "better). Each change below, two seeds, starts from the same stage-1 models (a change to M~_1/8 retrains "
+        f"better). Each change below, {seeds} seeds (source lineages) a cell, starts from the same stage-1 models (a change to M~_1/8 retrains "
         "it); the hypotheses were committed in `experiments/conf/experiment/ablations.yaml` before the runs. Each "
         "says the change lowers P_1/8 - M~_1/8: P_1/8 gains more from it than M~_1/8 does.",
         "",

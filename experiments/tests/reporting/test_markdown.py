@@ -340,7 +340,7 @@ def test_ablation_cells_verdicts_and_files_from_synthetic_runs(tmp_path, prov, m
     assert verdicts["rank"].held is None  # no P8_r32 runs
     files = ablations.write_report(tmp_path, cells, list(verdicts.values()), prov, "table1-smoke-abcd1234")
     md = files.markdown.read_text()
-    assert "gap P_1/8 - M~_1/8 = -0.0600 nats/token" in md
+    assert "gap P_1/8 - M~_1/8 = -0.0600 nats/token" in md and "Each change below, 2 seeds (source lineages)" in md
     changes = {row[0]: row[1:] for row in tables(md, "change")}
     assert changes["parts"][:5] == ["small model's parts derived from the source (small_parts=derived)",
                                     "2.202 ± 0.003 (n=2)", "2.361 ± 0.003 (n=2)", "-0.1600", "-0.1000"]
