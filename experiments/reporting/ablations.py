@@ -97,7 +97,7 @@ def plot(frame: pd.DataFrame, path, title: str):
     ax.errorbar(frame["gap change"], range(len(frame)), xerr=frame["t x SE"], fmt="o", capsize=3)
     ax.axvline(0, color="0.6", linewidth=1)
     ax.set_yticks(range(len(frame)), frame.change)
-    ax.set_xlabel("change in P_1/8 - M~_1/8 (nats/token; < 0: P_1/8 gains on M~_1/8), ± t x SE")
+    ax.set_xlabel("change in P_1/8 - M~_1/8 (nats/token), ± t x SE\n< 0: P_1/8 gains on M~_1/8")
     return toolkit.save_figure(fig, title, path)
 
 

@@ -697,10 +697,13 @@ def new_figure(figsize: tuple[float, float], xlabel: str = "", ylabel: str = "")
 
 
 def save_figure(fig, title: str, path: str | Path) -> Path:
-    """Title, tight layout, PNG at 120 dpi; the figure is closed."""
+    """Title (wrapped to the figure's width: a report of several sweeps names them all), tight layout, PNG at
+    120 dpi; the figure is closed."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 11)))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
