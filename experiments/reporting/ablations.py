@@ -75,8 +75,8 @@ def markdown(cells: dict[str, Cell], verdicts: list[Verdict], prov: Provenance, 
         "",
         f"Reference (Table 1 sweep `{source_sweep}`): P_1/8 {fmt_cell(ref_p)}, M~_1/8 (step-matched) "
         f"{fmt_cell(ref_mc)}, gap P_1/8 - M~_1/8 = {_num(_gap(ref_p, ref_mc), '+.4f')} nats/token (< 0: P_1/8 is "
-        f"better). Each change below, {seeds} seeds (source lineages) a cell, starts from the same stage-1 models (a change to M~_1/8 retrains "
-        "it); the hypotheses were committed in `experiments/conf/experiment/ablations.yaml` before the runs. Each "
+        f"better). Each change below, {seeds} seeds (source lineages) a cell, starts from the same stage-1 "
+        "models (a change to M~_1/8 retrains it); the hypotheses were committed in `experiments/conf/experiment/ablations.yaml` before the runs. Each "
         "says the change lowers P_1/8 - M~_1/8: P_1/8 gains more from it than M~_1/8 does.",
         "",
         *md_table(["change", "what", "P_1/8", "M~_1/8", "P_1/8 - M~_1/8", "change in it", "SE", "df", "t x SE",
